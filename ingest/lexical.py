@@ -1,0 +1,83 @@
+"""BM25 over character bigrams, persisted beside the Chroma index."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+
+log = logging.getLogger(__name__)
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z]+|\d+(?:\.\d+)?%?")
+
+
+def bigrams(text: str) -> list[str]:
+    """Chinese runs -> overlapping character bigrams (plus single chars of 1-char runs); Latin words and
+    numbers whole. Bigrams need no segmenter and measured better than jieba words on the speech
+    (R@1 0.80 vs 0.72)."""
+    out: list[str] = []
+    for m in CJK_RUN.finditer(text.lower()):
+        run = m.group(0)
+        if "\u3400" <= run[0] <= "\ufaff":
+            out.extend(run[i:i + 2] for i in range(len(run) - 1)) if len(run) > 1 else out.append(run)
+        else:
+            out.append(run)
+    return out
+
+
+class LexicalIndex:
+    """A bm25s index over chunk texts, tagged with the fingerprint of the committed documents it covers."""
+
+    def __init__(self, ids: list[str], texts: list[str], fingerprint: str) -> None:
+        import bm25s
+
+        self.ids, self.fingerprint = ids, fingerprint
+        self.bm25 = bm25s.BM25()
+        if ids:
+            self.bm25.index([bigrams(t) or ["\u0000"] for t in texts], show_progress=False)
+
+    def search(self, query: str, n: int) -> list[tuple[str, float]]:
+        """(chunk_id, score) best first; empty when no query bigram is in the index."""
+        toks = bigrams(query)
+        if not self.ids or not toks:
+            return []
+        vocab = self.bm25.vocab_dict
+        toks = [t for t in toks if t in vocab]
+        if not toks:
+            return []
+        docs, scores = self.bm25.retrieve([toks], k=min(n, len(self.ids)), show_progress=False, n_threads=1)
+        return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+    def save(self, directory: Path) -> None:
+        """Write atomically: a reader sees the old index or the new one, never half of each."""
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".lexical-", dir=directory.parent))
+        if self.ids:
+            self.bm25.save(str(tmp), show_progress=False)
+        (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids}))
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> "LexicalIndex | None":
+        """The saved index, or None when there is none or it cannot be read."""
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            obj = cls.__new__(cls)
+            obj.ids, obj.fingerprint = meta["ids"], meta["fingerprint"]
+            import bm25s
+
+            obj.bm25 = bm25s.BM25.load(str(directory)) if obj.ids else bm25s.BM25()
+            return obj
+        except (OSError, ValueError, KeyError) as e:
+            log.info("lexical index at %s not usable (%s); it will be rebuilt", directory, e)
+            return None
+
+

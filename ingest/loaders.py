@@ -1,0 +1,151 @@
+"""path -> raw text and metadata, for txt, md, html, pdf and docx in any common Chinese encoding."""
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import EncodingError, UnsupportedDocument
+
+SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
+HEADER_KEYS = ("title", "issuer", "doc_number", "date", "source")
+
+
+@dataclass
+class RawDocument:
+    """Text as it came out of the file, before cleaning, with any metadata the file declares."""
+
+    text: str
+    meta: dict = field(default_factory=dict)
+    is_html: bool = False
+
+
+def decode(data: bytes) -> str:
+    """Detect the encoding from the bytes (BOMs, then strict UTF-8, then GB18030), never from the name."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[3:].decode("utf-8")
+    for bom, enc in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                return data[2:].decode(enc)
+            except UnicodeDecodeError as e:
+                raise EncodingError(f"starts with a UTF-16 byte-order mark but is not valid UTF-16: {e}") from e
+    if b"\x00" in data[:8192]:
+        raise UnsupportedDocument("binary content (NUL bytes) - not a text document")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError as e:
+        raise EncodingError(f"not UTF-8, UTF-16 or GB18030/GBK (undecodable byte at offset {e.start})") from e
+    # GB18030 maps almost any byte string; real Chinese text is mostly CJK. Reject noise.
+    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    if cjk < 0.2 * max(1, sum(1 for ch in text if not ch.isascii())):
+        raise EncodingError("bytes decode as GB18030 but give no readable Chinese text")
+    return text
+
+
+def split_header(text: str) -> tuple[dict, str]:
+    """Split a leading `key: value` block ended by a `---` line into metadata and body."""
+    lines = text.split("\n")
+    meta: dict = {}
+    for i, line in enumerate(lines[:40]):
+        s = line.strip()
+        if s == "---":
+            if "title" in meta or len(meta) >= 2:
+                return meta, "\n".join(lines[i + 1:])
+            return {}, text
+        m = re.match(r"^([a-z_]+)\s*:\s*(.*)$", s)
+        if not m:
+            return {}, text
+        meta[m.group(1)] = m.group(2).strip()
+    return {}, text
+
+
+def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
+    """Read one file into text; raise UnsupportedDocument or EncodingError with a reason a person can act on."""
+    if not path.exists():
+        raise UnsupportedDocument("no such file")
+    if not path.is_file():
+        raise UnsupportedDocument("not a regular file")
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED:
+        raise UnsupportedDocument(f"unsupported file type '{ext or '(none)'}' (supported: {', '.join(sorted(SUPPORTED))})")
+    size = path.stat().st_size
+    if size == 0:
+        raise UnsupportedDocument("empty file")
+    if size > max_bytes:
+        raise UnsupportedDocument(f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit (ingest.max_file_mb)")
+    data = path.read_bytes()
+    match ext:
+        case ".pdf":
+            return _load_pdf(data)
+        case ".docx":
+            return _load_docx(path)
+        case ".html" | ".htm":
+            from .html import html_to_text
+
+            text, meta = html_to_text(decode_html(data))
+            return RawDocument(text, meta, is_html=True)
+        case _:
+            text = decode(data).replace("\r\n", "\n").replace("\r", "\n")
+            meta, body = split_header(text)
+            return RawDocument(body, meta)
+
+
+def decode_html(data: bytes) -> str:
+    """HTML declares its charset; honour it before guessing."""
+    m = re.search(rb"charset\s*=\s*[\"']?([A-Za-z0-9_-]+)", data[:4096])
+    if m:
+        enc = m.group(1).decode("ascii").lower()
+        if enc in ("gb2312", "gbk"):
+            enc = "gb18030"
+        try:
+            return data.decode(enc)
+        except (LookupError, UnicodeDecodeError):
+            pass
+    return decode(data)
+
+
+def _load_pdf(data: bytes) -> RawDocument:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError, AttributeError) as e:
+        raise UnsupportedDocument(f"unreadable PDF (truncated or damaged): {e}") from e
+    text = "\n".join(pages)
+    if not text.strip():
+        raise UnsupportedDocument(f"PDF has no text layer ({len(pages)} page(s), scanned images?) - run OCR first")
+    meta = {}
+    title = (reader.metadata or {}).get("/Title") if reader.metadata else None
+    if title:
+        meta["title"] = str(title)
+    return RawDocument(text, meta)
+
+
+def _load_docx(path: Path) -> RawDocument:
+    import zipfile
+
+    import docx
+
+    try:
+        d = docx.Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {e}") from e
+    lines = [p.text for p in d.paragraphs]
+    for table in d.tables:
+        for row in table.rows:
+            lines.append(" ".join(c.text for c in row.cells))
+    text = "\n".join(lines)
+    if not text.strip():
+        raise UnsupportedDocument("DOCX contains no text")
+    meta = {"title": d.core_properties.title} if d.core_properties.title else {}
+    return RawDocument(text, meta)

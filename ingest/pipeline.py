@@ -1,0 +1,157 @@
+"""load -> clean -> chunk -> embed -> store, one committed document at a time, incremental."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .chunk import split
+from .clean import clean
+from .embed import Embedder
+from .loaders import SUPPORTED, load
+from .schema import Document, IngestError
+from .store import ChromaIndex, index_text
+
+log = logging.getLogger(__name__)
+PIPELINE_VERSION = "1"  # bump when cleaning or chunking rules change, so every document is redone
+
+
+@dataclass
+class FileResult:
+    """One line of the ingest report."""
+
+    path: str
+    doc_id: str = ""
+    title: str = ""
+    status: str = "failed"  # added | updated | unchanged | removed | failed
+    chunks: int = 0
+    error: str = ""
+
+
+@dataclass
+class IngestReport:
+    documents: list[FileResult] = field(default_factory=list)
+    chunks_total: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for d in self.documents:
+            out[d.status] = out.get(d.status, 0) + 1
+        return out
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus every non-hidden file under named directories, in a stable order."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+        else:
+            out.append(p)
+    return out
+
+
+def _slug(stem: str) -> str:
+    s = re.sub(r"[^\w.-]+", "-", stem, flags=re.UNICODE).strip("-._")
+    return s[:80] or "doc"
+
+
+class Pipeline:
+    """Ingests files into a ChromaIndex with one embedder and one set of chunking settings."""
+
+    def __init__(self, index: ChromaIndex, embedder: Embedder, chunk_size: int = 300, chunk_overlap: int = 60,
+                 max_file_mb: float = 20.0) -> None:
+        self.index, self.embedder = index, embedder
+        self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.max_bytes = int(max_file_mb * 1024 * 1024)
+        self.tag = f"p{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{embedder.name}"
+
+    def run(self, paths: Iterable[str | Path], prune: bool = False,
+            on_progress: Callable[[int, int, FileResult], None] | None = None) -> IngestReport:
+        """Ingest every file; a failure is reported for that file and the batch goes on."""
+        t0 = time.perf_counter()
+        report = IngestReport()
+        removed = self.index.reconcile()
+        if removed:
+            log.warning("removed %d chunks left by an interrupted ingest", removed)
+        files = discover(paths)
+        for n, path in enumerate(files, 1):
+            result = self.ingest_file(path)
+            report.documents.append(result)
+            if on_progress:
+                on_progress(n, len(files), result)
+        if prune:
+            for doc in list(self.index.documents().values()):
+                if not Path(doc.path).exists():
+                    self.index.remove_document(doc.doc_id)
+                    report.documents.append(FileResult(doc.path, doc.doc_id, doc.title, "removed", 0))
+        self.index.lexical()  # rebuild now, so the first question doesn't pay for it
+        report.chunks_total = self.index.count()
+        report.seconds = round(time.perf_counter() - t0, 3)
+        return report
+
+    def _doc_id(self, path: Path) -> str:
+        docs = self.index.documents()
+        for d in docs.values():
+            if d.path == str(path):
+                return d.doc_id
+        cand = _slug(path.stem)
+        if cand in docs and docs[cand].path != str(path) and Path(docs[cand].path).exists():
+            cand = f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+        return cand
+
+    def ingest_file(self, path: Path) -> FileResult:
+        """One file -> one committed document (or a failed line saying why)."""
+        res = FileResult(str(path))
+        try:
+            path = path.resolve() if path.exists() else path
+            res.path = str(path)
+            if path.exists() and path.is_file() and path.suffix.lower() in SUPPORTED:
+                data = path.read_bytes() if path.stat().st_size <= self.max_bytes else b""
+            else:
+                data = b""
+            sha = hashlib.sha256(data).hexdigest()
+            version = hashlib.sha256(f"{sha}|{self.tag}".encode()).hexdigest()
+            doc_id = self._doc_id(path)
+            res.doc_id = doc_id
+            old = self.index.document(doc_id)
+            if data and old and old.version == version:
+                res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
+                return res
+            twin = next((d for d in self.index.documents().values() if data and d.version == version
+                         and d.doc_id != doc_id and Path(d.path).exists()), None)
+            if twin:
+                res.doc_id, res.title, res.status, res.chunks = twin.doc_id, twin.title, "unchanged", twin.chunks
+                res.error = f"same content as {twin.path}; indexed once as {twin.doc_id}"
+                return res
+            raw = load(path, self.max_bytes)
+            text = clean(raw.text)
+            if not text:
+                raise IngestError("no text left after cleaning")
+            title = raw.meta.get("title") or raw.meta.get("page_title") or text.split("\n", 1)[0][:80]
+            doc = Document(doc_id=doc_id, path=str(path), title=title, text=text, sha256=sha, version=version,
+                           issuer=raw.meta.get("issuer", ""), doc_number=raw.meta.get("doc_number", ""),
+                           date=raw.meta.get("date", ""), source=raw.meta.get("source", ""),
+                           ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            chunks = split(text, doc_id, title, self.chunk_size, self.chunk_overlap)
+            vectors = self.embedder.embed_passages([index_text(c) for c in chunks])
+            doc.chunks = len(chunks)
+            self.index.add_document(doc, chunks, vectors)
+            res.title, res.chunks = title, len(chunks)
+            res.status = "updated" if old else "added"
+        except IngestError as e:
+            res.status, res.error = "failed", str(e)
+        except (OSError, ValueError, RuntimeError) as e:  # a surprise in one file must not sink the batch
+            log.exception("ingest of %s failed", path)
+            res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+        return res

@@ -1,0 +1,67 @@
+"""Document and Chunk: the contract between ingestion and everything above it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+class IngestError(Exception):
+    """Base class for errors that reject one document and spare the batch."""
+
+
+class UnsupportedDocument(IngestError):
+    """The file type or content cannot be turned into text."""
+
+
+class EncodingError(IngestError):
+    """The bytes decode as none of the supported encodings."""
+
+
+class IndexEmpty(Exception):
+    """The index holds no documents: run ingest first."""
+
+
+@dataclass
+class Document:
+    """A cleaned document: its text is what every chunk offset points into."""
+
+    doc_id: str
+    path: str
+    title: str
+    text: str
+    sha256: str = ""  # of the file's bytes
+    version: str = ""  # of the bytes plus the chunking/embedding settings: what chunk ids carry
+    issuer: str = ""
+    doc_number: str = ""
+    date: str = ""
+    source: str = ""
+    ingested_at: str = ""
+    chunks: int = 0
+
+    def meta(self) -> dict:
+        """Everything but the text, for listings."""
+        d = asdict(self)
+        d.pop("text")
+        return d
+
+
+@dataclass
+class Chunk:
+    """A span of a document's cleaned text with its place in the structure."""
+
+    doc_id: str
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    title: str = ""
+    section: list[str] = field(default_factory=list)
+    article: str = ""
+
+    @property
+    def section_path(self) -> str:
+        """The section path as one line, e.g. '一、…… > 一是……'."""
+        return " > ".join(self.section)
+
+    def chunk_id(self, version: str) -> str:
+        """Ids carry the version hash, so a new version never overwrites the committed one."""
+        return f"{self.doc_id}:{version[:12]}:{self.ordinal:04d}"

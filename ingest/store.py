@@ -1,0 +1,184 @@
+"""The Chroma index (embedded or server) and the lexical index beside it, kept in step.
+
+Write protocol, so that a killed ingest never leaves a document half-indexed:
+  1. add the new version's chunks (their ids carry the content hash, so they never touch the old ones);
+  2. upsert the document record: this is the commit, the only step that makes the new version visible;
+  3. delete chunks of any other version.
+Readers only see chunks whose hash matches the committed record; `reconcile` deletes leftovers of an
+interrupted run, and the lexical index is rebuilt whenever its fingerprint differs from the records.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .lexical import LexicalIndex
+from .schema import Chunk, Document
+
+log = logging.getLogger(__name__)
+_BATCH = 500  # chroma caps the batch size of one call; stay well below it
+
+
+@dataclass
+class Hit:
+    """A chunk found by one retriever, with that retriever's score."""
+
+    chunk: Chunk
+    score: float
+
+
+def index_text(chunk: Chunk) -> str:
+    """What is embedded and BM25-indexed: the chunk plus where it sits, so '第十一条' or a title finds it."""
+    head = " ".join(x for x in (chunk.title, chunk.section_path, chunk.article) if x)
+    return f"{head}\n{chunk.text}" if head else chunk.text
+
+
+class ChromaIndex:
+    """Chunks and their vectors in Chroma, document records beside them, BM25 in the index directory."""
+
+    def __init__(self, index_dir: str | Path = ".index", host: str = "", port: int = 8000,
+                 collection: str = "policy-docs") -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self.index_dir = Path(index_dir)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        cs = ChromaSettings(anonymized_telemetry=False)
+        if host:
+            self.client = chromadb.HttpClient(host=host, port=port, settings=cs)
+            self.location = f"chroma server {host}:{port}"
+        else:
+            self.client = chromadb.PersistentClient(path=str(self.index_dir / "chroma"), settings=cs)
+            self.location = str(self.index_dir / "chroma")
+        # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
+        self.chunks = self.client.get_or_create_collection(
+            f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
+        self.lexical_dir = self.index_dir / f"lexical-{collection}"
+        self._docs: dict[str, Document] | None = None
+        self._lexical: LexicalIndex | None = None
+
+    # -- documents -------------------------------------------------------------------------
+    def documents(self) -> dict[str, Document]:
+        """Committed documents by id (cached; refreshed after every write)."""
+        if self._docs is None:
+            got = self.records.get(include=["documents", "metadatas"])
+            self._docs = {}
+            for text, meta in zip(got["documents"], got["metadatas"]):
+                fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
+                self._docs[meta["doc_id"]] = Document(text=text or "", **fields)
+        return self._docs
+
+    def refresh(self) -> None:
+        """Forget cached state so the next read sees other writers' commits."""
+        self._docs, self._lexical = None, None
+
+    def document(self, doc_id: str) -> Document | None:
+        return self.documents().get(doc_id)
+
+    def fingerprint(self) -> str:
+        """Identifies the set of committed document versions."""
+        items = sorted(f"{d.doc_id}:{d.version}" for d in self.documents().values())
+        return hashlib.sha256("\n".join(items).encode()).hexdigest()
+
+    def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Index a new version of a document (see the module docstring for the commit order)."""
+        ids = [c.chunk_id(doc.version) for c in chunks]
+        for i in range(0, len(ids), _BATCH):
+            part = slice(i, i + _BATCH)
+            self.chunks.upsert(ids=ids[part], embeddings=vectors[part].tolist(),
+                               documents=[c.text for c in chunks[part]],
+                               metadatas=[self._chunk_meta(c, doc.version) for c in chunks[part]])
+        meta = {k: v for k, v in doc.meta().items() if v is not None}
+        meta["chunks"] = len(chunks)
+        self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
+        self.chunks.delete(where={"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]})
+        self._docs = None
+
+    def remove_document(self, doc_id: str) -> None:
+        """Uncommit first, then delete the chunks."""
+        self.records.delete(ids=[doc_id])
+        self.chunks.delete(where={"doc_id": doc_id})
+        self._docs = None
+
+    def reconcile(self) -> int:
+        """Delete chunks no committed record points at (left by an interrupted ingest); return how many."""
+        committed = {d.doc_id: d.version for d in self.documents().values()}
+        got = self.chunks.get(include=["metadatas"])
+        stale = [i for i, m in zip(got["ids"], got["metadatas"]) if committed.get(m["doc_id"]) != m["version"]]
+        for i in range(0, len(stale), _BATCH):
+            self.chunks.delete(ids=stale[i:i + _BATCH])
+        return len(stale)
+
+    # -- chunks ----------------------------------------------------------------------------
+    @staticmethod
+    def _chunk_meta(c: Chunk, version: str) -> dict:
+        return {"doc_id": c.doc_id, "version": version, "ordinal": c.ordinal, "title": c.title,
+                "section": json.dumps(c.section, ensure_ascii=False), "article": c.article,
+                "char_start": c.char_start, "char_end": c.char_end}
+
+    @staticmethod
+    def _chunk(text: str, m: dict) -> Chunk:
+        return Chunk(m["doc_id"], m["ordinal"], text, m["char_start"], m["char_end"], m.get("title", ""),
+                     json.loads(m.get("section") or "[]"), m.get("article", ""))
+
+    def _committed(self, m: dict) -> bool:
+        doc = self.documents().get(m["doc_id"])
+        return doc is not None and doc.version == m["version"]
+
+    def all_chunks(self, doc_id: str | None = None) -> list[tuple[str, Chunk]]:
+        """(chunk_id, Chunk) of committed versions, in document order."""
+        got = self.chunks.get(where={"doc_id": doc_id} if doc_id else None, include=["documents", "metadatas"])
+        rows = [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+                if self._committed(m)]
+        return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
+
+    def count(self) -> int:
+        return sum(d.chunks for d in self.documents().values())
+
+    def dense(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[Hit]:
+        """Nearest chunks by cosine similarity (1 - chroma's cosine distance)."""
+        total = self.chunks.count()
+        if total == 0:
+            return []
+        got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=where,
+                                include=["documents", "metadatas", "distances"])
+        return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
+                zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
+
+    # -- lexical ---------------------------------------------------------------------------
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index for exactly the committed documents, rebuilt if it is missing or stale."""
+        fp = self.fingerprint()
+        if self._lexical is not None and self._lexical.fingerprint == fp:
+            return self._lexical
+        lex = LexicalIndex.load(self.lexical_dir)
+        if lex is None or lex.fingerprint != fp:
+            lex = self.rebuild_lexical()
+        self._lexical = lex
+        return lex
+
+    def rebuild_lexical(self) -> LexicalIndex:
+        rows = self.all_chunks()
+        lex = LexicalIndex([i for i, _ in rows], [index_text(c) for _, c in rows], self.fingerprint())
+        lex.save(self.lexical_dir)
+        self._lexical = lex
+        log.info("lexical index rebuilt: %d chunks", len(rows))
+        return lex
+
+    def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
+        if not ids:
+            return {}
+        got = self.chunks.get(ids=ids, include=["documents", "metadatas"])
+        return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+                if self._committed(m)}
+
+    def lexical_search(self, query: str, n: int) -> list[Hit]:
+        ranked = self.lexical().search(query, n)
+        found = self.chunks_by_id([i for i, _ in ranked])
+        return [Hit(found[i], s) for i, s in ranked if i in found]
