@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import re
@@ -37,8 +38,18 @@ class LexicalIndex:
 
         self.ids, self.fingerprint = ids, fingerprint
         self.bm25 = bm25s.BM25()
+        tokens = [bigrams(t) or ["\u0000"] for t in texts]
+        self.df: dict[str, int] = {}
+        for toks in tokens:
+            for t in set(toks):
+                self.df[t] = self.df.get(t, 0) + 1
         if ids:
-            self.bm25.index([bigrams(t) or ["\u0000"] for t in texts], show_progress=False)
+            self.bm25.index(tokens, show_progress=False)
+
+    def idf(self, term: str) -> float:
+        """Inverse document frequency; a term the corpus never uses weighs the most."""
+        n = len(self.ids)
+        return math.log((n + 1) / (self.df.get(term, 0) + 0.5))
 
     def search(self, query: str, n: int) -> list[tuple[str, float]]:
         """(chunk_id, score) best first; empty when no query bigram is in the index."""
@@ -58,7 +69,7 @@ class LexicalIndex:
         tmp = Path(tempfile.mkdtemp(prefix=".lexical-", dir=directory.parent))
         if self.ids:
             self.bm25.save(str(tmp), show_progress=False)
-        (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids}))
+        (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids, "df": self.df}, ensure_ascii=False))
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
             os.replace(directory, old)
@@ -71,7 +82,7 @@ class LexicalIndex:
         try:
             meta = json.loads((directory / "meta.json").read_text())
             obj = cls.__new__(cls)
-            obj.ids, obj.fingerprint = meta["ids"], meta["fingerprint"]
+            obj.ids, obj.fingerprint, obj.df = meta["ids"], meta["fingerprint"], meta["df"]
             import bm25s
 
             obj.bm25 = bm25s.BM25.load(str(directory)) if obj.ids else bm25s.BM25()

@@ -178,6 +178,11 @@ class ChromaIndex:
         return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
                 if self._committed(m)}
 
+    def article_chunks(self, article: str) -> list[Chunk]:
+        """Committed chunks of every document's article with this number (e.g. '第十一条')."""
+        got = self.chunks.get(where={"article": article}, include=["documents", "metadatas"])
+        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
+
     def lexical_search(self, query: str, n: int) -> list[Hit]:
         ranked = self.lexical().search(query, n)
         found = self.chunks_by_id([i for i, _ in ranked])

@@ -1,0 +1,256 @@
+"""Test questions -> per-question results and summary metrics -> JSON, Markdown or HTML report."""
+from __future__ import annotations
+
+import html
+import json
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ingest.clean import normalise
+from ingest.schema import Document
+
+from .answer import Answer
+
+
+@dataclass
+class Question:
+    id: str
+    turns: list[str]
+    facts: list[str]
+    evidence: str = ""
+    doc: str = ""
+    line: int = 0
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.facts)
+
+
+@dataclass
+class Result:
+    id: str
+    question: str
+    answerable: bool
+    rank: int | None  # 1-based rank of the first passage holding the evidence
+    refused: bool
+    refusal_correct: bool
+    fact_recall: float | None
+    citations: int
+    citations_valid: int
+    citations_relevant: int
+    latency_ms: float
+    answer: str
+    cited: list[str] = field(default_factory=list)
+    passed: bool = False
+    why: str = ""
+
+
+def norm(text: str) -> str:
+    """NFKC- and whitespace-normalised, for containment checks."""
+    import unicodedata
+
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", normalise(text)))
+
+
+def load_questions(path: str | Path) -> tuple[list[Question], list[str]]:
+    """Parse JSON Lines; a bad line becomes an error naming its number and the others still load."""
+    questions, errors = [], []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {i}: not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(obj, dict):
+            errors.append(f"line {i}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        turns = obj.get("turns") if "turns" in obj else ([obj["question"]] if "question" in obj else None)
+        if turns is None:
+            errors.append(f"line {i}: missing field 'question' (or 'turns')")
+            continue
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            errors.append(f"line {i}: 'question' must be a non-empty string and 'turns' a list of them")
+            continue
+        if "facts" not in obj:
+            errors.append(f"line {i}: missing field 'facts' (use [] for a question the documents cannot answer)")
+            continue
+        facts = obj["facts"]
+        if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+            errors.append(f"line {i}: 'facts' must be a list of strings")
+            continue
+        for key in ("evidence", "doc", "id"):
+            if key in obj and not isinstance(obj[key], (str, int)):
+                errors.append(f"line {i}: '{key}' must be a string")
+                break
+        else:
+            questions.append(Question(str(obj.get("id", f"line{i}")), turns, facts, obj.get("evidence", "") or "",
+                                      obj.get("doc", "") or "", i))
+    return questions, errors
+
+
+def gold_span(q: Question, docs: dict[str, Document]) -> tuple[str, int, int] | None:
+    """Where the evidence sits in the cleaned documents (doc_id, start, end), preferring the named file."""
+    if not q.evidence:
+        return None
+    ev = q.evidence.strip()
+    ordered = sorted(docs.values(), key=lambda d: Path(d.path).name != q.doc)
+    for d in ordered:
+        i = d.text.find(ev)
+        if i < 0:
+            i = d.text.find(normalise(ev))
+        if i >= 0:
+            return d.doc_id, i, i + len(ev)
+    return None
+
+
+def holds_evidence(passage_text: str, doc_id: str, start: int, end: int, q: Question,
+                   gold: tuple[str, int, int] | None) -> bool:
+    if q.evidence and norm(q.evidence) in norm(passage_text):
+        return True
+    return bool(gold and gold[0] == doc_id and start < gold[2] and gold[1] < end)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return round(s[min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))], 1)
+
+
+AskFn = Callable[[str, list], Answer]
+
+
+def evaluate(questions: Iterable[Question], ask: AskFn, docs: dict[str, Document], k: int = 5,
+             on_progress: Callable[[int, int, Result], None] | None = None) -> dict:
+    """Run every question through `ask` and score it; returns {'summary', 'questions'}."""
+    questions = list(questions)
+    results: list[Result] = []
+    for i, q in enumerate(questions, 1):
+        history: list = []
+        for turn in q.turns[:-1]:
+            prev = ask(turn, history)
+            history = history + [{"role": "user", "content": turn}, {"role": "assistant", "content": prev.answer}]
+        t0 = time.perf_counter()
+        ans = ask(q.turns[-1], history)
+        latency = (time.perf_counter() - t0) * 1000
+        results.append(score(q, ans, docs, k, latency))
+        if on_progress:
+            on_progress(i, len(questions), results[-1])
+    return {"summary": summarise(results, k), "questions": [asdict(r) for r in results]}
+
+
+def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_ms: float) -> Result:
+    gold = gold_span(q, docs)
+    rank = None
+    if q.answerable:
+        for j, p in enumerate(ans.passages[:k], 1):
+            if holds_evidence(p.text, p.doc_id, p.char_start, p.char_end, q, gold):
+                rank = j
+                break
+    by_n = {p.n: p for p in ans.passages}
+    valid = sum(1 for c in ans.citations if c.doc_id in docs and docs[c.doc_id].text[c.char_start:c.char_end] == c.quote)
+    relevant = sum(1 for c in ans.citations if c.n in by_n and holds_evidence(
+        by_n[c.n].text, by_n[c.n].doc_id, by_n[c.n].char_start, by_n[c.n].char_end, q, gold))
+    facts = None
+    if q.answerable:
+        text = norm(ans.answer) if not ans.refused else ""
+        facts = sum(1 for f in q.facts if norm(f) in text) / len(q.facts)
+    correct = ans.refused != q.answerable
+    r = Result(q.id, " → ".join(q.turns), q.answerable, rank, ans.refused, correct, facts, len(ans.citations), valid,
+               relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations])
+    why = []
+    if not correct:
+        why.append("refused an answerable question" if ans.refused else "answered instead of refusing")
+    if q.answerable and rank is None:
+        why.append(f"evidence not in top {k}")
+    if facts is not None and facts < 1.0 and not ans.refused:
+        why.append(f"fact recall {facts:.2f}")
+    if valid < len(ans.citations):
+        why.append("invalid citation")
+    r.passed, r.why = not why, "; ".join(why)
+    return r
+
+
+def summarise(results: list[Result], k: int) -> dict:
+    ans = [r for r in results if r.answerable]
+    unans = [r for r in results if not r.answerable]
+    ranks = [r.rank for r in ans]
+    cites = sum(r.citations for r in results)
+    lat = [r.latency_ms for r in results]
+    return {
+        "n": len(results), "k": k,
+        "recall_at_1": round(sum(1 for x in ranks if x == 1) / len(ans), 3) if ans else None,
+        "recall_at_k": round(sum(1 for x in ranks if x is not None) / len(ans), 3) if ans else None,
+        "mrr": round(sum(1 / x for x in ranks if x) / len(ans), 3) if ans else None,
+        "fact_recall": round(statistics.mean(r.fact_recall or 0.0 for r in ans), 3) if ans else None,
+        "refusal_accuracy": round(sum(1 for r in unans if r.refused) / len(unans), 3) if unans else None,
+        "false_refusal_rate": round(sum(1 for r in ans if r.refused) / len(ans), 3) if ans else None,
+        "citation_validity": round(sum(r.citations_valid for r in results) / cites, 3) if cites else 1.0,
+        "citation_precision": round(sum(r.citations_relevant for r in ans) / max(1, sum(r.citations for r in ans)), 3),
+        "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
+        "passed": sum(1 for r in results if r.passed),
+    }
+
+
+SUMMARY_LABELS = [("n", "questions"), ("recall_at_1", "Recall@1"), ("recall_at_k", "Recall@k"), ("mrr", "MRR"),
+                  ("fact_recall", "fact recall"), ("refusal_accuracy", "refusal accuracy (unanswerable refused)"),
+                  ("false_refusal_rate", "false refusal rate (answerable refused)"),
+                  ("citation_validity", "citation validity"), ("citation_precision", "citation precision"),
+                  ("latency_ms_p50", "latency p50 (ms)"), ("latency_ms_p95", "latency p95 (ms)"), ("passed", "passed")]
+
+
+def _rows(report: dict) -> list[dict]:
+    return sorted(report["questions"], key=lambda r: (r["passed"], r["id"]))
+
+
+def to_markdown(report: dict, baseline: dict | None = None, errors: Sequence[str] = ()) -> str:
+    s = report["summary"]
+    lines = ["# Evaluation report", "", "| metric | assistant |" + (" naive baseline |" if baseline else ""),
+             "|---|---|" + ("---|" if baseline else "")]
+    for key, label in SUMMARY_LABELS:
+        b = f" {baseline['summary'].get(key)} |" if baseline else ""
+        lines.append(f"| {label} | {s.get(key)} |{b}")
+    if errors:
+        lines += ["", "## Lines not evaluated", ""] + [f"- {e}" for e in errors]
+    lines += ["", "## Questions (failures first)", "", "| id | pass | question | gold rank | refused | facts | answer | citations | why |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in _rows(report):
+        cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        lines.append(f"| {r['id']} | {'✅' if r['passed'] else '❌'} | {cell(r['question'])} | {r['rank'] or '-'} | "
+                     f"{r['refused']} | {r['fact_recall'] if r['fact_recall'] is not None else '-'} | "
+                     f"{cell(r['answer'][:200])} | {cell('; '.join(r['cited']))} | {cell(r['why'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = ()) -> str:
+    e = html.escape
+    s = report["summary"]
+    head = "<tr><th>metric</th><th>assistant</th>" + ("<th>naive baseline</th>" if baseline else "") + "</tr>"
+    rows = "".join(f"<tr><td>{e(label)}</td><td>{e(str(s.get(key)))}</td>"
+                   + (f"<td>{e(str(baseline['summary'].get(key)))}</td>" if baseline else "") + "</tr>"
+                   for key, label in SUMMARY_LABELS)
+    errs = "".join(f"<li>{e(x)}</li>" for x in errors)
+    qrows = "".join(
+        f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{e(r['id'])}</td><td>{'✅' if r['passed'] else '❌'}</td>"
+        f"<td>{e(r['question'])}</td><td>{r['rank'] or '-'}</td><td>{r['refused']}</td>"
+        f"<td>{'-' if r['fact_recall'] is None else r['fact_recall']}</td><td>{e(r['answer'])}</td>"
+        f"<td>{e('; '.join(r['cited']))}</td><td>{e(r['why'])}</td></tr>" for r in _rows(report))
+    return (f"<!doctype html><html lang='zh'><meta charset='utf-8'><title>Evaluation report</title>"
+            "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}tr.fail{background:#fff0f0}</style>"
+            f"<h1>Evaluation report</h1><table>{head}{rows}</table>"
+            + (f"<h2>Lines not evaluated</h2><ul>{errs}</ul>" if errors else "")
+            + "<h2>Questions (failures first)</h2><table><tr><th>id</th><th>pass</th><th>question</th><th>gold rank</th>"
+            f"<th>refused</th><th>facts</th><th>answer</th><th>citations</th><th>why</th></tr>{qrows}</table></html>")
+
+
+def write_report(path: str | Path, report: dict, baseline: dict | None = None, errors: Sequence[str] = ()) -> None:
+    path = Path(path)
+    text = to_html(report, baseline, errors) if path.suffix.lower() in (".html", ".htm") else to_markdown(report, baseline, errors)
+    path.write_text(text, encoding="utf-8")

@@ -1,0 +1,160 @@
+"""Assistant.ask(question, history) -> Answer: condense, retrieve, refuse or answer, verify citations."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from ingest.store import ChromaIndex
+
+from .answer import Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
+from .retrieval import QUESTION_PHRASES, CrossEncoderReranker, HybridRetriever, Passage
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+FOLLOW_UP = re.compile(r"^(那么?|那|其中|另外|还有|此外|它|其|这|该|又|以及|and)")
+CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
+                   "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
+
+
+def _user_turns(history: Sequence) -> list[str]:
+    """History as [{'role','content'}] or [(user, assistant)] -> the user's questions."""
+    out = []
+    for turn in history or ():
+        if isinstance(turn, dict):
+            if turn.get("role") == "user" and turn.get("content"):
+                out.append(str(turn["content"]))
+        elif isinstance(turn, (list, tuple)) and turn:
+            out.append(str(turn[0]))
+    return out
+
+
+def condense_rule(question: str, history: Sequence) -> str:
+    """Offline follow-up rule: a short or anaphoric question inherits the previous question's subject."""
+    prev = _user_turns(history)
+    q = question.strip()
+    if not prev or not (FOLLOW_UP.match(q) or len(q) <= 10 or q.endswith(("呢", "呢？", "呢?"))):
+        return q
+    subject = QUESTION_PHRASES.sub("", prev[-1]).strip(" ？?。")
+    core = FOLLOW_UP.sub("", q).strip()
+    core = re.sub(r"呢([？?]?)$", r"\1", core)
+    return f"{subject} {core}"
+
+
+@dataclass
+class Event:
+    """A streaming event: a token of the answer, then the verified Answer."""
+
+    kind: str  # "token" | "answer"
+    text: str = ""
+    answer: Answer | None = None
+
+
+class Assistant:
+    """Questions in, cited answers out. Built once by build_assistant(settings)."""
+
+    def __init__(self, retriever: HybridRetriever, answerer: Answerer, refusal: str, min_evidence: float,
+                 condenser=None) -> None:
+        self.retriever, self.answerer = retriever, answerer
+        self.refusal, self.min_evidence = refusal, min_evidence
+        self.condenser = condenser  # a LangChain chain for follow-ups when an LLM is configured
+
+    @property
+    def index(self) -> ChromaIndex:
+        return self.retriever.index
+
+    def standalone(self, question: str, history: Sequence) -> str:
+        if not history:
+            return question
+        if self.condenser is not None:
+            lines = "\n".join(f"{'用户' if i % 2 == 0 else '助手'}：{t}" for i, t in enumerate(_history_lines(history)))
+            try:
+                out = self.condenser.invoke({"history": lines, "question": question}).strip()
+                return out or question
+            except Exception as e:  # the LLM may be down; the rule still gives a usable question
+                log.warning("condensing with the LLM failed (%s); using the offline rule", e)
+        return condense_rule(question, history)
+
+    @staticmethod
+    def evidence(passages: list[Passage]) -> float:
+        """0-1: how well the best passage covers the question's content words (IDF-weighted, 0.6) and how close
+        it is in meaning (e5 cosine rescaled from the 0.82-0.94 band where its scores live on this corpus, 0.4).
+        Lexical coverage catches a missing rare word ('GDP'); the dense part rescues paraphrases."""
+        def one(p: Passage) -> float:
+            return 0.6 * p.coverage + 0.4 * min(1.0, max(0.0, (p.dense - 0.82) / 0.12))
+        return max((one(p) for p in passages), default=0.0)
+
+    def stream(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
+               issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
+        """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
+        t0 = time.perf_counter()
+        standalone = self.standalone(question, history)
+        passages = self.retriever.search(standalone, k, doc_ids, issuer)
+        t1 = time.perf_counter()
+        if self.evidence(passages) < self.min_evidence:
+            answer = Answer(question, self.refusal, True, passages=passages, mode=self.answerer.mode)
+            yield Event("token", self.refusal)
+        else:
+            parts = []
+            for token in self.answerer.stream(standalone, passages):
+                parts.append(token)
+                yield Event("token", token)
+            answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
+                            self.answerer.mode)
+        t2 = time.perf_counter()
+        answer.standalone_question = standalone
+        answer.timings_ms = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
+                             "total": round((t2 - t0) * 1000, 1)}
+        yield Event("answer", answer=answer)
+
+    def ask(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
+            issuer: str | None = None, k: int | None = None) -> Answer:
+        for event in self.stream(question, history, doc_ids, issuer, k):
+            if event.kind == "answer":
+                return event.answer
+        raise RuntimeError("the answer stream ended without an answer")
+
+    def as_runnable(self):
+        """The assistant as a LangChain runnable: {'question', 'history'?} -> Answer (invoke / batch / stream)."""
+        from langchain_core.runnables import RunnableLambda
+
+        return RunnableLambda(lambda x: self.ask(x["question"], x.get("history", ())))
+
+
+def _history_lines(history: Sequence) -> list[str]:
+    out = []
+    for turn in history:
+        if isinstance(turn, dict):
+            out.append(str(turn.get("content", "")))
+        else:
+            out.extend(str(t) for t in turn if t)
+    return out
+
+
+def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedder=None, llm=None,
+                    reranker=None) -> Assistant:
+    """Wire the assistant from settings; tests pass a fake chat model as `llm`."""
+    from .components import build_embedder, open_index
+
+    index = index or open_index(settings)
+    embedder = embedder or build_embedder(settings)
+    r = settings.retrieval
+    if reranker is None and r.reranker_path:
+        reranker = CrossEncoderReranker(r.reranker_path)
+    retriever = HybridRetriever(index, embedder, r.k, r.candidates, r.rrf_k, reranker, r.merge_adjacent)
+    if llm is None and settings.llm.base_url:
+        c = settings.llm
+        llm = make_chat_model(c.base_url, c.model, c.api_key, c.temperature, c.timeout)
+    condenser = None
+    match llm:
+        case None:
+            answerer: Answerer = ExtractiveAnswerer(settings.answer.max_sentences)
+        case _:
+            from langchain_core.output_parsers import StrOutputParser
+            from langchain_core.prompts import ChatPromptTemplate
+
+            answerer = LLMAnswerer(llm, settings.answer.refusal_text)
+            condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
+    return Assistant(retriever, answerer, settings.answer.refusal_text, r.min_evidence, condenser)
