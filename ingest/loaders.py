@@ -78,7 +78,7 @@ def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
     if size == 0:
         raise UnsupportedDocument("empty file")
     if size > max_bytes:
-        raise UnsupportedDocument(f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit (ingest.max_file_mb)")
+        raise UnsupportedDocument(f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:g} MB limit (ingest.max_file_mb)")
     data = path.read_bytes()
     match ext:
         case ".pdf":
@@ -135,10 +135,11 @@ def _load_docx(path: Path) -> RawDocument:
     import zipfile
 
     import docx
+    import docx.opc.exceptions
 
     try:
         d = docx.Document(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, docx.opc.exceptions.PackageNotFoundError) as e:
         raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {e}") from e
     lines = [p.text for p in d.paragraphs]
     for table in d.tables:
