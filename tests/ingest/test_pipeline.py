@@ -1,0 +1,153 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ingest.pipeline import Pipeline
+from ingest.store import ChromaIndex
+from tests.conftest import ROOT, SMALL_REG, SPEECH, copy, write
+
+
+class CountingEmbedder:
+    """The real embedder, counting what it embeds (to prove unchanged files embed nothing)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.passages = inner, inner.name, 0
+
+    def embed_passages(self, texts):
+        self.passages += len(texts)
+        return self.inner.embed_passages(texts)
+
+    def embed_query(self, text):
+        return self.inner.embed_query(text)
+
+
+def _stores(tmp_path):
+    yield "embedded", lambda: ChromaIndex(tmp_path / "index")
+    port = os.environ.get("ASSISTANT_TEST_CHROMA_PORT")
+    if port:
+        name = f"t{time.time_ns()}"
+        yield "server", lambda: ChromaIndex(tmp_path / "index-srv", "127.0.0.1", int(port), name)
+
+
+@pytest.fixture(params=["embedded", "server"])
+def make_index(request, tmp_path):
+    stores = dict(_stores(tmp_path))
+    if request.param not in stores:
+        if os.environ.get("CI"):
+            pytest.fail("ASSISTANT_TEST_CHROMA_PORT is not set: .ci/run must start a Chroma server")
+        pytest.skip("no Chroma server (set ASSISTANT_TEST_CHROMA_PORT; .ci/run starts one)")
+    return stores[request.param]
+
+
+def test_incremental_update_prune_and_duplicates(make_index, embedder, small_docs):
+    counter = CountingEmbedder(embedder)
+    index = make_index()
+    pipe = Pipeline(index, counter)
+    first = pipe.run([small_docs])
+    assert sorted(d.status for d in first.documents) == ["added", "added"]
+    n = counter.passages
+    assert n == first.chunks_total > 0
+
+    again = pipe.run([small_docs])
+    assert {d.status for d in again.documents} == {"unchanged"} and counter.passages == n
+
+    write(small_docs / "parking.txt", SMALL_REG.replace("1200", "1500"))
+    copy(small_docs / "notice.md", small_docs / "copy-of-notice.md")
+    third = pipe.run([small_docs])
+    by_name = {d.path.rsplit("/", 1)[-1]: d for d in third.documents}
+    assert by_name["parking.txt"].status == "updated"
+    assert by_name["copy-of-notice.md"].status == "unchanged" and "same content" in by_name["copy-of-notice.md"].error
+    assert len(index.documents()) == 2
+    parking = index.documents()["parking"]
+    chunks = index.all_chunks("parking")
+    assert len(chunks) == parking.chunks and all("1200" not in c.text for _, c in chunks)
+    assert any("1500" in c.text for _, c in chunks)
+    assert index.reconcile() == 0  # the old version's chunks are gone, not merely hidden
+    hits = index.lexical_search("停车位不少于1500个", 3)
+    assert hits and hits[0].chunk.doc_id == "parking"
+
+    (small_docs / "notice.md").unlink()
+    (small_docs / "copy-of-notice.md").unlink()
+    pruned = pipe.run([small_docs], prune=True)
+    assert [d.status for d in pruned.documents if d.status == "removed"] == ["removed"]
+    assert list(index.documents()) == ["parking"]
+    assert not index.lexical_search("宣传周", 3)
+
+
+def test_metadata_header_and_article_chunks(make_index, embedder, small_docs):
+    index = make_index()
+    Pipeline(index, embedder).run([small_docs / "parking.txt"])
+    doc = index.documents()["parking"]
+    assert (doc.title, doc.issuer, doc.date) == ("测试市停车管理条例", "测试市人民代表大会常务委员会", "2024-01-01")
+    arts = {c.article: c for _, c in index.all_chunks("parking")}
+    assert arts["第二条"].text == doc.text[arts["第二条"].char_start:arts["第二条"].char_end]
+    assert arts["第二条"].section == ["第一章 总则"]
+    assert index.dense(embedder.embed_query("收费标准每小时多少钱"), 1)[0].chunk.article == "第二条"
+
+
+def test_a_broken_file_is_reported_and_the_rest_lands(settings, embedder, small_docs, tmp_path):
+    (small_docs / "empty.txt").write_bytes(b"")
+    (small_docs / "bin.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (small_docs / "data.xlsx").write_bytes(b"PK")
+    index = ChromaIndex(settings.store.index_dir)
+    report = Pipeline(index, embedder).run([small_docs, tmp_path / "missing.txt"])
+    failed = {d.path.rsplit("/", 1)[-1]: d.error for d in report.documents if d.status == "failed"}
+    assert set(failed) == {"empty.txt", "bin.txt", "data.xlsx", "missing.txt"}
+    assert failed["empty.txt"] == "empty file" and "binary" in failed["bin.txt"]
+    assert "unsupported file type '.xlsx'" in failed["data.xlsx"] and failed["missing.txt"] == "no such file"
+    assert sorted(index.documents()) == ["notice", "parking"]
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def test_cli_ingest_json_docs_and_chunks(tmp_path, small_docs):
+    idx = str(tmp_path / "cli-index")
+    out = _cli("ingest", str(small_docs), "--index", idx, "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report) == {"documents", "chunks_total", "seconds"}
+    assert {tuple(sorted(d)) for d in report["documents"]} == {("chunks", "doc_id", "error", "path", "status", "title")}
+    docs = json.loads(_cli("docs", "--index", idx, "--json").stdout)
+    assert {d["doc_id"] for d in docs} == {"parking", "notice"}
+    assert all(len(d["sha256"]) == 64 and d["ingested_at"] for d in docs)
+    chunks = json.loads(_cli("chunks", "parking", "--index", idx, "--json").stdout)
+    assert [c["article"] for c in chunks if c["article"]] == ["第一条", "第二条", "第三条"]
+    missing = _cli("chunks", "nope", "--index", idx)
+    assert missing.returncode == 2 and "no document with id 'nope'" in missing.stderr
+
+
+def test_kill_9_never_leaves_a_half_indexed_document(tmp_path, embedder):
+    """Kill a real ingest mid-run; every committed document must be whole, and the next run completes."""
+    src = tmp_path / "many"
+    text = SPEECH.read_text(encoding="utf-8")
+    for i in range(6):
+        write(src / f"speech{i}.txt", text.replace("同志们", f"同志们{i}"))
+    idx = tmp_path / "kill-index"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "ingest", str(src), "--index", str(idx)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(14)  # model load + ~1-2 documents committed, one in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    index = ChromaIndex(idx)
+    committed = index.documents()
+    assert 0 < len(committed) < 6, "the kill should land mid-batch; adjust the sleep"
+    raw = index.chunks.get(include=["metadatas"])["metadatas"]
+    for doc in committed.values():
+        assert sum(1 for m in raw if m["doc_id"] == doc.doc_id and m["version"] == doc.version) == doc.chunks
+    visible = {c.doc_id for _, c in index.all_chunks()}
+    assert visible == set(committed)  # chunks of an uncommitted document are never visible
+    assert {index.chunks_by_id([i])[i].doc_id for i in index.lexical().ids} == set(committed)
+
+    report = Pipeline(ChromaIndex(idx), embedder).run([src])
+    assert sorted(d.status for d in report.documents).count("unchanged") == len(committed)
+    final = ChromaIndex(idx)
+    assert len(final.documents()) == 6 and final.reconcile() == 0
+    assert final.chunks.count() == sum(d.chunks for d in final.documents().values())
