@@ -15,7 +15,8 @@ from .retrieval import Passage, query_terms
 MARK = re.compile(r"\[(\d{1,2})\]")
 FIGURE = re.compile(r"\d+(?:\.\d+)?")
 NUMBER_QUESTION = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日")
-CLAIM_END = re.compile(r"(?<=[。！？!?；;])|\n")
+# A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
+CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
 
 
 @dataclass
@@ -204,7 +205,7 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
         return Answer(question, refusal, True, mode=mode, passages=passages)
     citations: dict[int, Citation] = {}
     unverified: list[str] = []
-    for claim in filter(None, (c.strip() for c in CLAIM_END.split(text))):
+    for claim in filter(None, (m.group(0).strip() for m in CLAIM.finditer(text))):
         marks = [int(m) for m in MARK.findall(claim)]
         bare = MARK.sub("", claim).strip()
         if len(_norm(bare)) < 4:

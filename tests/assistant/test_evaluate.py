@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from assistant.evaluate import evaluate, load_questions, to_html, write_report
+from tests.conftest import QUESTIONS, ROOT
+
+# Gate thresholds, set from measurement (see README "Evaluating"): measured 0.962 / 0.868 / 0.943 / 1.0 / 0.0.
+GATE = {"recall_at_k": 0.95, "recall_at_1": 0.80, "fact_recall": 0.85, "refusal_accuracy": 0.9,
+        "citation_validity": 1.0}
+
+
+def test_dev_set_shape():
+    qs, errors = load_questions(QUESTIONS)
+    assert not errors and len(qs) >= 50
+    assert sum(1 for q in qs if not q.facts) >= 8 and sum(1 for q in qs if len(q.turns) > 1) >= 5
+
+
+@pytest.mark.integration
+def test_quality_gate(corpus_assistant, artifacts):
+    qs, _ = load_questions(QUESTIONS)
+    report = evaluate(qs, lambda q, h: corpus_assistant.ask(q, h), corpus_assistant.index.documents())
+    write_report(artifacts / "eval-report.md", report)
+    s = report["summary"]
+    for key, floor in GATE.items():
+        assert s[key] >= floor, (key, s[key], [q["id"] for q in report["questions"] if not q["passed"]])
+    assert s["false_refusal_rate"] <= 0.05
+
+
+def test_bad_lines_name_their_line_and_the_rest_is_kept(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"id": "ok", "question": "新建公厕多少座？", "facts": ["210"]}, ensure_ascii=False),
+        "{not json",
+        json.dumps({"id": "nofacts", "question": "问"}),
+        json.dumps({"id": "wrong", "question": "问", "facts": "210"}),
+        json.dumps({"id": "noq", "facts": []}),
+        json.dumps({"id": "turns", "turns": ["a", "b"], "facts": [], "extra": 1}),
+    ]), encoding="utf-8")
+    qs, errors = load_questions(f)
+    assert [q.id for q in qs] == ["ok", "turns"]
+    assert [e.split(":")[0] for e in errors] == ["line 2", "line 3", "line 4", "line 5"]
+    assert "missing field 'facts'" in errors[1] and "'facts' must be a list" in errors[2]
+
+
+@pytest.mark.integration
+def test_eval_cli_json_and_reports(corpus_settings, tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"id": "a", "question": "新建公厕多少座？", "facts": ["210"], "evidence": "新建公厕210座"},
+                            ensure_ascii=False) + "\n{bad\n" + json.dumps({"id": "b", "question": "今天天气怎么样？", "facts": []},
+                                                                           ensure_ascii=False) + "\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "app.py", "eval", str(f), "--index", corpus_settings.store.index_dir, "--json",
+                          "--report", str(tmp_path / "r.html")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data["summary"]) >= {"n", "recall_at_1", "recall_at_k", "mrr", "fact_recall", "refusal_accuracy",
+                                    "false_refusal_rate", "citation_validity", "citation_precision",
+                                    "latency_ms_p50", "latency_ms_p95"}
+    assert data["summary"]["n"] == 2 and data["summary"]["recall_at_1"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0
+    assert "line 2" in out.stderr
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Evaluation report" in html and "line 2" in html
+
+
+def test_html_report_escapes_and_puts_failures_first():
+    rep = {"summary": {"n": 2}, "questions": [
+        {"id": "good", "passed": True, "question": "q", "rank": 1, "refused": False, "fact_recall": 1.0, "answer": "a",
+         "cited": [], "why": ""},
+        {"id": "bad", "passed": False, "question": "<script>x</script>", "rank": None, "refused": True,
+         "fact_recall": 0.0, "answer": "", "cited": [], "why": "refused"}]}
+    html = to_html(rep)
+    assert "<script>x" not in html and html.index("bad") < html.index("good")
