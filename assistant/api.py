@@ -1,0 +1,275 @@
+"""FastAPI routes (thin): /api, OpenAI-compatible /v1, /healthz, /embed and widget.js; the Gradio UI is mounted last."""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ingest.schema import IndexEmpty
+
+from .service import Assistant, build_assistant
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class AskRequest(BaseModel):
+    question: str = Field(..., description="The question, 1-2000 characters")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="[{role, content}] of earlier turns")
+    filters: dict[str, Any] = Field(default_factory=dict, description="{doc_ids: [...], issuer: '...'}")
+    stream: bool = False
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str = "policy-assistant"
+    messages: list[ChatMessage]
+    stream: bool = False
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: bool = True) -> FastAPI:
+    """The one application: API routes first, then the Gradio UI mounted at '/'."""
+    app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents",
+                  root_path=settings.server.root_path)
+    srv = settings.server
+    state: dict[str, Assistant] = {}
+
+    def get_assistant() -> Assistant:
+        if "a" not in state:
+            state["a"] = assistant or build_assistant(settings)
+        return state["a"]
+
+    if srv.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.middleware("http")
+    async def frame_policy(request: Request, call_next):
+        response = await call_next(request)
+        ancestors = " ".join(["'self'", *srv.frame_ancestors])
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
+        return _error(422, f"请求格式错误 / invalid request: {where} {first.get('msg', '')}".strip())
+
+    @app.exception_handler(IndexEmpty)
+    async def empty(_: Request, exc: IndexEmpty):
+        return _error(503, f"索引为空 / {exc}")
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return _error(500, "内部错误，请查看服务器日志 / internal error, see the server log")
+
+    def bearer(request: Request) -> None:
+        if not srv.api_keys:
+            return
+        got = request.headers.get("authorization", "")
+        token = got[7:] if got.lower().startswith("bearer ") else ""
+        if not any(secrets.compare_digest(token, k) for k in srv.api_keys):
+            raise HTTPException(401, "需要有效的 API 密钥 / a valid bearer key is required")
+
+    def admin(request: Request) -> None:
+        if not srv.admin_key:
+            raise HTTPException(403, "上传未启用：未配置管理员密钥 / upload is disabled (no admin key configured)")
+        got = request.headers.get("authorization", "")
+        if not secrets.compare_digest(got[7:] if got.lower().startswith("bearer ") else "", srv.admin_key):
+            raise HTTPException(401, "需要管理员密钥 / the admin key is required")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    def check_question(q: str) -> str:
+        q = q.strip()
+        if not q:
+            raise HTTPException(422, "问题不能为空 / the question is empty")
+        if len(q) > srv.max_question_chars:
+            raise HTTPException(422, f"问题过长（最多 {srv.max_question_chars} 字）/ question longer than {srv.max_question_chars} characters")
+        return q
+
+    @app.get("/healthz")
+    def healthz():
+        index = get_assistant().index
+        docs = index.documents()
+        return {"status": "ok" if docs else "empty", "index_loaded": bool(docs), "documents": len(docs),
+                "chunks": index.count()}
+
+    @app.post("/api/ask", dependencies=[Depends(bearer)])
+    def api_ask(req: AskRequest):
+        q = check_question(req.question)
+        a = get_assistant()
+        kwargs = {"doc_ids": req.filters.get("doc_ids"), "issuer": req.filters.get("issuer")}
+        if not req.stream:
+            return a.ask(q, req.history, **kwargs).to_dict(passages=True)
+        a.retriever.search  # noqa: B018 - fail before the stream starts when the index is empty
+        if not a.index.documents():
+            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+
+        def events():
+            for ev in a.stream(q, req.history, **kwargs):
+                if ev.kind == "token":
+                    yield f"event: token\ndata: {json.dumps({'text': ev.text}, ensure_ascii=False)}\n\n"
+                else:
+                    yield f"event: answer\ndata: {json.dumps(ev.answer.to_dict(passages=True), ensure_ascii=False)}\n\n"
+            yield "event: done\ndata: {}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/api/search", dependencies=[Depends(bearer)])
+    def api_search(q: str, k: int = 5):
+        q = check_question(q)
+        if not 1 <= k <= 50:
+            raise HTTPException(422, "k 必须在 1 到 50 之间 / k must be 1-50")
+        return {"query": q, "passages": [p.to_dict() for p in get_assistant().retriever.search(q, k)]}
+
+    @app.get("/api/documents", dependencies=[Depends(bearer)])
+    def api_documents():
+        return {"documents": [d.meta() for d in sorted(get_assistant().index.documents().values(), key=lambda d: d.doc_id)]}
+
+    @app.get("/api/documents/{doc_id}", dependencies=[Depends(bearer)])
+    def api_document(doc_id: str):
+        doc = get_assistant().index.document(doc_id)
+        if doc is None:
+            raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
+        chunks = [{"chunk_id": cid, "section": c.section_path, "article": c.article, "char_start": c.char_start,
+                   "char_end": c.char_end} for cid, c in get_assistant().index.all_chunks(doc_id)]
+        return doc.meta() | {"text": doc.text, "chunks": chunks}
+
+    @app.post("/api/documents", dependencies=[Depends(admin)])
+    async def api_upload(files: list[UploadFile] = File(...)):
+        from .components import build_pipeline
+
+        a = get_assistant()
+        upload_dir = Path(settings.store.index_dir) / "uploads"
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for f in files:
+            name = Path(f.filename or "upload.txt").name
+            dest = upload_dir / name
+            dest.write_bytes(await f.read())
+            paths.append(dest)
+        report = build_pipeline(settings, index=a.index, embedder=a.retriever.embedder).run(paths)
+        return report.to_dict()
+
+    @app.get("/v1/models", dependencies=[Depends(bearer)])
+    def v1_models():
+        return {"object": "list", "data": [{"id": "policy-assistant", "object": "model", "created": 0, "owned_by": "local"}]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
+    def v1_chat(req: ChatRequest):
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise HTTPException(422, "messages 中没有用户问题 / no user message")
+        q = check_question(users[-1].content)
+        history = [{"role": m.role, "content": m.content} for m in req.messages[:-1] if m.role in ("user", "assistant")]
+        a = get_assistant()
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+
+        def with_sources(ans) -> str:
+            if ans.refused or not ans.citations:
+                return ans.answer
+            return ans.answer + "\n\n来源：\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in ans.citations)
+
+        if not req.stream:
+            ans = a.ask(q, history)
+            return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": with_sources(ans)},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    "citations": ans.to_dict()["citations"], "refused": ans.refused}
+        if not a.index.documents():
+            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+
+        def chunk(delta: dict, finish=None, extra=None) -> str:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(body | (extra or {}), ensure_ascii=False)}\n\n"
+
+        def events():
+            yield chunk({"role": "assistant"})
+            for ev in a.stream(q, history):
+                if ev.kind == "token":
+                    yield chunk({"content": ev.text})
+                else:
+                    tail = with_sources(ev.answer)[len(ev.answer.answer):]
+                    yield chunk({"content": tail} if tail else {}, "stop",
+                                {"citations": ev.answer.to_dict()["citations"], "refused": ev.answer.refused})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/widget.js")
+    def widget(request: Request):
+        base = str(request.base_url).rstrip("/") + settings.server.root_path
+        js = WIDGET_JS.replace("__BASE__", base)
+        return Response(js, media_type="application/javascript")
+
+    @app.get("/embed", response_class=HTMLResponse)
+    def embed():
+        return EMBED_HTML.replace("__ROOT__", settings.server.root_path)
+
+    if with_ui:
+        from .ui import mount_ui
+
+        mount_ui(app, settings, get_assistant)
+    return app
+
+
+WIDGET_JS = """(function(){
+  var base='__BASE__';
+  var b=document.createElement('button');b.textContent='政策问答';b.setAttribute('aria-label','打开政策问答');
+  b.style.cssText='position:fixed;right:20px;bottom:20px;z-index:99999;padding:10px 16px;border-radius:20px;border:0;background:#b71c1c;color:#fff;cursor:pointer';
+  var f=null;b.onclick=function(){ if(f){f.remove();f=null;return;}
+    f=document.createElement('iframe');f.src=base+'/embed';f.title='政策问答';
+    f.style.cssText='position:fixed;right:20px;bottom:70px;width:380px;height:560px;border:1px solid #ccc;border-radius:8px;z-index:99999;background:#fff';
+    document.body.appendChild(f);};
+  document.body.appendChild(b);
+})();"""
+
+EMBED_HTML = """<!doctype html><html lang="zh"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>政策问答</title>
+<style>body{font-family:sans-serif;margin:0;padding:8px;font-size:14px}#log{height:420px;overflow:auto;border:1px solid #ddd;padding:6px}
+.q{color:#333;font-weight:bold;margin-top:8px}.a{white-space:pre-wrap}.refused{color:#888;font-style:italic}.src{font-size:12px;color:#555;border-left:3px solid #b71c1c;padding-left:6px;margin:4px 0}
+mark{background:#ffe082}form{display:flex;gap:4px;margin-top:6px}input{flex:1;padding:6px}</style>
+<div id="log" aria-live="polite"></div>
+<form id="f"><input id="q" placeholder="请输入问题，例如：“五项治理”包括哪些？" maxlength="2000"><button>提问</button></form>
+<script>
+const root='__ROOT__';const log=document.getElementById('log');let history=[];
+function el(tag,cls,text){const e=document.createElement(tag);if(cls)e.className=cls;if(text!==undefined)e.textContent=text;return e;}
+document.getElementById('f').onsubmit=async(ev)=>{ev.preventDefault();const qi=document.getElementById('q');const q=qi.value.trim();if(!q)return;qi.value='';
+ log.appendChild(el('div','q',q));const a=el('div','a','');log.appendChild(a);
+ const r=await fetch(root+'/api/ask',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify({question:q,history:history,stream:true})});
+ if(!r.ok){const j=await r.json();a.textContent=j.error?j.error.message:'出错了';return;}
+ const reader=r.body.getReader();const dec=new TextDecoder();let buf='';
+ while(true){const {value,done}=await reader.read();if(done)break;buf+=dec.decode(value,{stream:true});let i;
+  while((i=buf.indexOf('\\n\\n'))>=0){const block=buf.slice(0,i);buf=buf.slice(i+2);const ev=(block.match(/^event: (.*)$/m)||[])[1];const data=JSON.parse((block.match(/^data: (.*)$/m)||[])[1]||'{}');
+   if(ev==='token'){a.textContent+=data.text;}
+   if(ev==='answer'){a.textContent=data.answer;if(data.refused)a.className='a refused';
+     for(const c of data.citations){const s=el('div','src');s.appendChild(el('b',null,'['+c.n+'] '+c.label+' '));s.appendChild(el('mark',null,c.quote));a.appendChild(s);}
+     history.push({role:'user',content:q},{role:'assistant',content:data.answer});}}
+  log.scrollTop=log.scrollHeight;}};
+</script></html>"""

@@ -1,0 +1,154 @@
+"""Gradio Blocks (thin): renders what the service returns; no retrieval or prompt logic here."""
+from __future__ import annotations
+
+import html
+import re
+from typing import Callable
+
+import gradio as gr
+
+from ingest.schema import IndexEmpty
+
+from .answer import Answer
+from .service import Assistant
+from .settings import Settings
+
+EXAMPLES = ["“五项治理”包括哪些？", "中心城区和县城建成区新建改造道路多少公里？",
+            "《洛阳市城市市容和环境卫生管理条例》第十一条怎么确定责任区的责任人？", "“无废城市”建设试点的目标是什么？"]
+CSS = """
+.refused {color:#777;font-style:italic;border-left:4px solid #aaa;padding-left:8px}
+.cite {border-left:4px solid #b71c1c;padding:6px 10px;margin:8px 0;background:#fafafa}
+.cite mark {background:#ffe082}
+.unverified {color:#b71c1c}
+"""
+
+
+def render_answer(a: Answer) -> str:
+    """Answer text with each [n] as a link to its source card; document text is escaped, never interpreted."""
+    text = html.escape(a.answer)
+    if a.refused:
+        return f'<div class="refused">{text}</div>'
+    text = re.sub(r"\[(\d{1,2})\]", r'<a href="#cite-\1" class="cite-link">[\1]</a>', text)
+    if a.unverified:
+        text += '<div class="unverified">⚠ 以下内容未能在引用段落中核实：' + "；".join(html.escape(u) for u in a.unverified) + "</div>"
+    return text
+
+
+def render_sources(a: Answer, docs: dict) -> str:
+    """One card per citation: title, section or article, and the quote highlighted inside its passage."""
+    if a.refused or not a.citations:
+        return "<p>（本次回答没有引用）</p>"
+    cards = []
+    for c in a.citations:
+        doc = docs.get(c.doc_id)
+        p = next((p for p in a.passages if p.n == c.n), None)
+        start, end = (p.char_start, p.char_end) if p else (c.char_start, c.char_end)
+        start, end = min(start, c.char_start), max(end, c.char_end)
+        full = doc.text if doc else c.quote
+        before, quote, after = full[start:c.char_start], full[c.char_start:c.char_end], full[c.char_end:end]
+        cards.append(
+            f'<div class="cite" id="cite-{c.n}"><b>[{c.n}] {html.escape(c.label())}</b>'
+            f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
+            f'<small>文档 {html.escape(c.doc_id)} · 字符 {c.char_start}–{c.char_end}</small></div>')
+    return "".join(cards)
+
+
+def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.Blocks:
+    with gr.Blocks(title="政策文件问答") as ui:
+        gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
+        with gr.Tab("问答"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chat = gr.Chatbot(label="对话", height=460, sanitize_html=True)
+                    q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
+                    with gr.Row():
+                        send = gr.Button("提问", variant="primary")
+                        retry = gr.Button("重试")
+                        clear = gr.Button("清空")
+                    gr.Examples(EXAMPLES, inputs=q)
+                with gr.Column(scale=2):
+                    sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
+                    copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
+        history_state = gr.State([])
+
+        def respond(question, chat_hist, hist):
+            question = (question or "").strip()
+            if not question:
+                yield chat_hist, hist, gr.update(), gr.update(), ""
+                return
+            chat_hist = list(chat_hist or []) + [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+            try:
+                a = get_assistant()
+                partial = ""
+                for ev in a.stream(question, hist):
+                    if ev.kind == "token":
+                        partial += ev.text
+                        chat_hist[-1] = {"role": "assistant", "content": html.escape(partial)}
+                        yield chat_hist, hist, gr.update(), gr.update(), ""
+                    else:
+                        ans = ev.answer
+                chat_hist[-1] = {"role": "assistant", "content": render_answer(ans)}
+                hist = list(hist) + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
+                copy = ans.answer + ("\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in ans.citations) if ans.citations else "")
+                yield chat_hist, hist, render_sources(ans, a.index.documents()), copy, ""
+            except IndexEmpty:
+                chat_hist[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
+                yield chat_hist, hist, gr.update(), gr.update(), ""
+
+        def do_retry(chat_hist, hist):
+            last = next((m["content"] for m in reversed(hist or []) if m["role"] == "user"), "")
+            hist = list(hist or [])[:-2]
+            chat_hist = list(chat_hist or [])[:-2]
+            yield from respond(last, chat_hist, hist)
+
+        outs = [chat, history_state, sources, copy_box, q]
+        q.submit(respond, [q, chat, history_state], outs)
+        send.click(respond, [q, chat, history_state], outs)
+        retry.click(do_retry, [chat, history_state], outs)
+        clear.click(lambda: ([], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+
+        with gr.Tab("文档"):
+            def list_docs():
+                docs = sorted(get_assistant().index.documents().values(), key=lambda d: d.doc_id)
+                return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
+
+            table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
+            doc_id = gr.Textbox(label="文档 ID")
+            reader = gr.Textbox(label="全文", lines=18)
+            refresh = gr.Button("刷新")
+            refresh.click(list_docs, None, table)
+            ui.load(list_docs, None, table)
+
+            def read(doc):
+                d = get_assistant().index.document((doc or "").strip())
+                return d.text if d else "没有这个文档。"
+
+            doc_id.submit(read, doc_id, reader)
+
+        with gr.Tab("评测"):
+            gr.Markdown("上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`），生成评测报告。")
+            qfile = gr.File(label="问题文件 (.jsonl)", file_types=[".jsonl", ".json", ".txt"])
+            run = gr.Button("开始评测")
+            report = gr.Markdown()
+
+            def run_eval(f, progress=gr.Progress()):
+                from . import evaluate as ev
+
+                if f is None:
+                    return "请先上传问题文件。"
+                questions, errors = ev.load_questions(f if isinstance(f, str) else f.name)
+                a = get_assistant()
+                rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.index.documents(), settings.retrieval.k,
+                                  lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"))
+                return ev.to_markdown(rep, None, errors)
+
+            run.click(run_eval, qfile, report)
+    return ui
+
+
+def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) -> None:
+    """Mount the chat at '/' (after the API routes, or they would 404)."""
+    ui = build_ui(get_assistant, settings)
+    srv = settings.server
+    auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
+    gr.mount_gradio_app(app, ui, path="/", ssr_mode=False, css=CSS, auth=auth)
