@@ -14,6 +14,10 @@ from .retrieval import Passage, query_terms
 
 MARK = re.compile(r"\[(\d{1,2})\]")
 FIGURE = re.compile(r"\d+(?:\.\d+)?")
+# A figure as a claim states it: the number with its unit, so "5万" is not borne out by "1.5万" or "95".
+CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
+# Sentences that address a reader as instructions are not policy content; an extractive answer never quotes them.
+INJECTION = re.compile(r"忽略(以上|之前|上述|前面)|无视(以上|之前)|(ignore|disregard) (all |the )?(previous|above)|你现在是|system prompt|系统提示", re.I)
 NUMBER_QUESTION = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日")
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
@@ -101,7 +105,7 @@ class ExtractiveAnswerer:
             context = (p.title + p.section_path).lower()
             for s, e in sentences(p.text, 0, len(p.text), 10_000):
                 sent = p.text[s:e].strip()
-                if len(sent) < 6:
+                if len(sent) < 6 or INJECTION.search(sent):
                     continue
                 lead = len(p.text[s:e]) - len(p.text[s:e].lstrip())
                 start = p.char_start + s + lead
@@ -214,7 +218,7 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
             unverified.append(bare)  # every claim must cite; an uncited one is never shown as proven
             continue
         cited_text = _norm("".join(by_n[n].text for n in marks))
-        if any(f not in cited_text for f in FIGURE.findall(_norm(bare))):
+        if any(not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", cited_text) for f in CLAIMED_FIGURE.findall(_norm(bare))):
             unverified.append(bare)  # a figure the cited passages do not contain
         for n in marks:
             p = by_n[n]

@@ -80,7 +80,7 @@ def test_injection_is_fenced_as_data_and_obeying_it_is_flagged(injected, embedde
     body = msgs[1].content
     assert body.index("<资料>") < body.index("忽略以上指令") < body.index("</资料>") < body.index("问题：")
     a = assistant.ask("本市新建公厕多少座？")
-    assert a.unverified == ["本市公厕已全部免费并新建999座。"] and not a.citations
+    assert a.unverified == ["本市公厕已全部免费并新建999座。"] and not a.citations  # uncited: never shown as proven
 
 
 def test_fence_cannot_be_closed_from_inside_a_passage():
@@ -93,7 +93,7 @@ def test_llm_answer_bad_marks_removed_and_made_up_figures_flagged(corpus_assista
     assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=fake_chat(reply))
     a = assistant.ask("新建改造道路多少公里？")
     assert "[9]" not in a.answer and "另有说法" in a.answer
-    assert "新建公厕999座" in a.unverified and "另有说法" in a.unverified
+    assert any("999" in u for u in a.unverified) and any("另有说法" in u for u in a.unverified)
     assert not any("360.8" in u for u in a.unverified)
     assert [c.n for c in a.citations] == [1] and _valid(a, corpus_assistant.index)
 
