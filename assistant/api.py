@@ -222,6 +222,25 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    @app.get("/doc/{doc_id}", response_class=HTMLResponse)
+    def doc_view(doc_id: str, s: int = -1, e: int = -1):
+        """The whole document, the cited span highlighted; every character of it escaped."""
+        import html as h
+
+        doc = get_assistant().index.document(doc_id)
+        if doc is None:
+            raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
+        t = doc.text
+        if 0 <= s < e <= len(t):
+            body = f"{h.escape(t[:s])}<mark id='hl'>{h.escape(t[s:e])}</mark>{h.escape(t[e:])}"
+        else:
+            body = h.escape(t)
+        meta = " · ".join(h.escape(x) for x in (doc.issuer, doc.doc_number, doc.date) if x)
+        return (f"<!doctype html><html lang='zh'><meta charset='utf-8'><title>{h.escape(doc.title)}</title>"
+                "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.8}"
+                "mark{background:#ffe082}</style>"
+                f"<h1>{h.escape(doc.title)}</h1><p><small>{meta}</small></p><div style='white-space:pre-wrap'>{body}</div></html>")
+
     @app.get("/widget.js")
     def widget(request: Request):
         base = str(request.base_url).rstrip("/") + settings.server.root_path

@@ -20,7 +20,21 @@ CSS = """
 .cite {border-left:4px solid #b71c1c;padding:6px 10px;margin:8px 0;background:#fafafa}
 .cite mark {background:#ffe082}
 .unverified {color:#b71c1c}
+.cite.active {outline:2px solid #b71c1c}
 """
+# [n] in an answer scrolls the sources panel to its card and marks it (the chatbot would otherwise open links in a tab).
+HEAD_JS = """<script>
+document.addEventListener('click', function (e) {
+  var a = e.target.closest && e.target.closest('a[href^="#cite-"]');
+  if (!a) return;
+  e.preventDefault(); e.stopPropagation();
+  var card = document.getElementById(a.getAttribute('href').slice(1));
+  if (!card) return;
+  document.querySelectorAll('.cite.active').forEach(function (c) { c.classList.remove('active'); });
+  card.classList.add('active');
+  card.scrollIntoView({behavior: 'smooth', block: 'center'});
+}, true);
+</script>"""
 
 
 def render_answer(a: Answer) -> str:
@@ -34,7 +48,7 @@ def render_answer(a: Answer) -> str:
     return text
 
 
-def render_sources(a: Answer, docs: dict) -> str:
+def render_sources(a: Answer, docs: dict, root: str = "") -> str:
     """One card per citation: title, section or article, and the quote highlighted inside its passage."""
     if a.refused or not a.citations:
         return "<p>（本次回答没有引用）</p>"
@@ -49,7 +63,8 @@ def render_sources(a: Answer, docs: dict) -> str:
         cards.append(
             f'<div class="cite" id="cite-{c.n}"><b>[{c.n}] {html.escape(c.label())}</b>'
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
-            f'<small>文档 {html.escape(c.doc_id)} · 字符 {c.char_start}–{c.char_end}</small></div>')
+            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}#hl" '
+            f'target="_blank" rel="noopener">查看全文</a></small></div>')
     return "".join(cards)
 
 
@@ -90,7 +105,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                 chat_hist[-1] = {"role": "assistant", "content": render_answer(ans)}
                 hist = list(hist) + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
                 copy = ans.answer + ("\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in ans.citations) if ans.citations else "")
-                yield chat_hist, hist, render_sources(ans, a.index.documents()), copy, ""
+                yield chat_hist, hist, render_sources(ans, a.index.documents(), settings.server.root_path), copy, ""
             except IndexEmpty:
                 chat_hist[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
                 yield chat_hist, hist, gr.update(), gr.update(), ""
@@ -113,17 +128,52 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                 return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
 
             table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
-            doc_id = gr.Textbox(label="文档 ID")
-            reader = gr.Textbox(label="全文", lines=18)
-            refresh = gr.Button("刷新")
-            refresh.click(list_docs, None, table)
-            ui.load(list_docs, None, table)
+            with gr.Row():
+                doc_id = gr.Dropdown(label="阅读文档", choices=[], allow_custom_value=False)
+                refresh = gr.Button("刷新")
+            reader = gr.HTML()
+
+            def refresh_docs():
+                rows = list_docs()
+                return rows, gr.update(choices=[(f"{r[1]} ({r[0]})", r[0]) for r in rows])
+
+            refresh.click(refresh_docs, None, [table, doc_id])
+            ui.load(refresh_docs, None, [table, doc_id])
 
             def read(doc):
-                d = get_assistant().index.document((doc or "").strip())
-                return d.text if d else "没有这个文档。"
+                d = get_assistant().index.document(doc or "")
+                if d is None:
+                    return "<p>请选择文档。</p>"
+                meta = " · ".join(html.escape(x) for x in (d.issuer, d.doc_number, d.date) if x)
+                return (f"<h3>{html.escape(d.title)}</h3><p><small>{meta}</small></p>"
+                        f'<div style="white-space:pre-wrap">{html.escape(d.text)}</div>')
 
-            doc_id.submit(read, doc_id, reader)
+            doc_id.change(read, doc_id, reader)
+
+        if settings.server.admin_key:
+            with gr.Tab("上传"):
+                gr.Markdown("管理员上传文档并建立索引（txt、md、html、pdf、docx）。")
+                key = gr.Textbox(label="管理员密钥", type="password")
+                files = gr.File(label="文档", file_count="multiple")
+                go = gr.Button("上传并索引", variant="primary")
+                result = gr.Dataframe(headers=["文件", "doc_id", "状态", "片段数", "说明"], interactive=False)
+
+                def upload(k, fs, progress=gr.Progress()):
+                    import secrets
+
+                    from .components import build_pipeline
+
+                    if not secrets.compare_digest(k or "", settings.server.admin_key):
+                        raise gr.Error("管理员密钥不正确。")
+                    if not fs:
+                        raise gr.Error("请先选择文件。")
+                    a = get_assistant()
+                    pipe = build_pipeline(settings, index=a.index, embedder=a.retriever.embedder)
+                    paths = [f if isinstance(f, str) else f.name for f in fs]
+                    report = pipe.run(paths, on_progress=lambda i, n, r: progress(i / n, desc=f"{i}/{n}"))
+                    return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in report.documents]
+
+                go.click(upload, [key, files], result)
 
         with gr.Tab("评测"):
             gr.Markdown("上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`），生成评测报告。")
@@ -151,4 +201,12 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) ->
     ui = build_ui(get_assistant, settings)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
-    gr.mount_gradio_app(app, ui, path="/", ssr_mode=False, css=CSS, auth=auth)
+    dependency = None
+    if srv.trusted_user_header:
+        header = srv.trusted_user_header
+
+        def dependency(request):  # the intranet's SSO proxy sets this header; without it, no UI
+            return request.headers.get(header)
+
+    gr.mount_gradio_app(app, ui, path="/", ssr_mode=False, css=CSS, head=HEAD_JS, auth=auth,
+                        auth_dependency=dependency)

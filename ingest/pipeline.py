@@ -18,7 +18,7 @@ from .schema import Document, IngestError
 from .store import ChromaIndex, index_text
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "1"  # bump when cleaning or chunking rules change, so every document is redone
+PIPELINE_VERSION = "2"  # bump when cleaning or chunking rules change, so every document is redone
 
 
 @dataclass

@@ -1,0 +1,176 @@
+"""The chat in a real headless Chromium (Debian's), against the real app on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import uvicorn
+
+from tests.conftest import SPEECH, write
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
+XSS = "title: 恶意测试文件\n---\n恶意测试文件\n第一条 本条含有<script>window.__pwned=1</script>和<img src=x onerror=\"window.__pwned=2\">字样，用于测试。\n"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("uvicorn did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, embedder):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: .ci/run installs `chromium fonts-noto-cjk`")
+    from assistant.api import create_app
+    from assistant.components import build_pipeline
+    from assistant.settings import Settings
+
+    d = tmp_path_factory.mktemp("browser")
+    write(d / "docs" / "xss.txt", XSS)
+    shutil.copy(SPEECH, d / "docs" / SPEECH.name)
+    s = Settings(_env_file=None)
+    s.store.index_dir = str(d / "index")
+    build_pipeline(s, embedder=embedder).run([d / "docs"])
+    host_port, app_port = _port(), _port()
+    s.server.frame_ancestors = [f"http://127.0.0.1:{host_port}"]
+    srv = Server(create_app(s), app_port)
+    url = f"http://127.0.0.1:{app_port}"
+    (d / "host").mkdir()
+    (d / "host" / "index.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><h1>内网门户</h1><iframe id='chat' src='{url}/embed' width='420' height='600'></iframe>"
+        f"<script src='{url}/widget.js'></script>", encoding="utf-8")
+    handler = lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=str(d / "host"), **k)  # noqa: E731
+    host = ThreadingHTTPServer(("127.0.0.1", host_port), handler)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    yield url, f"http://127.0.0.1:{host_port}"
+    host.shutdown()
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    pg = ctx.new_page()
+    pg.requests_seen = []
+    pg.on("request", lambda r: pg.requests_seen.append(r.url))
+    yield pg
+    hosts = {urlparse(u).hostname for u in pg.requests_seen if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts <= {"127.0.0.1", "localhost"}, hosts  # no fonts, CDN or analytics from anywhere else
+    ctx.close()
+
+
+WATCH = """() => { window.__states = []; const root = document.querySelector('#chatbot, .chatbot') || document.body;
+  new MutationObserver(() => { const bots = document.querySelectorAll('.bot, [data-testid="bot"]');
+    const t = bots.length ? bots[bots.length - 1].innerText : ''; const last = window.__states[window.__states.length - 1];
+    if (t && (!last || last.t !== t)) window.__states.push({t, at: performance.now()}); })
+  .observe(root, {subtree: true, childList: true, characterData: true}); window.__t0 = performance.now(); }"""
+
+
+def _ask(page, question: str) -> None:
+    box = page.get_by_placeholder("请输入问题，按回车提问")
+    box.fill(question)
+    box.press("Enter")
+
+
+def test_ask_stream_click_citation_and_follow_up(page, app_url, artifacts):
+    url, _ = app_url
+    page.goto(url + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    page.evaluate(WATCH)
+    _ask(page, "“五项治理”包括哪些？")
+    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    states = page.evaluate("window.__states")
+    assert len(states) >= 2, states  # the answer arrived in pieces, then was replaced by the verified text
+    assert "治违" in states[-1]["t"]
+    timing = {"first_token_ms": round(states[0]["at"] - page.evaluate("window.__t0")),
+              "full_answer_ms": round(states[-1]["at"] - page.evaluate("window.__t0"))}
+    (artifacts / "browser-timing.json").write_text(json.dumps(timing))
+    page.locator("a[href='#cite-1']").first.click()
+    card = page.locator("#cite-1")
+    card.wait_for()
+    assert "active" in card.get_attribute("class")
+    assert "《2023年度在全市百城建设提质暨文明城市创建工作推进会上讲话》" in card.inner_text()
+    assert card.locator("mark").inner_text().strip()
+    assert page.url.startswith(url)  # the click stayed on the page
+    page.screenshot(path=str(artifacts / "chat.png"), full_page=True)
+
+    bots = page.locator(".bot, [data-testid='bot']")
+    _ask(page, "中心城区集中供热率提升到了多少？")
+    page.wait_for_function("() => document.body.innerText.includes('80.1%')", timeout=60000)
+    n = bots.count()
+    _ask(page, "那燃气普及率呢？")  # a follow-up: only answerable with the previous turn's subject
+    page.wait_for_function(f"() => document.querySelectorAll(\".bot, [data-testid='bot']\").length > {n}", timeout=60000)
+    page.wait_for_function("() => { const b = document.querySelectorAll(\".bot, [data-testid='bot']\");"
+                           " return b[b.length - 1].innerText.includes('98%'); }", timeout=60000)
+    page.screenshot(path=str(artifacts / "chat-follow-up.png"), full_page=True)
+
+
+def test_refusal_looks_different(page, app_url):
+    page.goto(app_url[0] + "/")
+    _ask(page, "今天天气怎么样？")
+    refusal = page.locator(".refused")
+    refusal.wait_for(timeout=60000)
+    assert refusal.inner_text() == "文档中没有找到与该问题相关的内容。"
+
+
+def test_document_text_is_shown_as_text(page, app_url, artifacts):
+    page.goto(app_url[0] + "/")
+    _ask(page, "恶意测试文件第一条含有什么字样？")
+    page.wait_for_function("() => document.body.innerText.includes('<script>window.__pwned=1</script>')", timeout=60000)
+    assert page.evaluate("window.__pwned") is None
+    page.goto(app_url[0] + "/doc/xss")
+    assert "<img src=x onerror=" in page.inner_text("body") and page.evaluate("window.__pwned") is None
+    page.screenshot(path=str(artifacts / "xss.png"))
+
+
+def test_embed_in_an_iframe_and_widget_on_another_origin(page, app_url, artifacts):
+    url, host = app_url
+    page.goto(host + "/index.html")
+    frame = page.frame_locator("#chat")
+    frame.locator("#q").fill("新建公厕多少座？")
+    frame.locator("button").click()
+    frame.locator(".src mark").first.wait_for(timeout=60000)
+    assert "210" in frame.locator("#log").inner_text()
+    page.get_by_role("button", name="打开政策问答").click()
+    page.wait_for_selector(f"iframe[src='{url}/embed']")
+    page.screenshot(path=str(artifacts / "embed.png"))
