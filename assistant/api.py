@@ -48,8 +48,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: bool = True) -> FastAPI:
     """The one application: API routes first, then the Gradio UI mounted at '/'."""
-    app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents",
-                  root_path=settings.server.root_path)
+    # root_path (a reverse proxy's sub-path) is given to uvicorn in cli.serve; links below read it from the request.
+    app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents")
     srv = settings.server
     state: dict[str, Assistant] = {}
 
@@ -243,13 +243,12 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     @app.get("/widget.js")
     def widget(request: Request):
-        base = str(request.base_url).rstrip("/") + settings.server.root_path
-        js = WIDGET_JS.replace("__BASE__", base)
+        js = WIDGET_JS.replace("__BASE__", str(request.base_url).rstrip("/"))  # base_url includes root_path
         return Response(js, media_type="application/javascript")
 
     @app.get("/embed", response_class=HTMLResponse)
-    def embed():
-        return EMBED_HTML.replace("__ROOT__", settings.server.root_path)
+    def embed(request: Request):
+        return EMBED_HTML.replace("__ROOT__", request.scope.get("root_path", ""))
 
     if with_ui:
         from .ui import mount_ui

@@ -69,7 +69,7 @@ def render_sources(a: Answer, docs: dict, root: str = "") -> str:
 
 
 def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.Blocks:
-    with gr.Blocks(title="政策文件问答") as ui:
+    with gr.Blocks(title="政策文件问答", analytics_enabled=False) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         with gr.Tab("问答"):
             with gr.Row():
