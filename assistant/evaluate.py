@@ -222,7 +222,7 @@ def to_markdown(report: dict, baseline: dict | None = None, errors: Sequence[str
               "|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(report):
         cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines.append(f"| {r['id']} | {'✅' if r['passed'] else '❌'} | {cell(r['question'])} | {r['rank'] or '-'} | "
+        lines.append(f"| {r['id']} | {'PASS' if r['passed'] else 'FAIL'} | {cell(r['question'])} | {r['rank'] or '-'} | "
                      f"{r['refused']} | {r['fact_recall'] if r['fact_recall'] is not None else '-'} | "
                      f"{cell(r['answer'][:200])} | {cell('; '.join(r['cited']))} | {cell(r['why'])} |")
     return "\n".join(lines) + "\n"
@@ -237,7 +237,7 @@ def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = 
                    for key, label in SUMMARY_LABELS)
     errs = "".join(f"<li>{e(x)}</li>" for x in errors)
     qrows = "".join(
-        f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{e(r['id'])}</td><td>{'✅' if r['passed'] else '❌'}</td>"
+        f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{e(r['id'])}</td><td>{'PASS' if r['passed'] else 'FAIL'}</td>"
         f"<td>{e(r['question'])}</td><td>{r['rank'] or '-'}</td><td>{r['refused']}</td>"
         f"<td>{'-' if r['fact_recall'] is None else r['fact_recall']}</td><td>{e(r['answer'])}</td>"
         f"<td>{e('; '.join(r['cited']))}</td><td>{e(r['why'])}</td></tr>" for r in _rows(report))

@@ -88,6 +88,8 @@ class Pipeline:
         for n, path in enumerate(files, 1):
             result = self.ingest_file(path)
             report.documents.append(result)
+            log.info("%s %s (%d chunks)%s", result.status, result.path, result.chunks,
+                     f": {result.error}" if result.error else "")
             if on_progress:
                 on_progress(n, len(files), result)
         if prune:

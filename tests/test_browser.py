@@ -174,3 +174,18 @@ def test_embed_in_an_iframe_and_widget_on_another_origin(page, app_url, artifact
     page.get_by_role("button", name="打开政策问答").click()
     page.wait_for_selector(f"iframe[src='{url}/embed']")
     page.screenshot(path=str(artifacts / "embed.png"))
+
+
+def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):
+    f = tmp_path / "q.jsonl"
+    f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
+        {"id": "a", "question": "新建公厕多少座？", "facts": ["210"], "evidence": "新建公厕210座"},
+        {"id": "b", "question": "今天天气怎么样？", "facts": []}]) + "\n{broken\n", encoding="utf-8")
+    page.goto(app_url[0] + "/")
+    page.get_by_role("tab", name="评测").click()
+    page.locator("input[type=file]").first.set_input_files(str(f))
+    page.get_by_role("button", name="开始评测").click()
+    page.wait_for_function("() => document.body.innerText.includes('Evaluation report')", timeout=120000)
+    body = page.inner_text("body")
+    assert "line 3" in body and "refusal accuracy" in body
+    page.screenshot(path=str(artifacts / "eval-tab.png"), full_page=True)

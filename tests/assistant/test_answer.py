@@ -166,3 +166,12 @@ def test_langchain_retriever(corpus_assistant):
     assert len(docs) == 3 and "210" in docs[0].page_content and docs[0].metadata["doc_id"] == "speech_city_quality_2023"
 
 
+
+
+def test_llm_rewrites_follow_ups(corpus_assistant, corpus_settings, embedder):
+    llm = fake_chat("中心城区和县城燃气普及率提升到了多少？", "燃气普及率提升至98%和91.3%[1]。")
+    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=llm)
+    a = assistant.ask("那燃气普及率呢？", [{"role": "user", "content": "集中供热率提升到了多少？"},
+                                   {"role": "assistant", "content": "80.1%[1]"}])
+    assert a.standalone_question == "中心城区和县城燃气普及率提升到了多少？"
+    assert "98%" in a.answer and not a.unverified and a.citations

@@ -130,9 +130,12 @@ def test_kill_9_never_leaves_a_half_indexed_document(tmp_path, embedder):
     for i in range(6):
         write(src / f"speech{i}.txt", text.replace("同志们", f"同志们{i}"))
     idx = tmp_path / "kill-index"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "ingest", str(src), "--index", str(idx)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(14)  # model load + ~1-2 documents committed, one in flight
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "-v", "ingest", str(src), "--index", str(idx)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the first commit is logged; the next document (58 chunks, seconds) is then in flight
+        if "INFO ingest.pipeline: added" in line:
+            break
+    time.sleep(1.0)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from assistant.settings import Settings
+from tests.conftest import ROOT
+
+
+def _run(*args, stdin=None):
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          input=stdin)
+
+
+def test_settings_env_nesting_and_aliases(monkeypatch):
+    monkeypatch.setenv("ASSISTANT_RETRIEVAL__K", "7")
+    monkeypatch.setenv("ASSISTANT_SERVER__API_KEYS", '["a","b"]')
+    monkeypatch.setenv("ASSISTANT_INDEX_DIR", "/tmp/x-index")
+    monkeypatch.setenv("ASSISTANT_CHROMA_HOST", "chroma.local")
+    s = Settings(_env_file=None)
+    assert (s.retrieval.k, s.server.api_keys, s.store.index_dir, s.store.chroma_host) == (7, ["a", "b"], "/tmp/x-index", "chroma.local")
+    assert Settings(_env_file=None).answer.refusal_text == "文档中没有找到与该问题相关的内容。"
+    for section in ("embedding", "store", "ingest", "retrieval", "llm", "answer", "server"):
+        model = type(getattr(s, section))
+        assert all(f.description for f in model.model_fields.values()), section
+
+
+@pytest.mark.integration
+def test_ask_json_and_stdin(corpus_settings):
+    idx = corpus_settings.store.index_dir
+    one = _run("ask", "新建公厕多少座？", "--index", idx, "--json")
+    assert one.returncode == 0, one.stderr
+    data = json.loads(one.stdout)
+    assert set(data) >= {"question", "answer", "refused", "citations", "timings_ms"} and "210" in data["answer"]
+    assert set(data["timings_ms"]) == {"retrieve", "answer", "total"}
+    many = _run("ask", "--index", idx, "--json", stdin="新建公厕多少座？\n\n今天天气怎么样？\n")
+    lines = [json.loads(x) for x in many.stdout.splitlines()]
+    assert [x["refused"] for x in lines] == [False, True]
+    text = _run("ask", "新建公厕多少座？", "--index", idx)
+    assert "[1] 《2023年度在全市百城建设提质暨文明城市创建工作推进会上讲话》" in text.stdout
+
+
+def test_empty_index_exit_code(tmp_path):
+    out = _run("ask", "新建公厕多少座？", "--index", str(tmp_path / "empty"))
+    assert out.returncode == 3 and "ingest" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
+    idx = str(tmp_path / "idx")
+    assert _run("ingest", str(small_docs), "--index", idx).returncode == 0
+    q = tmp_path / "q.jsonl"
+    q.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
+        {"id": "a", "question": "停车收费标准是每小时多少元？", "facts": ["3元"], "evidence": "收费标准为每小时3元"},
+        {"id": "b", "question": "个人所得税起征点是多少？", "facts": []}]), encoding="utf-8")
+    out = _run("eval", str(q), "--index", idx, "--json", "--baseline", "naive", "--report", str(tmp_path / "r.md"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["summary"]["recall_at_1"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0
+    assert data["baseline"]["summary"]["refusal_accuracy"] == 0.0  # the naive pipeline never refuses
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert "| metric | assistant | naive baseline |" in md
