@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -125,7 +124,6 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         kwargs = {"doc_ids": req.filters.get("doc_ids"), "issuer": req.filters.get("issuer")}
         if not req.stream:
             return a.ask(q, req.history, **kwargs).to_dict(passages=True)
-        a.retriever.search  # noqa: B018 - fail before the stream starts when the index is empty
         if not a.index.documents():
             raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
 

@@ -1,10 +1,9 @@
-import dataclasses
 
 import pytest
 
 from assistant.answer import LLMAnswerer, format_passages, make_chat_model
 from assistant.retrieval import Passage
-from assistant.service import Assistant, build_assistant, condense_rule
+from assistant.service import build_assistant, condense_rule
 from ingest.pipeline import Pipeline
 from ingest.store import ChromaIndex
 from tests.conftest import write
