@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,11 +52,15 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents")
     srv = settings.server
     state: dict[str, Assistant] = {}
+    lock = threading.Lock()
 
     def get_assistant() -> Assistant:
-        if "a" not in state:
-            state["a"] = assistant or build_assistant(settings)
-        return state["a"]
+        # Built once, on first use; the lock matters: the UI's first page load fires several events at once,
+        # and two Chroma clients opened concurrently on one path fail inside chromadb.
+        with lock:
+            if "a" not in state:
+                state["a"] = assistant or build_assistant(settings)
+            return state["a"]
 
     if srv.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST"],
@@ -86,6 +91,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     def bearer(request: Request) -> None:
         if not srv.api_keys:
             return
+        if srv.trusted_user_header and request.headers.get(srv.trusted_user_header):
+            return  # a user the SSO proxy vouches for (the /embed page calls /api/ask from their browser)
         got = request.headers.get("authorization", "")
         token = got[7:] if got.lower().startswith("bearer ") else ""
         if not any(secrets.compare_digest(token, k) for k in srv.api_keys):
@@ -248,6 +255,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     def embed(request: Request):
         return EMBED_HTML.replace("__ROOT__", request.scope.get("root_path", ""))
 
+    app.state.get_assistant = get_assistant
     if with_ui:
         from .ui import mount_ui
 

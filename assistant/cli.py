@@ -78,6 +78,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from .api import create_app
 
     app = create_app(settings)
+    app.state.get_assistant()  # load the model and open the index before the first request, not during it
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, root_path=settings.server.root_path,
                 timeout_graceful_shutdown=2, log_level="warning")
     return 0

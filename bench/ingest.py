@@ -36,10 +36,13 @@ def main() -> None:
     for f in files:
         raw = load(f)
         texts += [index_text(c) for c in split(clean(raw.text), f.stem, raw.meta.get("title", ""))]
-    t = time.perf_counter()
-    embedder.embed_passages(texts)
-    ceiling_s = time.perf_counter() - t
+    def embed_only() -> float:
+        t = time.perf_counter()
+        embedder.embed_passages(texts)
+        return time.perf_counter() - t
 
+    # The ceiling is timed before and after the pipeline run and averaged: this machine's speed drifts.
+    before = embed_only()
     with tempfile.TemporaryDirectory() as d:
         pipe = Pipeline(ChromaIndex(d), embedder)
         t = time.perf_counter()
@@ -48,6 +51,7 @@ def main() -> None:
         t = time.perf_counter()
         again = pipe.run(files)
         reingest_s = time.perf_counter() - t
+    ceiling_s = (before + embed_only()) / 2
     n_docs, n_chunks = len(files), report.chunks_total
     assert n_chunks == len(texts) and all(d.status == "unchanged" for d in again.documents)
     print(f"corpus: {n_docs} documents, {n_chunks} chunks, {sum(len(t) for t in texts)} characters")

@@ -188,3 +188,30 @@ def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):
     body = page.inner_text("body")
     assert "line 3" in body and "refusal accuracy" in body
     page.screenshot(path=str(artifacts / "eval-tab.png"), full_page=True)
+
+
+def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
+    from assistant.api import create_app
+    from assistant.settings import Settings
+
+    s = Settings(_env_file=None)
+    s.store.index_dir = str(tmp_path / "index")
+    s.server.admin_key = "adm-key"
+    srv = Server(create_app(s), _port())
+    try:
+        good = write(tmp_path / "up" / "办法.txt", "title: 上传测试办法\n---\n第一条 本办法规定停车位为777个。\n")
+        bad = tmp_path / "up" / "empty.txt"
+        bad.write_bytes(b"")
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{srv.server.config.port}/")
+        page.get_by_role("tab", name="上传").click()
+        page.get_by_label("管理员密钥").fill("adm-key")
+        page.locator("input[type=file]").first.set_input_files([str(good), str(bad)])
+        page.get_by_role("button", name="上传并索引").click()
+        page.wait_for_function("() => document.body.innerText.includes('added')", timeout=120000)
+        body = page.inner_text("body")
+        assert "empty file" in body and "failed" in body
+        page.screenshot(path=str(artifacts / "upload-tab.png"), full_page=True)
+        page.close()
+    finally:
+        srv.stop()

@@ -35,8 +35,11 @@ def test_cors_allowlist_and_frame_ancestors(make):
 
 
 def test_ui_behind_sso_header(make):
-    c = make(trusted_user_header="X-Remote-User")
+    c = make(trusted_user_header="X-Remote-User", api_keys=["k1"])
     assert c.get("/config").status_code == 401
+    assert c.post("/api/ask", json={"question": "新建公厕多少座？"}).status_code == 401
+    ok = c.post("/api/ask", json={"question": "新建公厕多少座？"}, headers={"X-Remote-User": "alice"})
+    assert ok.status_code == 200  # the /embed page of a signed-in user can ask
     r = c.get("/config", headers={"X-Remote-User": "alice"})
     assert r.status_code == 200 and r.json()["analytics_enabled"] is False
 
