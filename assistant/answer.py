@@ -87,6 +87,24 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
     return score
 
 
+def _units(text: str, lead_max: int = 16) -> list[tuple[int, int]]:
+    """Sentences, with a short lead-in ("（四）试点目标。", "一是完善了城市功能。") joined to the sentence it
+    introduces: the lead carries the words a question uses, the next sentence carries the answer."""
+    spans = sentences(text, 0, len(text), 10_000)
+    out: list[tuple[int, int]] = []
+    pending = None
+    for s, e in spans:
+        if pending is not None:
+            s, pending = pending, None
+        elif len(text[s:e].strip()) < lead_max and "\n" not in text[s:e].strip():
+            pending = s
+            continue
+        out.append((s, e))
+    if pending is not None:
+        out.append((pending, len(text)))
+    return out
+
+
 class ExtractiveAnswerer:
     """Answers with the 1-3 sentences of the passages that best match the question, each with its [n]."""
 
@@ -103,13 +121,17 @@ class ExtractiveAnswerer:
         for p in passages:
             prior = 0.08 / p.n  # retrieval rank breaks ties between equally matching sentences
             context = (p.title + p.section_path).lower()
-            for s, e in sentences(p.text, 0, len(p.text), 10_000):
+            label = p.section[-1].rstrip("…") if p.section else ""
+            for s, e in _units(p.text):
                 sent = p.text[s:e].strip()
                 if len(sent) < 6 or INJECTION.search(sent):
                     continue
                 lead = len(p.text[s:e]) - len(p.text[s:e].lstrip())
                 start = p.char_start + s + lead
-                scored.append((_sentence_score(terms, sent, wants_number, context) + prior, p.n, start, start + len(sent), sent))
+                # A unit that opens with its own heading ("（四）试点目标。到2020年…") states what the heading names,
+                # so the heading's words count in full for it.
+                ctx = p.title.lower() if label and sent.startswith(label) else context
+                scored.append((_sentence_score(terms, sent, wants_number, ctx) + prior, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
         chosen: list[tuple[float, int, int, int, str]] = []
         for item in scored:

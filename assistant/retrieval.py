@@ -33,7 +33,8 @@ def query_terms(text: str) -> list[str]:
     """The query's content bigrams (question words removed), deduplicated in order."""
     seen: dict[str, None] = {}
     for t in bigrams(QUESTION_PHRASES.sub(" ", text)):
-        if t not in _QSTOP and not (len(t) == 2 and ("吗" in t or "呢" in t or "么" in t)):
+        # 的 is a particle: its bigrams ("点的", "的目") straddle words and match by accident.
+        if t not in _QSTOP and not (len(t) == 2 and any(ch in t for ch in "吗呢么的")):
             seen.setdefault(t, None)
     return list(seen)
 

@@ -12,8 +12,14 @@ from pathlib import Path
 
 
 log = logging.getLogger(__name__)
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
 CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z]+|\d+(?:\.\d+)?%?")
+
+
+def _bm25s():
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG (after import)
+    return bm25s
 
 
 def bigrams(text: str) -> list[str]:
@@ -34,8 +40,7 @@ class LexicalIndex:
     """A bm25s index over chunk texts, tagged with the fingerprint of the committed documents it covers."""
 
     def __init__(self, ids: list[str], texts: list[str], fingerprint: str) -> None:
-        import bm25s
-
+        bm25s = _bm25s()
         self.ids, self.fingerprint = ids, fingerprint
         self.bm25 = bm25s.BM25()
         tokens = [bigrams(t) or ["\u0000"] for t in texts]
@@ -83,8 +88,7 @@ class LexicalIndex:
             meta = json.loads((directory / "meta.json").read_text())
             obj = cls.__new__(cls)
             obj.ids, obj.fingerprint, obj.df = meta["ids"], meta["fingerprint"], meta["df"]
-            import bm25s
-
+            bm25s = _bm25s()
             obj.bm25 = bm25s.BM25.load(str(directory)) if obj.ids else bm25s.BM25()
             return obj
         except (OSError, ValueError, KeyError) as e:
