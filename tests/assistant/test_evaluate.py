@@ -7,8 +7,9 @@ import pytest
 from assistant.evaluate import evaluate, load_questions, to_html, write_report
 from tests.conftest import QUESTIONS, ROOT
 
-# Gate thresholds, set from measurement (see README "Evaluating"): measured 0.962 / 0.868 / 0.943 / 1.0 / 0.0.
-GATE = {"recall_at_k": 0.95, "recall_at_1": 0.80, "fact_recall": 0.85, "refusal_accuracy": 0.9,
+# Gate thresholds, set from measurement (README "Evaluating"): measured R@5 0.962, R@1 0.868, fact recall 0.962,
+# refusal accuracy 1.0, citation validity 1.0, false refusals 0.0 - each floor leaves room for one or two questions.
+GATE = {"recall_at_k": 0.95, "recall_at_1": 0.80, "fact_recall": 0.90, "refusal_accuracy": 0.9,
         "citation_validity": 1.0}
 
 
