@@ -78,7 +78,12 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from .api import create_app
 
     app = create_app(settings)
-    app.state.get_assistant()  # load the model and open the index before the first request, not during it
+    index = app.state.get_assistant().index  # load the model and open the index before the first request
+    srv = settings.server
+    docs = index.documents()
+    print(f"{len(docs)} documents, {index.count()} chunks ({index.location})" if docs else
+          "warning: the index is empty - run `python app.py ingest docs/`", file=sys.stderr)
+    print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/  (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, root_path=settings.server.root_path,
                 timeout_graceful_shutdown=2, log_level="warning")
     return 0

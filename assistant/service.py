@@ -116,6 +116,19 @@ class Assistant:
                 return event.answer
         raise RuntimeError("the answer stream ended without an answer")
 
+    def example_questions(self, candidates: Sequence[str], n: int = 4) -> list[str]:
+        """Candidates the indexed documents can answer (evidence above the refusal threshold), else questions
+        about the indexed titles - so the examples offered always fit what is indexed."""
+        docs = self.index.documents()
+        if not docs:
+            return []
+        out = [q for q in candidates if self.evidence(self.retriever.search(q)) >= self.min_evidence][:n]
+        for d in sorted(docs.values(), key=lambda d: d.doc_id):
+            if len(out) >= n:
+                break
+            out.append(f"《{d.title}》的主要内容是什么？")
+        return out
+
     def as_runnable(self):
         """The assistant as a LangChain runnable: {'question', 'history'?} -> Answer (invoke / batch / stream)."""
         from langchain_core.runnables import RunnableLambda

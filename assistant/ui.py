@@ -13,8 +13,10 @@ from .answer import Answer
 from .service import Assistant
 from .settings import Settings
 
+# Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
 EXAMPLES = ["“五项治理”包括哪些？", "中心城区和县城建成区新建改造道路多少公里？",
-            "《洛阳市城市市容和环境卫生管理条例》第十一条怎么确定责任区的责任人？", "“无废城市”建设试点的目标是什么？"]
+            "《洛阳市城市市容和环境卫生管理条例》第十一条怎么确定责任区的责任人？", "“无废城市”建设试点的目标是什么？",
+            "业主委员会每届任期不超过几年？", "在禁烟场所吸烟的怎么处罚？", "历史文化名城保护对象包括哪些？"]
 CSS = """
 .refused {color:#777;font-style:italic;border-left:4px solid #aaa;padding-left:8px}
 .cite {border-left:4px solid #b71c1c;padding:6px 10px;margin:8px 0;background:#fafafa}
@@ -80,7 +82,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                         send = gr.Button("提问", variant="primary")
                         retry = gr.Button("重试")
                         clear = gr.Button("清空")
-                    gr.Examples(EXAMPLES, inputs=q)
+                    examples = gr.Dataset(components=[q], samples=[[e] for e in EXAMPLES[:4]], label="示例问题")
                 with gr.Column(scale=2):
                     sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
                     copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
@@ -116,6 +118,15 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
             chat_hist = list(chat_hist or [])[:-2]
             yield from respond(last, chat_hist, hist)
 
+        examples.click(lambda sample: sample[0], examples, q)
+
+        def load_examples():
+            try:
+                return gr.update(samples=[[e] for e in get_assistant().example_questions(EXAMPLES)])
+            except IndexEmpty:
+                return gr.update(samples=[])
+
+        ui.load(load_examples, None, examples)
         outs = [chat, history_state, sources, copy_box, q]
         q.submit(respond, [q, chat, history_state], outs)
         send.click(respond, [q, chat, history_state], outs)

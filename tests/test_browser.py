@@ -116,7 +116,10 @@ def test_ask_stream_click_citation_and_follow_up(page, app_url, artifacts):
     page.goto(url + "/")
     page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
     page.evaluate(WATCH)
-    _ask(page, "“五项治理”包括哪些？")
+    box = page.get_by_placeholder("请输入问题，按回车提问")
+    page.get_by_text("“五项治理”包括哪些？", exact=True).first.click()  # an example question fills the box
+    assert box.input_value() == "“五项治理”包括哪些？"
+    box.press("Enter")
     page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
     states = page.evaluate("window.__states")
     assert len(states) >= 2, states  # the answer arrived in pieces, then was replaced by the verified text

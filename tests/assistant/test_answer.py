@@ -174,3 +174,11 @@ def test_llm_rewrites_follow_ups(corpus_assistant, corpus_settings, embedder):
                                    {"role": "assistant", "content": "80.1%[1]"}])
     assert a.standalone_question == "中心城区和县城燃气普及率提升到了多少？"
     assert "98%" in a.answer and not a.unverified and a.citations
+
+
+def test_examples_fit_the_index(corpus_assistant, injected, embedder, settings):
+    from assistant.ui import EXAMPLES
+
+    assert corpus_assistant.example_questions(EXAMPLES) == EXAMPLES[:4]
+    small = build_assistant(settings, index=injected, embedder=embedder)
+    assert small.example_questions(EXAMPLES, 2) == ["《测试市公厕管理办法》的主要内容是什么？"]
