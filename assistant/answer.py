@@ -18,6 +18,7 @@ FIGURE = re.compile(r"\d+(?:\.\d+)?")
 CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
 # Sentences that address a reader as instructions are not policy content; an extractive answer never quotes them.
 INJECTION = re.compile(r"忽略(以上|之前|上述|前面)|无视(以上|之前)|(ignore|disregard) (all |the )?(previous|above)|你现在是|system prompt|系统提示", re.I)
+LIST_QUESTION = re.compile(r"哪些|哪几|包括什么|包含什么|有什么")
 NUMBER_QUESTION = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日")
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
@@ -74,7 +75,8 @@ class Answerer(Protocol):
 
 
 # -- extractive ------------------------------------------------------------------------------
-def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context: str = "") -> float:
+def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context: str = "",
+                    wants_list: bool = False) -> float:
     """Share of question terms in the sentence; terms already in the passage's title or section path count a
     fifth, since they say where the sentence is rather than what it says."""
     if not terms:
@@ -84,6 +86,8 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
     score = sum(w for t, w in weights.items() if t in low) / sum(weights.values())
     if wants_number and FIGURE.search(sentence):
         score += 0.25  # a number question is answered by the sentence holding the number
+    if wants_list and sentence.count("、") + sentence.count("，") >= 3:
+        score += 0.25  # "which ones" is answered by an enumeration
     return score
 
 
@@ -114,9 +118,10 @@ class ExtractiveAnswerer:
         self.max_sentences, self.min_score = max_sentences, min_score
 
     def select(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
-        """(passage n, start, end, sentence) of the chosen sentences, in reading order."""
+        """(passage n, start, end, sentence) of the chosen sentences, best passage first."""
         terms = query_terms(question)
         wants_number = bool(NUMBER_QUESTION.search(question))
+        wants_list = bool(LIST_QUESTION.search(question))
         scored = []
         for p in passages:
             prior = 0.08 / p.n  # retrieval rank breaks ties between equally matching sentences
@@ -131,7 +136,7 @@ class ExtractiveAnswerer:
                 # A unit that opens with its own heading ("（四）试点目标。到2020年…") states what the heading names,
                 # so the heading's words count in full for it.
                 ctx = p.title.lower() if label and sent.startswith(label) else context
-                scored.append((_sentence_score(terms, sent, wants_number, ctx) + prior, p.n, start, start + len(sent), sent))
+                scored.append((_sentence_score(terms, sent, wants_number, ctx, wants_list) + prior, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
         chosen: list[tuple[float, int, int, int, str]] = []
         for item in scored:
@@ -142,7 +147,11 @@ class ExtractiveAnswerer:
             if any(item[2] < c[3] and c[2] < item[3] for c in chosen):  # same span via an overlapping chunk
                 continue
             chosen.append(item)
-        chosen.sort(key=lambda c: (c[1], c[2]))
+        # Best sentence first; further sentences of the same passage keep their reading order after it.
+        best_by_n: dict[int, float] = {}
+        for c in chosen:
+            best_by_n[c[1]] = max(best_by_n.get(c[1], 0.0), c[0])
+        chosen.sort(key=lambda c: (-best_by_n[c[1]], c[1], c[2]))
         return [(n, s, e, sent) for _, n, s, e, sent in chosen]
 
     def stream(self, question: str, passages: list[Passage]) -> Iterator[str]:
