@@ -65,8 +65,8 @@ def split_header(text: str) -> tuple[dict, str]:
     return {}, text
 
 
-def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
-    """Read one file into text; raise UnsupportedDocument or EncodingError with a reason a person can act on."""
+def read(path: Path, max_bytes: int = 20 * 1024 * 1024) -> bytes:
+    """The file's bytes, after the checks that need no parsing (exists, supported type, not empty, not too big)."""
     if not path.exists():
         raise UnsupportedDocument("no such file")
     if not path.is_file():
@@ -79,12 +79,16 @@ def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
         raise UnsupportedDocument("empty file")
     if size > max_bytes:
         raise UnsupportedDocument(f"file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:g} MB limit (ingest.max_file_mb)")
-    data = path.read_bytes()
-    match ext:
+    return path.read_bytes()
+
+
+def parse(path: Path, data: bytes) -> RawDocument:
+    """Bytes of a file of the type its extension names -> text and metadata."""
+    match path.suffix.lower():
         case ".pdf":
             return _load_pdf(data)
         case ".docx":
-            return _load_docx(path)
+            return _load_docx(data)
         case ".html" | ".htm":
             from .html import html_to_text
 
@@ -94,6 +98,11 @@ def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
             text = decode(data).replace("\r\n", "\n").replace("\r", "\n")
             meta, body = split_header(text)
             return RawDocument(body, meta)
+
+
+def load(path: Path, max_bytes: int = 20 * 1024 * 1024) -> RawDocument:
+    """Read one file into text; raise UnsupportedDocument or EncodingError with a reason a person can act on."""
+    return parse(path, read(path, max_bytes))
 
 
 def decode_html(data: bytes) -> str:
@@ -131,14 +140,15 @@ def _load_pdf(data: bytes) -> RawDocument:
     return RawDocument(text, meta)
 
 
-def _load_docx(path: Path) -> RawDocument:
+def _load_docx(data: bytes) -> RawDocument:
+    import io
     import zipfile
 
     import docx
     import docx.opc.exceptions
 
     try:
-        d = docx.Document(str(path))
+        d = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError, docx.opc.exceptions.PackageNotFoundError) as e:
         raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {e}") from e
     lines = [p.text for p in d.paragraphs]

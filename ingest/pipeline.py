@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from .chunk import split
 from .clean import clean
 from .embed import Embedder
-from .loaders import SUPPORTED, load
+from .loaders import parse, read
 from .schema import Document, IngestError
 from .store import ChromaIndex, index_text
 
@@ -118,25 +118,22 @@ class Pipeline:
         try:
             path = path.resolve() if path.exists() else path
             res.path = str(path)
-            if path.exists() and path.is_file() and path.suffix.lower() in SUPPORTED:
-                data = path.read_bytes() if path.stat().st_size <= self.max_bytes else b""
-            else:
-                data = b""
+            data = read(path, self.max_bytes)
             sha = hashlib.sha256(data).hexdigest()
             version = hashlib.sha256(f"{sha}|{self.tag}".encode()).hexdigest()
             doc_id = self._doc_id(path)
             res.doc_id = doc_id
             old = self.index.document(doc_id)
-            if data and old and old.version == version:
+            if old and old.version == version:
                 res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
                 return res
-            twin = next((d for d in self.index.documents().values() if data and d.version == version
+            twin = next((d for d in self.index.documents().values() if d.version == version
                          and d.doc_id != doc_id and Path(d.path).exists()), None)
             if twin:
                 res.doc_id, res.title, res.status, res.chunks = twin.doc_id, twin.title, "unchanged", twin.chunks
                 res.error = f"same content as {twin.path}; indexed once as {twin.doc_id}"
                 return res
-            raw = load(path, self.max_bytes)
+            raw = parse(path, data)
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
