@@ -67,6 +67,12 @@ def render_sources(a: Answer, docs: dict, root: str = "") -> str:
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
             f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
+    cited = {c.n for c in a.citations}
+    others = [p for p in a.passages if p.n not in cited]
+    if others:
+        items = "".join(f"<li><b>[{p.n}] 《{html.escape(p.title)}》{html.escape(p.article or p.section_path)}</b>"
+                        f"<div>{html.escape(p.text)}</div></li>" for p in others)
+        cards.append(f"<details><summary>其他检索到但未引用的段落（{len(others)}）</summary><ul>{items}</ul></details>")
     return "".join(cards)
 
 

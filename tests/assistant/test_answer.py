@@ -182,3 +182,15 @@ def test_examples_fit_the_index(corpus_assistant, injected, embedder, settings):
     assert corpus_assistant.example_questions(EXAMPLES) == EXAMPLES[:4]
     small = build_assistant(settings, index=injected, embedder=embedder)
     assert small.example_questions(EXAMPLES, 2) == ["《测试市公厕管理办法》的主要内容是什么？"]
+
+
+def test_sources_panel_escapes_and_lists_every_passage(corpus_assistant):
+    from assistant.ui import render_answer, render_sources
+
+    a = corpus_assistant.ask("新建公厕多少座？")
+    a.passages[-1].text = "<img src=x onerror=alert(1)>"
+    panel = render_sources(a, corpus_assistant.index.documents())
+    assert panel.count('class="cite"') == len(a.citations) and "<mark>" in panel
+    assert f"未引用的段落（{len(a.passages) - len(a.citations)}）" in panel
+    assert "<img" not in panel and "&lt;img src=x" in panel
+    assert 'href="#cite-1"' in render_answer(a)
