@@ -9,7 +9,8 @@ from .settings import Settings
 
 
 def open_index(s: Settings) -> ChromaIndex:
-    return ChromaIndex(s.store.index_dir, s.store.chroma_host, s.store.chroma_port, s.store.collection)
+    st = s.store
+    return ChromaIndex(st.index_dir, st.chroma_host, st.chroma_port, st.collection, st.refresh_seconds)
 
 
 def build_embedder(s: Settings) -> Embedder:

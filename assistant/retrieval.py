@@ -139,6 +139,7 @@ class HybridRetriever:
         if allowed is not None and not allowed:
             return []
         where = {"doc_id": {"$in": sorted(allowed)}} if allowed is not None else None
+        idf = self.index.lexical().idf  # also brings BM25 in step with the committed documents, once per query
         dense = self.index.dense(self.embedder.embed_query(query), self.candidates, where)
         lexical = [h for h in self.index.lexical_search(query, self.candidates * (3 if allowed else 1))
                    if allowed is None or h.chunk.doc_id in allowed][: self.candidates]
@@ -168,7 +169,6 @@ class HybridRetriever:
             rs = self.reranker.scores(query, [hits[key].chunk.text for key in head])
             order = [key for _, key in sorted(zip(rs, head), key=lambda p: -p[0])] + order[len(head):]
         terms = query_terms(query)
-        idf = self.index.lexical().idf
         passages = []
         for key in order[: k * 2 if self.merge_adjacent else k]:
             c = hits[key].chunk

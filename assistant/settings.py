@@ -20,6 +20,7 @@ class StoreSettings(BaseModel):
     chroma_host: str = Field("", description="Chroma server host; empty = embedded PersistentClient in index_dir")
     chroma_port: int = Field(8000, description="Chroma server port")
     collection: str = Field("policy-docs", description="Collection name prefix (3-60 chars, [a-zA-Z0-9._-])")
+    refresh_seconds: float = Field(5.0, description="How often a running app checks for documents committed by other processes")
 
 
 class IngestSettings(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class ChromaIndex:
     """Chunks and their vectors in Chroma, document records beside them, BM25 in the index directory."""
 
     def __init__(self, index_dir: str | Path = ".index", host: str = "", port: int = 8000,
-                 collection: str = "policy-docs") -> None:
+                 collection: str = "policy-docs", refresh_seconds: float = 5.0) -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
@@ -62,17 +63,28 @@ class ChromaIndex:
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
         self._lexical: LexicalIndex | None = None
+        # Other processes (another app node, a CLI ingest) commit too: look for new versions this often.
+        self.refresh_seconds, self._checked = refresh_seconds, 0.0
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
-        """Committed documents by id (cached; refreshed after every write)."""
-        if self._docs is None:
-            got = self.records.get(include=["documents", "metadatas"])
-            self._docs = {}
-            for text, meta in zip(got["documents"], got["metadatas"]):
-                fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
-                self._docs[meta["doc_id"]] = Document(text=text or "", **fields)
-        return self._docs
+        """Committed documents by id. Cached; a cheap version check every `refresh_seconds` picks up commits
+        made by other processes, and only then are the texts read again."""
+        now = time.monotonic()
+        if self._docs is not None and now - self._checked < self.refresh_seconds:
+            return self._docs
+        self._checked = now
+        if self._docs is not None:
+            got = self.records.get(include=["metadatas"])
+            if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in self._docs.items()}:
+                return self._docs
+        got = self.records.get(include=["documents", "metadatas"])
+        docs = {}
+        for text, meta in zip(got["documents"], got["metadatas"]):
+            fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
+            docs[meta["doc_id"]] = Document(text=text or "", **fields)
+        self._docs = docs
+        return docs
 
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
@@ -143,7 +155,7 @@ class ChromaIndex:
 
     def dense(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[Hit]:
         """Nearest chunks by cosine similarity (1 - chroma's cosine distance)."""
-        total = self.chunks.count()
+        total = self.count()
         if total == 0:
             return []
         got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=where,

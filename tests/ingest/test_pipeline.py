@@ -79,6 +79,19 @@ def test_incremental_update_prune_and_duplicates(make_index, embedder, small_doc
     assert not index.lexical_search("宣传周", 3)
 
 
+def test_a_second_node_sees_new_commits(tmp_path, embedder, small_docs):
+    """Two app nodes on one store: what one ingests, the other finds at its next refresh (BM25 included)."""
+    port = os.environ.get("ASSISTANT_TEST_CHROMA_PORT")
+    name = f"n{time.time_ns()}"
+    open_node = (lambda d: ChromaIndex(tmp_path / d, "127.0.0.1", int(port), name, refresh_seconds=0)) if port else (
+        lambda d: ChromaIndex(tmp_path / "shared", collection=name, refresh_seconds=0))
+    writer, reader = open_node("node-a"), open_node("node-b")
+    assert reader.documents() == {} and not reader.lexical_search("停车位", 3)
+    Pipeline(writer, embedder).run([small_docs / "parking.txt"])
+    assert list(reader.documents()) == ["parking"]
+    assert reader.lexical_search("停车位不少于1200个", 3)[0].chunk.doc_id == "parking"
+
+
 def test_metadata_header_and_article_chunks(make_index, embedder, small_docs):
     index = make_index()
     Pipeline(index, embedder).run([small_docs / "parking.txt"])
