@@ -75,7 +75,7 @@ def main() -> None:
         box = page.get_by_placeholder("请输入问题，按回车提问")
         box.wait_for()
         for q in questions:
-            page.locator("button", has_text="清空").click()
+            page.get_by_role("button", name="清空", exact=True).click()
             page.wait_for_function("() => document.querySelectorAll(\".bot, [data-testid='bot']\").length === 0")
             box.fill(q)
             n = page.locator(".bot, [data-testid='bot']").count()

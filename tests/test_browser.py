@@ -157,6 +157,14 @@ def test_refusal_looks_different(page, app_url):
     refusal = page.locator(".refused")
     refusal.wait_for(timeout=60000)
     assert refusal.inner_text() == "文档中没有找到与该问题相关的内容。"
+    bots = page.locator("[data-testid='bot']")
+    before = bots.count()
+    page.get_by_role("button", name="重试", exact=True).click()  # retry replaces the last turn, it does not add one
+    page.wait_for_timeout(1500)
+    refusal.wait_for(timeout=60000)
+    assert bots.count() == before == 1
+    page.get_by_role("button", name="清空", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll(\".bot, [data-testid='bot']\").length === 0", timeout=10000)
 
 
 def test_document_text_is_shown_as_text(page, app_url, artifacts):
