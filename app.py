@@ -60,8 +60,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"{d.status:9} {d.chunks:5}  {d.doc_id or '-':40} {d.path}{extra}")
         counts = ", ".join(f"{v} {k}" for k, v in sorted(report.counts().items()))
         print(f"{counts}; {report.chunks_total} chunks in the index; {report.seconds:.1f} s")
-    return 1 if any(d.status == "failed" for d in report.documents) and not any(
-        d.status != "failed" for d in report.documents) else 0
+    return 1 if report.documents and all(d.status == "failed" for d in report.documents) else 0  # nothing landed
 
 
 def cmd_docs(args: argparse.Namespace) -> int:

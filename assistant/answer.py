@@ -56,6 +56,12 @@ class Answer:
     mode: str = "extractive"
     timings_ms: dict = field(default_factory=dict)
 
+    def with_sources(self) -> str:
+        """The answer followed by its sources, for plain-text channels (copy box, OpenAI-style clients)."""
+        if self.refused or not self.citations:
+            return self.answer
+        return self.answer + "\n\n来源：\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in self.citations)
+
     def to_dict(self, passages: bool = False) -> dict:
         d = {"question": self.question, "answer": self.answer, "refused": self.refused,
              "citations": [asdict(c) | {"label": c.label()} for c in self.citations],
@@ -236,7 +242,7 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
     """Resolve [n] marks to verified quotes; drop marks that point nowhere; flag claims the passages don't bear."""
     by_n = {p.n: p for p in passages}
     text = MARK.sub(lambda m: m.group(0) if int(m.group(1)) in by_n else "", raw).strip()
-    if not text or _norm(refusal) in _norm(text) and len(_norm(text)) < len(_norm(refusal)) + 10:
+    if not text or (_norm(refusal) in _norm(text) and len(_norm(text)) < len(_norm(refusal)) + 10):
         return Answer(question, refusal, True, mode=mode, passages=passages)
     citations: dict[int, Citation] = {}
     unverified: list[str] = []

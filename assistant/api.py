@@ -131,8 +131,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         kwargs = {"doc_ids": req.filters.get("doc_ids"), "issuer": req.filters.get("issuer")}
         if not req.stream:
             return a.ask(q, req.history, **kwargs).to_dict(passages=True)
-        if not a.index.documents():
-            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+        a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def events():
             for ev in a.stream(q, req.history, **kwargs):
@@ -194,20 +193,14 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         a = get_assistant()
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
 
-        def with_sources(ans) -> str:
-            if ans.refused or not ans.citations:
-                return ans.answer
-            return ans.answer + "\n\n来源：\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in ans.citations)
-
         if not req.stream:
             ans = a.ask(q, history)
             return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": with_sources(ans)},
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.with_sources()},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
                     "citations": ans.to_dict()["citations"], "refused": ans.refused}
-        if not a.index.documents():
-            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+        a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def chunk(delta: dict, finish=None, extra=None) -> str:
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
@@ -220,7 +213,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
                 if ev.kind == "token":
                     yield chunk({"content": ev.text})
                 else:
-                    tail = with_sources(ev.answer)[len(ev.answer.answer):]
+                    tail = ev.answer.with_sources()[len(ev.answer.answer):]
                     yield chunk({"content": tail} if tail else {}, "stop",
                                 {"citations": ev.answer.to_dict()["citations"], "refused": ev.answer.refused})
             yield "data: [DONE]\n\n"

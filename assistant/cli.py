@@ -51,7 +51,6 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         bar.close()
     baseline = None
     if args.baseline == "naive":
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
         from bench.naive import NaivePipeline
 
         naive = NaivePipeline(docs, assistant.retriever.embedder, f"{settings.store.index_dir}/naive")

@@ -6,6 +6,7 @@ import json
 import re
 import statistics
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -51,8 +52,6 @@ class Result:
 
 def norm(text: str) -> str:
     """NFKC- and whitespace-normalised, for containment checks."""
-    import unicodedata
-
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", normalise(text)))
 
 

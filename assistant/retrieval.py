@@ -120,6 +120,11 @@ class HybridRetriever:
         self.k, self.candidates, self.rrf_k = k, candidates, rrf_k
         self.reranker, self.merge_adjacent = reranker, merge_adjacent
 
+    def require_documents(self) -> None:
+        """Raise IndexEmpty (the edges turn it into a 503, a chat message, an exit code) when nothing is indexed."""
+        if not self.index.documents():
+            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+
     def _doc_filter(self, doc_ids: list[str] | None, issuer: str | None) -> set[str] | None:
         if not doc_ids and not issuer:
             return None
@@ -132,8 +137,7 @@ class HybridRetriever:
     def search(self, query: str, k: int | None = None, doc_ids: list[str] | None = None,
                issuer: str | None = None) -> list[Passage]:
         """The top k passages for the query, best first."""
-        if not self.index.documents():
-            raise IndexEmpty("the index is empty: run `python app.py ingest docs/` first")
+        self.require_documents()
         k = k or self.k
         allowed = self._doc_filter(doc_ids, issuer)
         if allowed is not None and not allowed:

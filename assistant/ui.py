@@ -112,8 +112,8 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                         ans = ev.answer
                 chat_hist[-1] = {"role": "assistant", "content": render_answer(ans)}
                 hist = list(hist) + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
-                copy = ans.answer + ("\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in ans.citations) if ans.citations else "")
-                yield chat_hist, hist, render_sources(ans, a.index.documents(), settings.server.root_path), copy, ""
+                sources_html = render_sources(ans, a.index.documents(), settings.server.root_path)
+                yield chat_hist, hist, sources_html, ans.with_sources(), ""
             except IndexEmpty:
                 chat_hist[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
                 yield chat_hist, hist, gr.update(), gr.update(), ""

@@ -7,25 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import statistics
 import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import uvicorn  # noqa: E402
+from ask import p50_p95  # noqa: E402
+from common import ROOT, corpus_settings, serve  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from assistant.api import create_app  # noqa: E402
-from assistant.components import build_pipeline  # noqa: E402
 from assistant.evaluate import load_questions  # noqa: E402
-from assistant.settings import Settings  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -39,39 +29,20 @@ WATCH = """(n) => { const t0 = performance.now(); let first = null; window.__res
   obs.observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
 
 
-def pct(xs, p):
-    s = sorted(xs)
-    return round(s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))], 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--index")
     ap.add_argument("--n", type=int, default=50)
     args = ap.parse_args()
-    s = Settings(_env_file=None)
-    if args.index:
-        s.store.index_dir = args.index
-    else:
-        s.store.index_dir = tempfile.mkdtemp()
-        speech = ROOT / "docs" / "speech_city_quality_2023.txt"
-        build_pipeline(s).run([speech] + sorted(p for p in (ROOT.parent / "shared" / "corpus").glob("*.txt")
-                                                if p.name != speech.name))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    s = corpus_settings(args.index)
+    server, url = serve(create_app(s))
     qs, _ = load_questions(ROOT / "tests" / "data" / "questions.jsonl")
     questions = [q.turns[-1] for q in qs][: args.n]
     first, full = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(f"{url}/")
         box = page.get_by_placeholder("请输入问题，按回车提问")
         box.wait_for()
         for q in questions:
@@ -88,10 +59,8 @@ def main() -> None:
             full.append(d)
         browser.close()
     server.should_exit = True
-    print(json.dumps({"questions": len(questions),
-                      "browser_first_token_ms": {"p50": round(statistics.median(first), 1), "p95": pct(first, 95)},
-                      "browser_full_answer_ms": {"p50": round(statistics.median(full), 1), "p95": pct(full, 95)}},
-                     indent=1))
+    print(json.dumps({"questions": len(questions), "browser_first_token_ms": p50_p95(first),
+                      "browser_full_answer_ms": p50_p95(full)}, indent=1))
 
 
 if __name__ == "__main__":

