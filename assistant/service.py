@@ -65,6 +65,13 @@ class Assistant:
     def index(self) -> ChromaIndex:
         return self.retriever.index
 
+    def documents(self) -> dict:
+        """Committed documents by id (what the edges list and render sources from)."""
+        return self.index.documents()
+
+    def document(self, doc_id: str):
+        return self.index.document(doc_id)
+
     def standalone(self, question: str, history: Sequence) -> str:
         if not history:
             return question

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -76,6 +77,15 @@ def render_sources(a: Answer, docs: dict, root: str = "") -> str:
     return "".join(cards)
 
 
+def _plain_turns(turns) -> list[dict]:
+    """Only {'role', 'content': str} turns survive: state is server-side, but never trust a shape."""
+    out = []
+    for t in turns if isinstance(turns, list) else ():
+        if isinstance(t, dict) and t.get("role") in ("user", "assistant") and isinstance(t.get("content"), str):
+            out.append({"role": t["role"], "content": t["content"]})
+    return out
+
+
 def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.Blocks:
     with gr.Blocks(title="政策文件问答", analytics_enabled=False) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
@@ -92,37 +102,47 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                 with gr.Column(scale=2):
                     sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
                     copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
-        history_state = gr.State([])
+        # Server-side state only. The chat shown is rebuilt from it on every turn and the Chatbot is never an
+        # input: a client-sent Chatbot value can carry file payloads that Gradio would copy and serve.
+        history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
+        display_state = gr.State([])   # [{'role','content'}] rendered by the server
 
-        def respond(question, chat_hist, hist):
-            question = (question or "").strip()
+        def respond(question, hist, shown):
+            question = (question if isinstance(question, str) else "").strip()
+            hist, shown = _plain_turns(hist), _plain_turns(shown)
             if not question:
-                yield chat_hist, hist, gr.update(), gr.update(), ""
+                yield shown, hist, shown, gr.update(), gr.update(), ""
                 return
-            chat_hist = list(chat_hist or []) + [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+            limit = settings.server.max_question_chars
+            if len(question) > limit:
+                note = f"问题过长（{len(question)} 字），请控制在 {limit} 字以内。"
+                shown = shown + [{"role": "user", "content": html.escape(question[:200]) + "…"},
+                                 {"role": "assistant", "content": f'<div class="refused">{note}</div>'}]
+                yield shown, hist, shown, gr.update(), gr.update(), ""
+                return
+            pending = shown + [{"role": "user", "content": html.escape(question)}, {"role": "assistant", "content": ""}]
             try:
                 a = get_assistant()
-                partial = ""
+                partial, ans = "", None
                 for ev in a.stream(question, hist):
                     if ev.kind == "token":
                         partial += ev.text
-                        chat_hist[-1] = {"role": "assistant", "content": html.escape(partial)}
-                        yield chat_hist, hist, gr.update(), gr.update(), ""
+                        pending[-1] = {"role": "assistant", "content": html.escape(partial)}
+                        yield pending, hist, shown, gr.update(), gr.update(), ""
                     else:
                         ans = ev.answer
-                chat_hist[-1] = {"role": "assistant", "content": render_answer(ans)}
-                hist = list(hist) + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
-                sources_html = render_sources(ans, a.index.documents(), settings.server.root_path)
-                yield chat_hist, hist, sources_html, ans.with_sources(), ""
+                pending[-1] = {"role": "assistant", "content": render_answer(ans)}
+                hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
+                sources_html = render_sources(ans, a.documents(), settings.server.root_path)
+                yield pending, hist, pending, sources_html, ans.with_sources(), ""
             except IndexEmpty:
-                chat_hist[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
-                yield chat_hist, hist, gr.update(), gr.update(), ""
+                pending[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
+                yield pending, hist, shown, gr.update(), gr.update(), ""
 
-        def do_retry(chat_hist, hist):
-            last = next((m["content"] for m in reversed(hist or []) if m["role"] == "user"), "")
-            hist = list(hist or [])[:-2]
-            chat_hist = list(chat_hist or [])[:-2]
-            yield from respond(last, chat_hist, hist)
+        def do_retry(hist, shown):
+            hist, shown = _plain_turns(hist), _plain_turns(shown)
+            last = next((m["content"] for m in reversed(hist) if m["role"] == "user"), "")
+            yield from respond(last, hist[:-2], shown[:-2])
 
         examples.click(lambda sample: sample[0], examples, q)
 
@@ -133,15 +153,16 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                 return gr.update(samples=[])
 
         ui.load(load_examples, None, examples)
-        outs = [chat, history_state, sources, copy_box, q]
-        q.submit(respond, [q, chat, history_state], outs)
-        send.click(respond, [q, chat, history_state], outs)
-        retry.click(do_retry, [chat, history_state], outs)
-        clear.click(lambda: ([], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+        outs = [chat, history_state, display_state, sources, copy_box, q]
+        q.submit(respond, [q, history_state, display_state], outs, concurrency_limit=None)
+        send.click(respond, [q, history_state, display_state], outs, concurrency_limit=None)
+        retry.click(do_retry, [history_state, display_state], outs, concurrency_limit=None)
+        clear.click(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+        chat.clear(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
 
         with gr.Tab("文档"):
             def list_docs():
-                docs = sorted(get_assistant().index.documents().values(), key=lambda d: d.doc_id)
+                docs = sorted(get_assistant().documents().values(), key=lambda d: d.doc_id)
                 return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
 
             table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
@@ -158,7 +179,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
             ui.load(refresh_docs, None, [table, doc_id])
 
             def read(doc):
-                d = get_assistant().index.document(doc or "")
+                d = get_assistant().document(doc or "")
                 if d is None:
                     return "<p>请选择文档。</p>"
                 meta = " · ".join(html.escape(x) for x in (d.issuer, d.doc_number, d.date) if x)
@@ -205,7 +226,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                     return "请先上传问题文件。"
                 questions, errors = ev.load_questions(f if isinstance(f, str) else f.name)
                 a = get_assistant()
-                rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.index.documents(), settings.retrieval.k,
+                rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.documents(), settings.retrieval.k,
                                   lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"))
                 return ev.to_markdown(rep, None, errors)
 
@@ -214,7 +235,17 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
 
 
 def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) -> None:
-    """Mount the chat at '/' (after the API routes, or they would 404)."""
+    """Mount the chat at '/' (after the API routes, or they would 404), with Gradio's file checks in force."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    # Gradio copies files it is given into its cache and serves them; a cache of our own (not the shared
+    # /tmp/gradio), removed at exit. GRADIO_TEMP_DIR is read by gradio when Blocks are built and checked.
+    cache = tempfile.mkdtemp(prefix="assistant-gradio-")
+    os.environ["GRADIO_TEMP_DIR"] = cache
+    atexit.register(shutil.rmtree, cache, True)
     ui = build_ui(get_assistant, settings)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
@@ -225,5 +256,11 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) ->
         def dependency(request):  # the intranet's SSO proxy sets this header; without it, no UI
             return request.headers.get(header)
 
+    index_dir = str(Path(settings.store.index_dir).resolve())
+    blocked = [index_dir, str(Path.cwd().resolve()), "/proc", "/etc", "/root", "/home", "/var", "/sys", "/dev"]
     gr.mount_gradio_app(app, ui, path="/", ssr_mode=False, css=CSS, head=HEAD_JS, auth=auth,
-                        auth_dependency=dependency)
+                        auth_dependency=dependency, blocked_paths=blocked,
+                        max_file_size=int(settings.ingest.max_file_mb * 1024 * 1024))
+    # mount_gradio_app leaves has_launched False, and gradio's allowed-path check (processing_utils.
+    # _check_allowed) returns early for Blocks that have not launched: so a mounted app must set it.
+    ui.has_launched = True
