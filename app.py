@@ -107,6 +107,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return evaluate(_settings(args), args)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from assistant.cli import calibrate
+
+    return calibrate(_settings(args), args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from assistant.cli import serve
 
@@ -138,11 +144,19 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ask", parents=[common], help="answer a question (or one per line from stdin)")
     s.add_argument("question", nargs="?")
     s.add_argument("--k", type=int)
-    s = sub.add_parser("eval", parents=[common], help="evaluate with a file of test questions")
-    s.add_argument("file")
+    s = sub.add_parser("eval", parents=[common], help="evaluate with files of test questions")
+    s.add_argument("files", nargs="+", metavar="FILE")
     s.add_argument("--k", type=int)
+    s.add_argument("--cv", type=int, metavar="N", help="N-fold cross-validation: weights and thresholds are fitted "
+                   "on the other folds, never on the questions scored")
+    s.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE",
+                   help="exit 1 when a summary metric is below VALUE (e.g. --min recall_at_k=0.9); repeatable")
     s.add_argument("--report", help="write an HTML or Markdown report")
     s.add_argument("--baseline", choices=["naive"], help="also evaluate the naive baseline side by side")
+    s = sub.add_parser("calibrate", parents=[common],
+                       help="fit the fusion weights and the refusal model on files of test questions")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("--out", help="where to write the calibration (default: the file shipped for the embedder)")
     return p
 
 
@@ -152,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from ingest.schema import IndexEmpty, IngestError
 
-    handlers = {"ingest": cmd_ingest, "docs": cmd_docs, "chunks": cmd_chunks, "ask": cmd_ask, "eval": cmd_eval}
+    handlers = {"ingest": cmd_ingest, "docs": cmd_docs, "chunks": cmd_chunks, "ask": cmd_ask, "eval": cmd_eval,
+                "calibrate": cmd_calibrate}
     try:
         return handlers.get(args.command, cmd_serve)(args)
     except IndexEmpty as e:

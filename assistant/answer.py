@@ -10,6 +10,7 @@ from ingest.clean import normalise
 from ingest.lexical import bigrams
 from ingest.schema import Document
 
+from .lexicon import LIST_CUE, NUMBER_CUE, expansions, to_simplified
 from .retrieval import Passage, query_terms
 
 MARK = re.compile(r"\[(\d{1,2})\]")
@@ -18,8 +19,6 @@ FIGURE = re.compile(r"\d+(?:\.\d+)?")
 CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
 # Sentences that address a reader as instructions are not policy content; an extractive answer never quotes them.
 INJECTION = re.compile(r"忽略(以上|之前|上述|前面)|无视(以上|之前)|(ignore|disregard) (all |the )?(previous|above)|你现在是|system prompt|系统提示", re.I)
-LIST_QUESTION = re.compile(r"哪些|哪几|包括什么|包含什么|有什么")
-NUMBER_QUESTION = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日")
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
 
@@ -55,6 +54,7 @@ class Answer:
     passages: list[Passage] = field(default_factory=list)
     mode: str = "extractive"
     timings_ms: dict = field(default_factory=dict)
+    confidence: float | None = None  # probability that the retrieved passages answer the question
 
     def with_sources(self) -> str:
         """The answer followed by its sources, for plain-text channels (copy box, OpenAI-style clients)."""
@@ -66,7 +66,7 @@ class Answer:
         d = {"question": self.question, "answer": self.answer, "refused": self.refused,
              "citations": [asdict(c) | {"label": c.label()} for c in self.citations],
              "standalone_question": self.standalone_question, "unverified": self.unverified,
-             "mode": self.mode, "timings_ms": self.timings_ms}
+             "mode": self.mode, "confidence": self.confidence, "timings_ms": self.timings_ms}
         if passages:
             d["passages"] = [p.to_dict() for p in self.passages]
         return d
@@ -120,14 +120,21 @@ class ExtractiveAnswerer:
 
     mode = "extractive"
 
-    def __init__(self, max_sentences: int = 3, min_score: float = 0.2) -> None:
+    def __init__(self, max_sentences: int = 3, min_score: float = 0.2, semantic: float = 0.5) -> None:
         self.max_sentences, self.min_score = max_sentences, min_score
+        self.semantic = semantic  # share of sentence-embedding closeness in a sentence's score (the rest: words)
 
     def select(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
         """(passage n, start, end, sentence) of the chosen sentences, best passage first."""
+        question = to_simplified(question)
         terms = query_terms(question)
-        wants_number = bool(NUMBER_QUESTION.search(question))
-        wants_list = bool(LIST_QUESTION.search(question))
+        terms += [t for t in query_terms(" ".join(expansions(question))) if t not in terms]
+        wants_number = bool(NUMBER_CUE.search(question))
+        wants_list = bool(LIST_CUE.search(question))
+        # Meaning: each unit's closest indexed sentence, rescaled over all candidates of this question, so the
+        # answering sentence wins even when it shares few characters with an everyday-language question.
+        cos = [x[2] for p in passages for x in p.sentence_scores]
+        lo, hi = (min(cos), max(cos)) if cos else (0.0, 0.0)
         scored = []
         for p in passages:
             prior = 0.08 / p.n  # retrieval rank breaks ties between equally matching sentences
@@ -142,7 +149,11 @@ class ExtractiveAnswerer:
                 # A unit that opens with its own heading ("（四）试点目标。到2020年…") states what the heading names,
                 # so the heading's words count in full for it.
                 ctx = p.title.lower() if label and sent.startswith(label) else context
-                scored.append((_sentence_score(terms, sent, wants_number, ctx, wants_list) + prior, p.n, start, start + len(sent), sent))
+                sem = max((x[2] for x in p.sentence_scores if x[0] < start + len(sent) and start < x[1]), default=lo)
+                sem = (sem - lo) / (hi - lo) if hi > lo else 0.0
+                lexical = _sentence_score(terms, sent, wants_number, ctx, wants_list)
+                score = (1 - self.semantic) * lexical + self.semantic * sem + prior
+                scored.append((score, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
         chosen: list[tuple[float, int, int, int, str]] = []
         for item in scored:

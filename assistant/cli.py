@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .settings import Settings
 
@@ -31,22 +32,39 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _questions(files: list[str]):
+    from . import evaluate as ev
+
+    questions, errors = [], []
+    for f in files:
+        qs, errs = ev.load_questions(f)
+        questions += qs
+        errors += [f"{f}: {e}" for e in errs]
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    return questions, errors
+
+
 def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from . import evaluate as ev
     from .service import build_assistant
 
-    questions, errors = ev.load_questions(args.file)
-    for e in errors:
-        print(f"warning: {args.file}: {e}", file=sys.stderr)
+    questions, errors = _questions(args.files)
     assistant = build_assistant(settings)
-    docs = assistant.index.documents()
+    docs = assistant.documents()
+    k = args.k or settings.retrieval.k
     bar = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
 
         bar = tqdm(total=len(questions), unit="q", desc="eval")
     progress = (lambda i, n, r: bar.update(1)) if bar else None
-    report = ev.evaluate(questions, lambda q, h: assistant.ask(q, h), docs, settings.retrieval.k, progress)
+    if args.cv:
+        from .crossval import cross_validate
+
+        report = cross_validate(assistant, questions, docs, k, args.cv, progress)
+    else:
+        report = ev.evaluate(questions, lambda q, h: assistant.ask(q, h), docs, k, progress)
     if bar:
         bar.close()
     baseline = None
@@ -54,7 +72,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         from bench.naive import NaivePipeline
 
         naive = NaivePipeline(docs, assistant.retriever.embedder, f"{settings.store.index_dir}/naive")
-        baseline = ev.evaluate(questions, naive.ask, docs, settings.retrieval.k)
+        baseline = ev.evaluate(questions, naive.ask, docs, k)
     report["errors"] = errors
     if args.report:
         ev.write_report(args.report, report, baseline, errors)
@@ -67,7 +85,43 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         print(ev.to_markdown(report, baseline, errors).split("## Questions")[0].rstrip())
         failed = [q for q in report["questions"] if not q["passed"]]
         for q in failed:
-            print(f"FAIL {q['id']}: {q['question']} - {q['why']}")
+            print(f"FAIL {q['id']} [{q['kind']}]: {q['question']} - {q['why']}")
+    return _gates(report["summary"], args.min)
+
+
+def _gates(summary: dict, gates: list[str]) -> int:
+    """1 when a `--min metric=value` gate is not met (false_refusal_rate is a maximum), else 0."""
+    failed = 0
+    for gate in gates:
+        name, _, value = gate.partition("=")
+        if name not in summary or summary[name] is None:
+            raise ValueError(f"unknown metric in --min {gate!r}: one of {', '.join(summary)}")
+        got, want = float(summary[name]), float(value)
+        ok = got <= want if name.endswith("_rate") and "false" in name else got >= want
+        if not ok:
+            print(f"gate failed: {name} = {got} (wanted {'<=' if 'false' in name else '>='} {want})", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from . import calibration as calib
+    from .crossval import fit_all
+    from .service import build_assistant
+
+    questions, _ = _questions(args.files)
+    assistant = build_assistant(settings)
+    name = assistant.retriever.embedder.name
+    cal = fit_all(assistant, questions, assistant.documents(),
+                  {"files": [Path(f).name for f in args.files], "questions": len(questions)})
+    out = Path(args.out) if args.out else calib.default_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cal.save(out)
+    summary = {"file": str(out), "embedder": name, "weights": cal.weights.__dict__, "threshold": cal.threshold,
+               "llm_threshold": cal.llm_threshold, "coef": dict(zip(cal.features, cal.coef))}
+    print(json.dumps(summary, ensure_ascii=False, indent=None if args.json else 1))
+    if not args.out:
+        print("set ASSISTANT_RETRIEVAL__CALIBRATION_FILE to use a calibration kept elsewhere", file=sys.stderr)
     return 0
 
 

@@ -25,6 +25,8 @@ class Question:
     evidence: str = ""
     doc: str = ""
     line: int = 0
+    kind: str = ""  # what sort of question (everyday, number, unanswerable_on_topic, ...): metrics are per kind
+    source: str = ""  # the file it came from
 
     @property
     def answerable(self) -> bool:
@@ -36,6 +38,7 @@ class Result:
     id: str
     question: str
     answerable: bool
+    kind: str
     rank: int | None  # 1-based rank of the first passage holding the evidence
     refused: bool
     refusal_correct: bool
@@ -83,13 +86,13 @@ def load_questions(path: str | Path) -> tuple[list[Question], list[str]]:
         if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
             errors.append(f"line {i}: 'facts' must be a list of strings")
             continue
-        for key in ("evidence", "doc", "id"):
+        for key in ("evidence", "doc", "id", "kind"):
             if key in obj and not isinstance(obj[key], (str, int)):
                 errors.append(f"line {i}: '{key}' must be a string")
                 break
         else:
             questions.append(Question(str(obj.get("id", f"line{i}")), turns, facts, obj.get("evidence", "") or "",
-                                      obj.get("doc", "") or "", i))
+                                      obj.get("doc", "") or "", i, str(obj.get("kind", "") or ""), Path(path).name))
     return questions, errors
 
 
@@ -141,7 +144,15 @@ def evaluate(questions: Iterable[Question], ask: AskFn, docs: dict[str, Document
         results.append(score(q, ans, docs, k, latency))
         if on_progress:
             on_progress(i, len(questions), results[-1])
-    return {"summary": summarise(results, k), "questions": [asdict(r) for r in results]}
+    return make_report(results, k)
+
+
+def make_report(results: list[Result], k: int) -> dict:
+    """{'summary', 'by_kind', 'questions'}: every metric overall and for each kind of question."""
+    kinds = sorted({r.kind for r in results})
+    return {"summary": summarise(results, k),
+            "by_kind": {kind: summarise([r for r in results if r.kind == kind], k) for kind in kinds},
+            "questions": [asdict(r) for r in results]}
 
 
 def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_ms: float) -> Result:
@@ -161,7 +172,7 @@ def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_m
         text = norm(ans.answer) if not ans.refused else ""
         facts = sum(1 for f in q.facts if norm(f) in text) / len(q.facts)
     correct = ans.refused != q.answerable
-    r = Result(q.id, " → ".join(q.turns), q.answerable, rank, ans.refused, correct, facts, len(ans.citations), valid,
+    r = Result(q.id, " → ".join(q.turns), q.answerable, q.kind or "-", rank, ans.refused, correct, facts, len(ans.citations), valid,
                relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations])
     why = []
     if not correct:
@@ -194,7 +205,27 @@ def summarise(results: list[Result], k: int) -> dict:
         "citation_precision": round(sum(r.citations_relevant for r in ans) / max(1, sum(r.citations for r in ans)), 3),
         "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
         "passed": sum(1 for r in results if r.passed),
+        "pass_rate": round(sum(1 for r in results if r.passed) / len(results), 3) if results else None,
+        "refused": round(sum(1 for r in results if r.refused) / len(results), 3) if results else None,
     }
+
+
+KIND_COLUMNS = [("n", "n"), ("passed", "passed"), ("pass_rate", "pass rate"), ("recall_at_1", "R@1"),
+                ("recall_at_k", "R@k"), ("fact_recall", "fact recall"), ("refused", "refused"),
+                ("false_refusal_rate", "false refusals"), ("refusal_accuracy", "unanswerable refused")]
+
+
+def kind_rows(report: dict) -> list[list[str]]:
+    """One row per kind of question: the table that shows the kind that fails."""
+    def fmt(v):
+        return "-" if v is None else str(v)
+    return [[kind] + [fmt(m.get(key)) for key, _ in KIND_COLUMNS] for kind, m in report.get("by_kind", {}).items()]
+
+
+def kind_markdown(report: dict) -> list[str]:
+    lines = ["| kind | " + " | ".join(label for _, label in KIND_COLUMNS) + " |",
+             "|---" * (len(KIND_COLUMNS) + 1) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in kind_rows(report)]
 
 
 SUMMARY_LABELS = [("n", "questions"), ("recall_at_1", "Recall@1"), ("recall_at_k", "Recall@k"), ("mrr", "MRR"),
@@ -215,13 +246,17 @@ def to_markdown(report: dict, baseline: dict | None = None, errors: Sequence[str
     for key, label in SUMMARY_LABELS:
         b = f" {baseline['summary'].get(key)} |" if baseline else ""
         lines.append(f"| {label} | {s.get(key)} |{b}")
+    if report.get("cv"):
+        lines += ["", f"Cross-validated: {report['cv']['folds']} folds; every threshold and weight was fitted on the "
+                  "other folds, never on the questions it is scored on."]
+    lines += ["", "## By kind", ""] + kind_markdown(report)
     if errors:
         lines += ["", "## Lines not evaluated", ""] + [f"- {e}" for e in errors]
-    lines += ["", "## Questions (failures first)", "", "| id | pass | question | gold rank | refused | facts | answer | citations | why |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Questions (failures first)", "", "| id | kind | pass | question | gold rank | refused | facts | answer | citations | why |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(report):
         cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines.append(f"| {r['id']} | {'PASS' if r['passed'] else 'FAIL'} | {cell(r['question'])} | {r['rank'] or '-'} | "
+        lines.append(f"| {r['id']} | {r.get('kind', '-')} | {'PASS' if r['passed'] else 'FAIL'} | {cell(r['question'])} | {r['rank'] or '-'} | "
                      f"{r['refused']} | {r['fact_recall'] if r['fact_recall'] is not None else '-'} | "
                      f"{cell(r['answer'][:200])} | {cell('; '.join(r['cited']))} | {cell(r['why'])} |")
     return "\n".join(lines) + "\n"
@@ -235,6 +270,8 @@ def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = 
                    + (f"<td>{e(str(baseline['summary'].get(key)))}</td>" if baseline else "") + "</tr>"
                    for key, label in SUMMARY_LABELS)
     errs = "".join(f"<li>{e(x)}</li>" for x in errors)
+    khead = "<tr><th>kind</th>" + "".join(f"<th>{e(label)}</th>" for _, label in KIND_COLUMNS) + "</tr>"
+    krows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in kind_rows(report))
     qrows = "".join(
         f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{e(r['id'])}</td><td>{'PASS' if r['passed'] else 'FAIL'}</td>"
         f"<td>{e(r['question'])}</td><td>{r['rank'] or '-'}</td><td>{r['refused']}</td>"
@@ -244,6 +281,8 @@ def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = 
             "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}"
             "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}tr.fail{background:#fff0f0}</style>"
             f"<h1>Evaluation report</h1><table>{head}{rows}</table>"
+            + (f"<p>Cross-validated: {report['cv']['folds']} folds.</p>" if report.get("cv") else "")
+            + f"<h2>By kind</h2><table>{khead}{krows}</table>"
             + (f"<h2>Lines not evaluated</h2><ul>{errs}</ul>" if errors else "")
             + "<h2>Questions (failures first)</h2><table><tr><th>id</th><th>pass</th><th>question</th><th>gold rank</th>"
             f"<th>refused</th><th>facts</th><th>answer</th><th>citations</th><th>why</th></tr>{qrows}</table></html>")

@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
@@ -14,19 +16,13 @@ from pydantic import ConfigDict
 
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
-from ingest.schema import IndexEmpty
-from ingest.store import ChromaIndex, Hit
+from ingest.schema import Chunk, IndexEmpty
+from ingest.store import ChromaIndex, Hit, chunk_key
+
+from .lexicon import QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
 
 log = logging.getLogger(__name__)
-
-# Bigrams of question words carry no evidence: "哪些" matching a passage says nothing about relevance.
-QUESTION_WORDS = ("什么", "哪些", "多少", "如何", "怎么", "怎样", "是否", "为什么", "哪个", "哪里", "几个", "是多", "少个",
-                  "请问", "规定", "要求", "包括", "应当", "主要", "提出", "根据", "关于", "我们", "有关", "可以", "的是")
 _QSTOP = set(QUESTION_WORDS)
-
-
-QUESTION_PHRASES = re.compile(r"(被称为|称为|指的是|是指|什么意思|意思|所说的|所说|有何|何时|哪天|哪年|多长时间|多久|是什么|是多少|有哪些|包括哪些|是哪些|有什么|是否|为什么|怎么样|怎么|怎样|如何|多少|哪些|什么"
-                              r"|哪个|哪里|几个|几项|请问|分别|吗|呢|了)")
 
 
 def query_terms(text: str) -> list[str]:
@@ -51,11 +47,14 @@ class Passage:
     text: str
     char_start: int
     char_end: int
-    score: float  # fused RRF score
-    dense: float = 0.0  # cosine similarity (0 when only BM25 found it)
-    lexical: float = 0.0  # BM25 score (0 when only the dense retriever found it)
-    coverage: float = 0.0  # share of the query's content bigrams present in the passage
+    score: float  # fused score (weighted sum of the per-query normalised signals)
+    dense: float = 0.0  # cosine similarity of the chunk to the question
+    lexical: float = 0.0  # BM25 score (question plus its official-vocabulary expansions)
+    coverage: float = 0.0  # IDF-weighted share of the query's content bigrams present in the passage
+    sentence: float = 0.0  # cosine similarity of the passage's closest sentence
     chunk_ids: list[str] = field(default_factory=list)
+    # (char_start, char_end, cosine) of the passage's indexed sentences, absolute offsets; for answer selection
+    sentence_scores: list[tuple[int, int, float]] = field(default_factory=list)
 
     @property
     def section_path(self) -> str:
@@ -65,16 +64,6 @@ class Passage:
         d = asdict(self)
         d["section_path"] = self.section_path
         return d
-
-
-def rrf(rankings: list[list[str]], k: int = 60) -> dict[str, float]:
-    """Reciprocal rank fusion: sum of 1/(k + rank). k=60 is the constant of Cormack et al. (2009); it damps
-    the head of each list so that agreement between retrievers beats a single first place."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, key in enumerate(ranking, 1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
-    return scores
 
 
 class Reranker(Protocol):
@@ -111,14 +100,71 @@ def coverage(terms: list[str], text: str, idf=lambda t: 1.0) -> float:
     return sum(idf(t) for t in terms if t in low) / total if total else 0.0
 
 
-class HybridRetriever:
-    """Dense + BM25 candidates, fused; optional reranking and merging of adjacent chunks."""
+@dataclass
+class Weights:
+    """How the per-query normalised signals are summed into the fused score (fitted on folds: calibrate)."""
 
-    def __init__(self, index: ChromaIndex, embedder: Embedder, k: int = 5, candidates: int = 30, rrf_k: int = 60,
-                 reranker: Reranker | None = None, merge_adjacent: bool = True) -> None:
+    dense: float = 0.3
+    sentence: float = 0.4
+    lexical: float = 0.3
+    article: float = 0.5  # a chunk of an article the question names (第十六条)
+
+
+@dataclass
+class Candidate:
+    """A chunk with every retriever's raw score for one query."""
+
+    chunk: Chunk
+    dense: float = 0.0
+    lexical: float = 0.0
+    sentence: float | None = None
+    article: float = 0.0
+
+
+@dataclass
+class Pool:
+    """Everything retrieval knows about one query before ranking: fitting weights re-ranks a pool, it never
+    embeds again."""
+
+    query: str
+    vector: np.ndarray
+    terms: list[str]
+    expanded: list[str]
+    candidates: dict[str, Candidate]
+    sentence_background: list[float]  # the query's top sentence cosines over the whole index
+    dense_background: list[float]  # the query's top chunk cosines over the whole index
+
+    def signals(self) -> dict[str, dict[str, float]]:
+        """Each signal normalised per query to 0-1 over the pool (min-max), so weights mean the same for
+        every question: a BM25 score of 40 or of 4 says nothing until compared with the query's other scores."""
+        floor = min(self.sentence_background, default=0.0)
+        raw = {"dense": {k: c.dense for k, c in self.candidates.items()},
+               "sentence": {k: c.sentence if c.sentence is not None else floor for k, c in self.candidates.items()},
+               "lexical": {k: c.lexical for k, c in self.candidates.items()},
+               "article": {k: c.article for k, c in self.candidates.items()}}
+        out = {}
+        for name, vals in raw.items():
+            lo, hi = min(vals.values(), default=0.0), max(vals.values(), default=0.0)
+            out[name] = {k: (v - lo) / (hi - lo) if hi > lo else (1.0 if hi > 0 else 0.0) for k, v in vals.items()}
+        return out
+
+    def rank(self, w: Weights) -> list[tuple[str, float]]:
+        sig = self.signals()
+        fused = {k: w.dense * sig["dense"][k] + w.sentence * sig["sentence"][k] + w.lexical * sig["lexical"][k]
+                 + w.article * sig["article"][k] for k in self.candidates}
+        return sorted(fused.items(), key=lambda kv: -kv[1])
+
+
+class HybridRetriever:
+    """Chunk vectors, sentence vectors and BM25 (with everyday->official expansions) give candidates; every
+    candidate is scored by every signal, normalised per query, and fused by weights; adjacent chunks merge."""
+
+    def __init__(self, index: ChromaIndex, embedder: Embedder, k: int = 5, candidates: int = 30,
+                 reranker: Reranker | None = None, merge_adjacent: bool = True, weights: Weights | None = None) -> None:
         self.index, self.embedder = index, embedder
-        self.k, self.candidates, self.rrf_k = k, candidates, rrf_k
+        self.k, self.candidates = k, candidates
         self.reranker, self.merge_adjacent = reranker, merge_adjacent
+        self.weights = weights or Weights()
 
     def require_documents(self) -> None:
         """Raise IndexEmpty (the edges turn it into a 503, a chat message, an exit code) when nothing is indexed."""
@@ -134,57 +180,95 @@ class HybridRetriever:
             allowed = {d for d in allowed if d in docs and issuer in docs[d].issuer}
         return allowed
 
+    def gather(self, query: str, doc_ids: list[str] | None = None, issuer: str | None = None) -> Pool:
+        """Candidates from the three retrievers (plus a named article's chunks), each with all raw scores."""
+        self.require_documents()
+        query = to_simplified(query)
+        allowed = self._doc_filter(doc_ids, issuer)
+        expanded = expansions(query)
+        vector = self.embedder.embed_query(query)
+        pool = Pool(query, vector, query_terms(query), expanded, {}, [], [])
+        if allowed is not None and not allowed:
+            return pool
+        where = {"doc_id": {"$in": sorted(allowed)}} if allowed is not None else None
+        n = self.candidates
+        cands = pool.candidates
+        for h in self.index.dense(vector, n, where):
+            cands[chunk_key(h.chunk.doc_id, h.chunk.ordinal)] = Candidate(h.chunk, dense=h.score)
+        pool.dense_background = sorted((c.dense for c in cands.values()), reverse=True)
+        sentence_hits = self.index.dense_sentences(vector, n * 3, where)
+        pool.sentence_background = sorted((h.score for h in sentence_hits), reverse=True)
+        best_sentence: dict[str, float] = {}
+        for h in sentence_hits:
+            best_sentence[h.chunk_key] = max(best_sentence.get(h.chunk_key, -1.0), h.score)
+        lex = {k: v for k, v in self.index.lexical_scores(" ".join([query, *expanded])).items()
+               if allowed is None or k.rpartition(":")[0] in allowed}
+        lex_top = sorted(lex, key=lambda k: -lex[k])[:n]
+        sent_top = sorted(best_sentence, key=lambda k: -best_sentence[k])[:n]
+        missing = [k for k in dict.fromkeys(lex_top + sent_top) if k not in cands]
+        for key, chunk in self.index.chunks_by_key(missing).items():
+            cands[key] = Candidate(chunk)
+        for ref in dict.fromkeys(ARTICLE_REF.findall(query)):
+            # "第十一条" names an addressable unit: its chunks join, the document the question names first.
+            arts = [c for c in self.index.article_chunks(ref) if allowed is None or c.doc_id in allowed]
+            for c in arts:
+                key = chunk_key(c.doc_id, c.ordinal)
+                cands.setdefault(key, Candidate(c)).article = 0.5 + 0.5 * coverage(pool.terms, c.title)
+        # Every candidate gets every score: the dense cosine from its stored vector, BM25 from the full scores.
+        no_dense = [k for k, c in cands.items() if c.dense == 0.0]
+        for key, vec in self.index.chunk_vectors(no_dense).items():
+            cands[key].dense = float(vec @ vector)
+        for key, c in cands.items():
+            c.lexical = lex.get(key, 0.0)
+            c.sentence = best_sentence.get(key)
+        return pool
+
     def search(self, query: str, k: int | None = None, doc_ids: list[str] | None = None,
                issuer: str | None = None) -> list[Passage]:
         """The top k passages for the query, best first."""
-        self.require_documents()
+        return self.passages(self.gather(query, doc_ids, issuer), k)
+
+    def passages(self, pool: Pool, k: int | None = None, weights: Weights | None = None) -> list[Passage]:
+        """Rank a pool with the weights and turn the head into passages (merged, with sentence scores)."""
         k = k or self.k
-        allowed = self._doc_filter(doc_ids, issuer)
-        if allowed is not None and not allowed:
-            return []
-        where = {"doc_id": {"$in": sorted(allowed)}} if allowed is not None else None
-        idf = self.index.lexical().idf  # also brings BM25 in step with the committed documents, once per query
-        dense = self.index.dense(self.embedder.embed_query(query), self.candidates, where)
-        lexical = [h for h in self.index.lexical_search(query, self.candidates * (3 if allowed else 1))
-                   if allowed is None or h.chunk.doc_id in allowed][: self.candidates]
-        hits: dict[str, Hit] = {}
-        dense_s: dict[str, float] = {}
-        lex_s: dict[str, float] = {}
-        for h in dense:
-            key = f"{h.chunk.doc_id}:{h.chunk.ordinal}"
-            hits[key], dense_s[key] = h, h.score
-        for h in lexical:
-            key = f"{h.chunk.doc_id}:{h.chunk.ordinal}"
-            hits.setdefault(key, h)
-            lex_s[key] = h.score
-        rankings = [[f"{h.chunk.doc_id}:{h.chunk.ordinal}" for h in dense],
-                    [f"{h.chunk.doc_id}:{h.chunk.ordinal}" for h in lexical]]
-        for ref in dict.fromkeys(ARTICLE_REF.findall(query)):
-            # "第十一条" names an addressable unit: its chunks form a third ranking, ordered by title match.
-            arts = [c for c in self.index.article_chunks(ref) if allowed is None or c.doc_id in allowed]
-            arts.sort(key=lambda c: -coverage(query_terms(query), c.title))
-            for c in arts:
-                hits.setdefault(f"{c.doc_id}:{c.ordinal}", Hit(c, 0.0))
-            rankings.append([f"{c.doc_id}:{c.ordinal}" for c in arts])
-        fused = rrf(rankings, self.rrf_k)
-        order = sorted(fused, key=lambda key: -fused[key])
-        if self.reranker is not None:
+        order = pool.rank(weights or self.weights)
+        if self.reranker is not None and order:
             head = order[: max(k * 3, 10)]
-            rs = self.reranker.scores(query, [hits[key].chunk.text for key in head])
-            order = [key for _, key in sorted(zip(rs, head), key=lambda p: -p[0])] + order[len(head):]
-        terms = query_terms(query)
+            rs = self.reranker.scores(pool.query, [pool.candidates[key].chunk.text for key, _ in head])
+            order = [item for _, item in sorted(zip(rs, head), key=lambda p: -p[0])] + order[len(head):]
+        idf = self.index.lexical().idf
+        terms = pool.terms + [t for t in query_terms(" ".join(pool.expanded)) if t not in pool.terms]
+        floor = min(pool.sentence_background, default=0.0)
         passages = []
-        for key in order[: k * 2 if self.merge_adjacent else k]:
-            c = hits[key].chunk
+        for key, fused in order[: k * 2 if self.merge_adjacent else k]:
+            cand = pool.candidates[key]
+            c = cand.chunk
             passages.append(Passage(0, c.doc_id, c.title, c.section, c.article, c.text, c.char_start, c.char_end,
-                                    fused[key], dense_s.get(key, 0.0), lex_s.get(key, 0.0),
-                                    coverage(terms, c.title + c.section_path + c.article + c.text, idf), [key]))
+                                    fused, cand.dense, cand.lexical,
+                                    coverage(terms, c.title + c.section_path + c.article + c.text, idf),
+                                    cand.sentence if cand.sentence is not None else floor, [key]))
         if self.merge_adjacent:
             passages = self._merge(passages)
         passages = passages[:k]
         for n, p in enumerate(passages, 1):
             p.n = n
+        self._score_sentences(passages, pool.vector)
         return passages
+
+    def _score_sentences(self, passages: list[Passage], vector: np.ndarray) -> None:
+        """Attach each passage's sentence cosines (stored vectors: no embedding at question time)."""
+        by_doc: dict[str, set[int]] = {}
+        for p in passages:
+            by_doc.setdefault(p.doc_id, set()).update(int(key.rpartition(":")[2]) for key in p.chunk_ids)
+        scored: dict[str, list[tuple[int, int, float]]] = {}
+        for doc_id, ordinals in by_doc.items():
+            for sent, vec in self.index.sentence_vectors(doc_id, sorted(ordinals)):
+                scored.setdefault(doc_id, []).append((sent.char_start, sent.char_end, float(vec @ vector)))
+        for p in passages:
+            p.sentence_scores = sorted(x for x in scored.get(p.doc_id, [])
+                                       if p.char_start <= x[0] and x[1] <= p.char_end)
+            if p.sentence_scores:
+                p.sentence = max(p.sentence, max(x[2] for x in p.sentence_scores))
 
     def _merge(self, passages: list[Passage]) -> list[Passage]:
         """Fold a passage into a better-ranked one when they are neighbouring chunks of the same section."""
@@ -199,7 +283,7 @@ class HybridRetriever:
             host.char_start, host.char_end = min(host.char_start, p.char_start), max(host.char_end, p.char_end)
             host.text = doc.text[host.char_start:host.char_end] if doc else host.text
             host.dense, host.lexical = max(host.dense, p.dense), max(host.lexical, p.lexical)
-            host.coverage = max(host.coverage, p.coverage)
+            host.coverage, host.sentence = max(host.coverage, p.coverage), max(host.sentence, p.sentence)
             host.chunk_ids += p.chunk_ids
         return out
 

@@ -9,12 +9,15 @@ from typing import Iterator, Sequence
 
 from ingest.store import ChromaIndex
 
+from . import calibration as calib
 from .answer import Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
-from .retrieval import QUESTION_PHRASES, CrossEncoderReranker, HybridRetriever, Passage
+from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
+from .retrieval import CrossEncoderReranker, HybridRetriever, Passage, Pool
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-FOLLOW_UP = re.compile(r"^(那么?|那|其中|另外|还有|此外|它|其|这|该|又|以及|and)")
+# Said with a refusal when the closest passages are on the topic but none states the kind of fact asked for.
+NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
 CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
                    "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
 
@@ -31,14 +34,20 @@ def _user_turns(history: Sequence) -> list[str]:
     return out
 
 
+def refers_back(question: str) -> bool:
+    """An anaphoric question (那…呢, 其中, 它…) that cannot stand alone."""
+    q = question.strip()
+    return bool(FOLLOW_UP_START.match(q) or FOLLOW_UP_END.search(q))
+
+
 def condense_rule(question: str, history: Sequence) -> str:
-    """Offline follow-up rule: a short or anaphoric question inherits the previous question's subject."""
+    """Offline follow-up rule: the question with the previous question's subject in front of it."""
     prev = _user_turns(history)
     q = question.strip()
-    if not prev or not (FOLLOW_UP.match(q) or len(q) <= 10 or q.endswith(("呢", "呢？", "呢?"))):
+    if not prev:
         return q
     subject = QUESTION_PHRASES.sub("", prev[-1]).strip(" ？?。")
-    core = FOLLOW_UP.sub("", q).strip()
+    core = FOLLOW_UP_START.sub("", q).strip()
     core = re.sub(r"呢([？?]?)$", r"\1", core)
     return f"{subject} {core}"
 
@@ -55,15 +64,28 @@ class Event:
 class Assistant:
     """Questions in, cited answers out. Built once by build_assistant(settings)."""
 
-    def __init__(self, retriever: HybridRetriever, answerer: Answerer, refusal: str, min_evidence: float,
-                 condenser=None) -> None:
-        self.retriever, self.answerer = retriever, answerer
-        self.refusal, self.min_evidence = refusal, min_evidence
+    def __init__(self, retriever: HybridRetriever, answerer: Answerer, refusal: str,
+                 calibration: calib.Calibration, condenser=None) -> None:
+        self.retriever, self.answerer, self.refusal = retriever, answerer, refusal
+        self.use(calibration)
         self.condenser = condenser  # a LangChain chain for follow-ups when an LLM is configured
+
+    def use(self, calibration: calib.Calibration) -> None:
+        """Take fitted weights, answer-selection share and refusal model (cross-validation swaps them per fold)."""
+        self.calibration = calibration
+        self.retriever.weights = calibration.weights
+        if isinstance(self.answerer, ExtractiveAnswerer):
+            self.answerer.semantic = calibration.answer_semantic
 
     @property
     def index(self) -> ChromaIndex:
         return self.retriever.index
+
+    @property
+    def threshold(self) -> float:
+        """Below this probability of being answerable the assistant refuses; with an LLM the model decides,
+        and the gate only stops what nothing plausible was retrieved for."""
+        return self.calibration.threshold if self.answerer.mode == "extractive" else self.calibration.llm_threshold
 
     def documents(self) -> dict:
         """Committed documents by id (what the edges list and render sources from)."""
@@ -71,6 +93,13 @@ class Assistant:
 
     def document(self, doc_id: str):
         return self.index.document(doc_id)
+
+    def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
+                 issuer: str | None = None) -> tuple[Pool, list[Passage], float]:
+        """Passages for a standalone question and the probability that they answer it."""
+        pool = self.retriever.gather(question, doc_ids, issuer)
+        passages = self.retriever.passages(pool, k)
+        return pool, passages, self.calibration.probability(calib.features(pool.query, pool, passages))
 
     def standalone(self, question: str, history: Sequence) -> str:
         if not history:
@@ -82,27 +111,28 @@ class Assistant:
                 return out or question
             except Exception as e:  # the LLM may be down; the rule still gives a usable question
                 log.warning("condensing with the LLM failed (%s); using the offline rule", e)
-        return condense_rule(question, history)
-
-    @staticmethod
-    def evidence(passages: list[Passage]) -> float:
-        """0-1: how well the best passage covers the question's content words (IDF-weighted, 0.6) and how close
-        it is in meaning (e5 cosine rescaled from the 0.82-0.94 band where its scores live on this corpus, 0.4).
-        Lexical coverage catches a missing rare word ('GDP'); the dense part rescues paraphrases."""
-        def one(p: Passage) -> float:
-            return 0.6 * p.coverage + 0.4 * min(1.0, max(0.0, (p.dense - 0.82) / 0.12))
-        return max((one(p) for p in passages), default=0.0)
+        return condense_rule(question, history) if refers_back(question) else question
 
     def stream(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
         standalone = self.standalone(question, history)
-        passages = self.retriever.search(standalone, k, doc_ids, issuer)
+        pool, passages, prob = self.retrieve(standalone, k, doc_ids, issuer)
+        if history and standalone == question and prob < self.threshold and _user_turns(history):
+            # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
+            joined = condense_rule(question, history)
+            alt = self.retrieve(joined, k, doc_ids, issuer)
+            if alt[2] > prob:
+                standalone, (pool, passages, prob) = joined, alt
         t1 = time.perf_counter()
-        if self.evidence(passages) < self.min_evidence:
-            answer = Answer(question, self.refusal, True, passages=passages, mode=self.answerer.mode)
-            yield Event("token", self.refusal)
+        if prob < self.threshold:
+            f = calib.features(pool.query, pool, passages)
+            text = self.refusal
+            if f["type_missing"] and passages and prob >= self.threshold / 2:
+                text = f"{self.refusal}{NOT_STATED}"
+            answer = Answer(question, text, True, passages=passages, mode=self.answerer.mode)
+            yield Event("token", text)
         else:
             parts = []
             for token in self.answerer.stream(standalone, passages):
@@ -112,6 +142,7 @@ class Assistant:
                             self.answerer.mode)
         t2 = time.perf_counter()
         answer.standalone_question = standalone
+        answer.confidence = round(prob, 3)
         answer.timings_ms = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                              "total": round((t2 - t0) * 1000, 1)}
         yield Event("answer", answer=answer)
@@ -129,7 +160,7 @@ class Assistant:
         docs = self.index.documents()
         if not docs:
             return []
-        out = [q for q in candidates if self.evidence(self.retriever.search(q)) >= self.min_evidence][:n]
+        out = [q for q in candidates if self.retrieve(q)[2] >= self.threshold][:n]
         for d in sorted(docs.values(), key=lambda d: d.doc_id):
             if len(out) >= n:
                 break
@@ -163,7 +194,8 @@ def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedd
     r = settings.retrieval
     if reranker is None and r.reranker_path:
         reranker = CrossEncoderReranker(r.reranker_path)
-    retriever = HybridRetriever(index, embedder, r.k, r.candidates, r.rrf_k, reranker, r.merge_adjacent)
+    retriever = HybridRetriever(index, embedder, r.k, r.candidates, reranker, r.merge_adjacent)
+    calibration = calib.load(embedder.name, r.calibration_file or None)
     if llm is None and settings.llm.base_url:
         c = settings.llm
         llm = make_chat_model(c.base_url, c.model, c.api_key, c.temperature, c.timeout)
@@ -177,4 +209,4 @@ def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedd
 
             answerer = LLMAnswerer(llm, settings.answer.refusal_text)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
-    return Assistant(retriever, answerer, settings.answer.refusal_text, r.min_evidence, condenser)
+    return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser)

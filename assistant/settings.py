@@ -32,8 +32,8 @@ class IngestSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     k: int = Field(5, description="Passages returned and given to the answerer")
     candidates: int = Field(30, description="Candidates taken from each retriever before fusion")
-    rrf_k: int = Field(60, description="Reciprocal rank fusion constant (60: the value of Cormack et al., 2009)")
-    min_evidence: float = Field(0.37, description="Refuse below this evidence score (0-1; calibrated on tests/data/questions.jsonl)")
+    calibration_file: str = Field("", description="Fusion weights and refusal model (JSON from `app.py calibrate`); "
+                                  "empty = the file shipped for the configured embedder")
     merge_adjacent: bool = Field(True, description="Show adjacent chunks of the same section as context")
     reranker_path: str = Field("", description="Local sentence-transformers CrossEncoder directory; empty = no reranking")
 

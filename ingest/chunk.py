@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .schema import Chunk
+from .schema import Chunk, Sentence
 
 NUM = "一二三四五六七八九十百零〇两"
 CHAPTER = re.compile(rf"^第[{NUM}\d]+[章编]")
@@ -171,3 +171,29 @@ def split(text: str, doc_id: str, title: str = "", size: int = 300, overlap: int
                 k -= 1
             i = k
     return chunks
+
+
+def sentence_units(text: str, chunks: list[Chunk], min_len: int = 12, max_len: int = 160) -> list[Sentence]:
+    """The second, finer granularity: each chunk's sentences, a short one (a heading, a lead-in such as
+    "（四）试点目标。") joined to the next so it carries its meaning; each span once per document, owned by
+    the first chunk that holds it (chunks overlap). Offsets point into the cleaned text like chunks' do."""
+    out: list[Sentence] = []
+    seen: set[tuple[int, int]] = set()
+    for c in chunks:
+        pending: int | None = None
+        spans = [(s, e) for s, e in sentences(text, c.char_start, c.char_end, max_len) if text[s:e].strip()]
+        for n, (s, e) in enumerate(spans):
+            if pending is not None:
+                s, pending = pending, None
+            body = text[s:e].strip()
+            if len(body) < min_len and n + 1 < len(spans):
+                pending = s
+                continue
+            lead = len(text[s:e]) - len(text[s:e].lstrip())
+            s, e = s + lead, s + lead + len(body)
+            if (s, e) in seen or len(body) < 4:
+                continue
+            seen.add((s, e))
+            out.append(Sentence(c.doc_id, c.ordinal, len(out), text[s:e], s, e, c.article,
+                                c.section[-1] if c.section else ""))
+    return out

@@ -68,6 +68,19 @@ class LexicalIndex:
         docs, scores = self.bm25.retrieve([toks], k=min(n, len(self.ids)), show_progress=False, n_threads=1)
         return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
 
+    def scores(self, query: str) -> dict[str, float]:
+        """BM25 score of every chunk that shares a bigram with the query, by chunk id: so a candidate found by
+        another retriever gets its lexical score too, not a 0 for being outside the lexical top n."""
+        if not self.ids:
+            return {}
+        vocab = self.bm25.vocab_dict
+        toks = list(dict.fromkeys(t for t in bigrams(query) if t in vocab))
+        if not toks:
+            return {}
+        s = self.bm25.get_scores(toks)
+        nz = s.nonzero()[0]
+        return {self.ids[int(i)]: float(s[i]) for i in nz}
+
     def save(self, directory: Path) -> None:
         """Write atomically: a reader sees the old index or the new one, never half of each."""
         directory.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .chunk import split
+from .chunk import sentence_units, split
 from .clean import clean
 from .embed import Embedder
 from .loaders import parse, read
@@ -18,7 +18,7 @@ from .schema import Document, IngestError
 from .store import ChromaIndex, index_text
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "2"  # bump when cleaning or chunking rules change, so every document is redone
+PIPELINE_VERSION = "3"  # 3: sentences embedded as a second granularity  # bump when cleaning or chunking rules change, so every document is redone
 
 
 @dataclass
@@ -143,9 +143,11 @@ class Pipeline:
                            date=raw.meta.get("date", ""), source=raw.meta.get("source", ""),
                            ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             chunks = split(text, doc_id, title, self.chunk_size, self.chunk_overlap)
+            sents = sentence_units(text, chunks)
             vectors = self.embedder.embed_passages([index_text(c) for c in chunks])
+            sentence_vectors = self.embedder.embed_passages([x.index_text() for x in sents])
             doc.chunks = len(chunks)
-            self.index.add_document(doc, chunks, vectors)
+            self.index.add_document(doc, chunks, vectors, sents, sentence_vectors)
             res.title, res.chunks = title, len(chunks)
             res.status = "updated" if old else "added"
         except IngestError as e:

@@ -65,3 +65,25 @@ class Chunk:
     def chunk_id(self, version: str) -> str:
         """Ids carry the version hash, so a new version never overwrites the committed one."""
         return f"{self.doc_id}:{version[:12]}:{self.ordinal:04d}"
+
+
+@dataclass
+class Sentence:
+    """A sentence of a chunk, indexed on its own so the answering sentence is found by meaning."""
+
+    doc_id: str
+    chunk: int  # ordinal of the chunk that holds it
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    article: str = ""
+    heading: str = ""  # the innermost section label, for context in its embedding
+
+    def index_text(self) -> str:
+        """What is embedded: the sentence with its article or heading, so '第十六条' context travels."""
+        head = self.article or self.heading
+        return f"{head} {self.text}" if head and not self.text.startswith(head) else self.text
+
+    def sentence_id(self, version: str) -> str:
+        return f"{self.doc_id}:{version[:12]}:s{self.ordinal:05d}"

@@ -19,10 +19,42 @@ from pathlib import Path
 import numpy as np
 
 from .lexical import LexicalIndex
-from .schema import Chunk, Document
+from .schema import Chunk, Document, Sentence
 
 log = logging.getLogger(__name__)
 _BATCH = 500  # chroma caps the batch size of one call; stay well below it
+_PAGE = 5000  # chroma 1.5.9 fails a get() returning more than 32,766 rows: every full read is paged
+
+
+@dataclass
+class SentenceHit:
+    """A sentence found by the sentence-level dense search, with its cosine similarity."""
+
+    sentence: Sentence
+    score: float
+
+    @property
+    def chunk_key(self) -> str:
+        return chunk_key(self.sentence.doc_id, self.sentence.chunk)
+
+
+def chunk_key(doc_id: str, ordinal: int) -> str:
+    """The one key of a chunk above the store (version-free: only committed versions are ever returned)."""
+    return f"{doc_id}:{ordinal}"
+
+
+def _paged(collection, where: dict | None, include: list[str], page: int = _PAGE) -> dict:
+    """collection.get() in pages, merged: no read hits chroma's SQL-variable limit."""
+    out: dict = {"ids": []}
+    offset = 0
+    while True:
+        got = collection.get(where=where, include=include, limit=page, offset=offset)
+        out["ids"] += got["ids"]
+        for key in include:
+            out.setdefault(key, []).extend(got[key] if got[key] is not None else [])
+        if len(got["ids"]) < page:
+            return out
+        offset += page
 
 
 @dataclass
@@ -59,6 +91,8 @@ class ChromaIndex:
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
         self.chunks = self.client.get_or_create_collection(
             f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        self.sentences = self.client.get_or_create_collection(
+            f"{collection}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
@@ -98,7 +132,8 @@ class ChromaIndex:
         items = sorted(f"{d.doc_id}:{d.version}" for d in self.documents().values())
         return hashlib.sha256("\n".join(items).encode()).hexdigest()
 
-    def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
+                     sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None:
         """Index a new version of a document (see the module docstring for the commit order)."""
         ids = [c.chunk_id(doc.version) for c in chunks]
         for i in range(0, len(ids), _BATCH):
@@ -106,26 +141,38 @@ class ChromaIndex:
             self.chunks.upsert(ids=ids[part], embeddings=vectors[part].tolist(),
                                documents=[c.text for c in chunks[part]],
                                metadatas=[self._chunk_meta(c, doc.version) for c in chunks[part]])
+        sids = [x.sentence_id(doc.version) for x in sentences]
+        for i in range(0, len(sids), _BATCH):
+            part = slice(i, i + _BATCH)
+            self.sentences.upsert(ids=sids[part], embeddings=sentence_vectors[part].tolist(),
+                                  documents=[x.text for x in sentences[part]],
+                                  metadatas=[self._sentence_meta(x, doc.version) for x in sentences[part]])
         meta = {k: v for k, v in doc.meta().items() if v is not None}
         meta["chunks"] = len(chunks)
         self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
-        self.chunks.delete(where={"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]})
+        stale = {"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]}
+        self.chunks.delete(where=stale)
+        self.sentences.delete(where=stale)
         self._docs = None
 
     def remove_document(self, doc_id: str) -> None:
         """Uncommit first, then delete the chunks."""
         self.records.delete(ids=[doc_id])
         self.chunks.delete(where={"doc_id": doc_id})
+        self.sentences.delete(where={"doc_id": doc_id})
         self._docs = None
 
     def reconcile(self) -> int:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many."""
         committed = {d.doc_id: d.version for d in self.documents().values()}
-        got = self.chunks.get(include=["metadatas"])
-        stale = [i for i, m in zip(got["ids"], got["metadatas"]) if committed.get(m["doc_id"]) != m["version"]]
-        for i in range(0, len(stale), _BATCH):
-            self.chunks.delete(ids=stale[i:i + _BATCH])
-        return len(stale)
+        total = 0
+        for coll in (self.chunks, self.sentences):
+            got = _paged(coll, None, ["metadatas"])
+            stale = [i for i, m in zip(got["ids"], got["metadatas"]) if committed.get(m["doc_id"]) != m["version"]]
+            for i in range(0, len(stale), _BATCH):
+                coll.delete(ids=stale[i:i + _BATCH])
+            total += len(stale)
+        return total
 
     # -- chunks ----------------------------------------------------------------------------
     @staticmethod
@@ -133,6 +180,11 @@ class ChromaIndex:
         return {"doc_id": c.doc_id, "version": version, "ordinal": c.ordinal, "title": c.title,
                 "section": json.dumps(c.section, ensure_ascii=False), "article": c.article,
                 "char_start": c.char_start, "char_end": c.char_end}
+
+    @staticmethod
+    def _sentence_meta(x: Sentence, version: str) -> dict:
+        return {"doc_id": x.doc_id, "version": version, "chunk": x.chunk, "ordinal": x.ordinal,
+                "char_start": x.char_start, "char_end": x.char_end, "article": x.article, "heading": x.heading}
 
     @staticmethod
     def _chunk(text: str, m: dict) -> Chunk:
@@ -145,7 +197,7 @@ class ChromaIndex:
 
     def all_chunks(self, doc_id: str | None = None) -> list[tuple[str, Chunk]]:
         """(chunk_id, Chunk) of committed versions, in document order."""
-        got = self.chunks.get(where={"doc_id": doc_id} if doc_id else None, include=["documents", "metadatas"])
+        got = _paged(self.chunks, {"doc_id": doc_id} if doc_id else None, ["documents", "metadatas"])
         rows = [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
                 if self._committed(m)]
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
@@ -162,6 +214,35 @@ class ChromaIndex:
                                 include=["documents", "metadatas", "distances"])
         return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
                 zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
+
+    def sentence_vectors(self, doc_id: str, chunk_ordinals: list[int]) -> list[tuple[Sentence, np.ndarray]]:
+        """The stored sentences of some chunks of one document, with their vectors."""
+        d = self.documents().get(doc_id)
+        if d is None or not chunk_ordinals:
+            return []
+        where = {"$and": [{"doc_id": doc_id}, {"version": d.version}, {"chunk": {"$in": sorted(set(chunk_ordinals))}}]}
+        got = self.sentences.get(where=where, include=["documents", "metadatas", "embeddings"])
+        return [(Sentence(m["doc_id"], m["chunk"], m["ordinal"], t, m["char_start"], m["char_end"],
+                          m.get("article", ""), m.get("heading", "")), np.asarray(v, dtype=np.float32))
+                for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])]
+
+    def dense_sentences(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[SentenceHit]:
+        """Nearest sentences by cosine similarity (empty for an index built before sentences were stored)."""
+        if self.sentences.count() == 0:
+            return []
+        got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=where,
+                                   include=["documents", "metadatas", "distances"])
+        return [SentenceHit(Sentence(m["doc_id"], m["chunk"], m["ordinal"], t, m["char_start"], m["char_end"],
+                                     m.get("article", ""), m.get("heading", "")), 1.0 - d)
+                for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
+
+    def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
+        ids = self._chunk_ids(keys)
+        if not ids:
+            return {}
+        got = self.chunks.get(ids=list(ids), include=["embeddings"])
+        return {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
@@ -194,6 +275,29 @@ class ChromaIndex:
         """Committed chunks of every document's article with this number (e.g. '第十一条')."""
         got = self.chunks.get(where={"article": article}, include=["documents", "metadatas"])
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
+
+    def lexical_scores(self, query: str) -> dict[str, float]:
+        """BM25 scores by chunk key for every committed chunk sharing a bigram with the query."""
+        out = {}
+        for cid, score in self.lexical().scores(query).items():
+            doc_id, _, rest = cid.partition(":")
+            out[chunk_key(doc_id, int(rest.rpartition(":")[2]))] = score
+        return out
+
+    def _chunk_ids(self, keys: list[str]) -> dict[str, str]:
+        """Versioned chunk ids of the committed versions, by chunk key."""
+        docs = self.documents()
+        out = {}
+        for key in keys:
+            doc_id, _, ordinal = key.rpartition(":")
+            d = docs.get(doc_id)
+            if d is not None and ordinal.isdigit():
+                out[f"{doc_id}:{d.version[:12]}:{int(ordinal):04d}"] = key
+        return out
+
+    def chunks_by_key(self, keys: list[str]) -> dict[str, Chunk]:
+        ids = self._chunk_ids(keys)
+        return {ids[i]: c for i, c in self.chunks_by_id(list(ids)).items()}
 
     def lexical_search(self, query: str, n: int) -> list[Hit]:
         ranked = self.lexical().search(query, n)

@@ -1,0 +1,209 @@
+"""What is fitted on questions, in one file per embedder: the fusion weights and the answerability model.
+
+Answerability is a logistic regression over signals that mean "the documents answer this", not "the topic is
+present": how close the closest sentence is, by how much it stands out from the question's background scores,
+lexical coverage, and whether the kind of fact asked for (an amount, a date, a department…) is present in the
+closest sentences. Everything here is fitted by `python app.py calibrate FILE…` and, for evaluation, on folds.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import statistics
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .lexicon import asked_types, han_share, holds_type
+from .retrieval import Passage, Pool, Weights
+
+log = logging.getLogger(__name__)
+FEATURES = ("sentence_best", "sentence_margin", "dense_best", "dense_margin", "coverage", "coverage_han",
+            "type_missing", "type_missing_close", "han")
+
+
+def features(question: str, pool: Pool, passages: Sequence[Passage]) -> dict[str, float]:
+    """The answerability signals of one retrieval."""
+    if not passages:
+        return {name: 0.0 for name in FEATURES} | {"han": han_share(question), "type_missing": 1.0,
+                                                   "type_missing_close": 1.0}
+    s_best = max(p.sentence for p in passages)
+    d_best = max(p.dense for p in passages)
+    s_bg = statistics.median(pool.sentence_background) if pool.sentence_background else s_best
+    d_bg = statistics.median(pool.dense_background) if pool.dense_background else d_best
+    cov = max(p.coverage for p in passages[:3])
+    han = han_share(question)
+    # The closest sentences are what an answer would quote: does any state the kind of fact asked for?
+    closest = sorted(((sc, p.text[s - p.char_start:e - p.char_start]) for p in passages
+                      for s, e, sc in p.sentence_scores), key=lambda x: -x[0])[:3]
+    close = " ".join(t for _, t in closest) or passages[0].text
+    top = " ".join(p.text for p in passages[:3])
+    wanted = asked_types(question)
+    return {"sentence_best": s_best, "sentence_margin": s_best - s_bg, "dense_best": d_best,
+            "dense_margin": d_best - d_bg, "coverage": cov, "coverage_han": cov * han,
+            "type_missing": float(any(not holds_type(t, top) for t in wanted)),
+            "type_missing_close": float(any(not holds_type(t, close) for t in wanted)),
+            "han": han}
+
+
+@dataclass
+class Calibration:
+    """Fusion weights and the answerability model, for one embedder."""
+
+    embedder: str
+    weights: Weights = field(default_factory=Weights)
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
+    scale: list[float] = field(default_factory=lambda: [1.0] * len(FEATURES))
+    coef: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
+    intercept: float = 0.0
+    answer_semantic: float = 0.3  # share of sentence-embedding closeness when the extractive answer picks sentences
+    threshold: float = 0.5  # refuse below this probability of being answerable (extractive mode)
+    llm_threshold: float = 0.1  # with an LLM: refuse before it only below this (nothing plausible retrieved)
+    fitted_on: dict = field(default_factory=dict)
+
+    def probability(self, f: dict[str, float]) -> float:
+        x = (np.array([f[name] for name in self.features]) - np.array(self.mean)) / np.array(self.scale)
+        return float(1.0 / (1.0 + np.exp(-(x @ np.array(self.coef) + self.intercept))))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        d = dict(d)
+        d["weights"] = Weights(**d.get("weights", {}))
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def default_path(embedder_name: str) -> Path:
+    """The calibration shipped in the package for an embedder (assistant/calibration/<name>.json)."""
+    slug = embedder_name.replace("/", "--")
+    return Path(str(resources.files("assistant").joinpath(f"calibration/{slug}.json")))
+
+
+def load(embedder_name: str, path: str | Path | None = None) -> Calibration:
+    """The calibration for this embedder; a missing or mismatched file is warned about, never silently used."""
+    p = Path(path) if path else default_path(embedder_name)
+    if not p.exists():
+        log.warning("no calibration for embedder %s at %s: using untuned defaults; run `python app.py calibrate "
+                    "QUESTIONS.jsonl` to fit one", embedder_name, p)
+        return Calibration(embedder_name)
+    cal = Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    if cal.embedder != embedder_name:
+        log.warning("calibration %s was fitted for embedder %s, not %s: refusals will be miscalibrated; run "
+                    "`python app.py calibrate QUESTIONS.jsonl`", p, cal.embedder, embedder_name)
+    return cal
+
+
+# -- fitting ---------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One fitting example: its retrieval pool, which candidates hold its evidence, and whether it is answerable."""
+
+    question: str
+    pool: Pool
+    gold: set[str]
+    answerable: bool
+    facts: list[str] = field(default_factory=list)
+    features: dict[str, float] | None = None  # filled once the weights are fixed
+
+
+def _mrr(samples: Sequence[Sample], w: Weights, k: int = 5) -> float:
+    total = 0.0
+    for s in samples:
+        for rank, (key, _) in enumerate(s.pool.rank(w)[:k], 1):
+            if key in s.gold:
+                total += 1.0 / rank
+                break
+    return total / max(1, len(samples))
+
+
+# The grid for the fusion weights: shares of dense / sentence / lexical in steps of 0.1, article boost 0-1.
+# Coarse on purpose: ~60 answerable questions per fold cannot support finer distinctions.
+_GRID = [Weights(d / 10, s / 10, (10 - d - s) / 10, a) for d, s in itertools.product(range(11), range(11))
+         if d + s <= 10 for a in (0.25, 0.5, 1.0)]
+
+
+def fit_weights(samples: Sequence[Sample]) -> Weights:
+    """The grid weights with the best MRR@5 on the answerable samples (ties: the most even split)."""
+    ans = [s for s in samples if s.answerable and s.gold]
+    if not ans:
+        return Weights()
+    return max(_GRID, key=lambda w: (round(_mrr(ans, w), 4), -abs(w.dense - w.lexical) - abs(w.sentence - w.lexical)))
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method (X standardised); small data, exact optimum."""
+    n, d = X.shape
+    Xb = np.hstack([X, np.ones((n, 1))])
+    w = np.zeros(d + 1)
+    reg = np.eye(d + 1) * l2
+    reg[-1, -1] = 0.0  # the intercept is not shrunk
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(Xb @ w)))
+        grad = Xb.T @ (p - y) + reg @ w
+        hess = Xb.T @ (Xb * (p * (1 - p))[:, None]) + reg + np.eye(d + 1) * 1e-9
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1])
+
+
+def fit_answerability(cal: Calibration, samples: Sequence[Sample], false_refusal_cost: float = 2.0) -> Calibration:
+    """Fit the logistic model on the samples' features and pick the threshold with the lowest cost, a wrong
+    refusal costing `false_refusal_cost` times a wrong answer (refusing a question people can get answered
+    is what users notice first; the answer still carries its citations)."""
+    X = np.array([[s.features[name] for name in cal.features] for s in samples])
+    y = np.array([1.0 if s.answerable else 0.0 for s in samples])
+    mean, scale = X.mean(0), X.std(0)
+    scale[scale < 1e-6] = 1.0
+    coef, intercept = fit_logistic((X - mean) / scale, y)
+    cal.mean, cal.scale, cal.coef, cal.intercept = mean.tolist(), scale.tolist(), coef.tolist(), intercept
+    probs = np.array([cal.probability(s.features) for s in samples])
+    best = (float("inf"), 0.5)
+    for t in sorted(set(np.round(probs, 4))) + [0.5]:
+        cost = false_refusal_cost * np.sum((probs < t) & (y == 1)) + np.sum((probs >= t) & (y == 0))
+        best = min(best, (float(cost), float(t)))
+    cal.threshold = best[1]
+    answerable = probs[y == 1]
+    # With an LLM the model reads the passages and decides; the gate only stops what no answerable question
+    # of the fitting set ever looked like.
+    cal.llm_threshold = float(min(cal.threshold, np.quantile(answerable, 0.02))) if len(answerable) else 0.1
+    return cal
+
+
+# Shares of meaning (vs shared words) tried when fitting how the extractive answer picks its sentences.
+_SEMANTIC_GRID = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
+
+
+def fit_semantic(samples: Sequence[Sample], fact_recall) -> float:
+    """The semantic share with the best mean fact recall on the answerable samples (ties: the smaller share).
+    `fact_recall(sample, share) -> float` answers one sample with that share."""
+    ans = [s for s in samples if s.answerable and s.facts]
+    if not ans:
+        return 0.3
+    return max(_SEMANTIC_GRID, key=lambda x: (round(sum(fact_recall(s, x) for s in ans) / len(ans), 4), -x))
+
+
+def fit(embedder: str, samples: Sequence[Sample], score_features, fact_recall=None,
+        fitted_on: dict | None = None) -> Calibration:
+    """Weights first (retrieval), then the answer's semantic share, then the answerability model on features
+    computed with those weights. `score_features(sample, weights) -> dict` and
+    `fact_recall(sample, weights, share) -> float` need the retriever, so the caller supplies them."""
+    cal = Calibration(embedder, fit_weights(samples))
+    if fact_recall is not None:
+        cal.answer_semantic = fit_semantic(samples, lambda s, x: fact_recall(s, cal.weights, x))
+    for s in samples:
+        s.features = score_features(s, cal.weights)
+    cal = fit_answerability(cal, samples)
+    cal.fitted_on = fitted_on or {}
+    return cal

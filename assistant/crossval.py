@@ -1,0 +1,125 @@
+"""Fitting on questions without fooling ourselves: samples from test questions, k-fold cross-validation of the
+whole answer path (every weight and threshold fitted on the other folds), and the `calibrate` fit on all."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable, Sequence
+
+from ingest.schema import Document
+
+from . import calibration as calib
+from .evaluate import Question, Result, evaluate, gold_span, holds_evidence, make_report, norm
+from .retrieval import Weights
+from .service import Assistant, _user_turns, condense_rule, refers_back
+
+log = logging.getLogger(__name__)
+
+
+def _history(q: Question) -> list[dict]:
+    return [{"role": "user", "content": t} for t in q.turns[:-1]]
+
+
+def samples(assistant: Assistant, questions: Sequence[Question], docs: dict[str, Document]) -> list[calib.Sample]:
+    """One fitting sample per question: the pool of its (standalone) last turn and which candidates hold its
+    evidence. Follow-ups are made standalone by the offline rule, as in answering."""
+    out = []
+    for q in questions:
+        history = _history(q)
+        text = q.turns[-1]
+        if history and refers_back(text) and _user_turns(history):
+            text = condense_rule(text, history)
+        pool = assistant.retriever.gather(text)
+        gold = gold_span(q, docs)
+        keys = {key for key, c in pool.candidates.items()
+                if holds_evidence(c.chunk.text, c.chunk.doc_id, c.chunk.char_start, c.chunk.char_end, q, gold)}
+        out.append(calib.Sample(text, pool, keys, q.answerable, list(q.facts)))
+    return out
+
+
+def feature_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights], dict]:
+    """sample, weights -> its answerability features (memoised: folds share most of their training samples)."""
+    cache: dict[tuple, dict] = {}
+
+    def score(s: calib.Sample, w: Weights) -> dict:
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article)
+        if key not in cache:
+            passages = assistant.retriever.passages(s.pool, weights=w)
+            cache[key] = calib.features(s.pool.query, s.pool, passages)
+        return cache[key]
+    return score
+
+
+def fact_recall_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights, float], float]:
+    """sample, weights, semantic share -> fact recall of the extractive answer (no embedding: pools are kept)."""
+    from .answer import ExtractiveAnswerer
+
+    passages_cache: dict[tuple, list] = {}
+    max_sentences = getattr(assistant.answerer, "max_sentences", 3)
+
+    def recall(s: calib.Sample, w: Weights, share: float) -> float:
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article)
+        if key not in passages_cache:
+            passages_cache[key] = assistant.retriever.passages(s.pool, weights=w)
+        answerer = ExtractiveAnswerer(max_sentences, semantic=share)
+        text = norm("".join(sent for _, _, _, sent in answerer.select(s.question, passages_cache[key])))
+        return sum(1 for f in s.facts if norm(f) in text) / len(s.facts)
+    return recall
+
+
+def folds(questions: Sequence[Question], k: int) -> list[int]:
+    """A fold number per question, stratified by kind and answerability, stable across runs (hash order)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, q in enumerate(questions):
+        groups.setdefault((q.kind, q.answerable), []).append(i)
+    fold = [0] * len(questions)
+    offset = 0
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda i: hashlib.sha1(f"{questions[i].source}:{questions[i].id}".encode()).hexdigest())
+        for j, i in enumerate(members):
+            fold[i] = (offset + j) % k
+        offset += len(members)
+    return fold
+
+
+def fit_all(assistant: Assistant, questions: Sequence[Question], docs: dict[str, Document],
+            fitted_on: dict | None = None) -> calib.Calibration:
+    """The calibration fitted on every question (what `calibrate` writes)."""
+    ss = samples(assistant, questions, docs)
+    return calib.fit(assistant.retriever.embedder.name, ss, feature_fn(assistant), fact_recall_fn(assistant),
+                     fitted_on)
+
+
+def cross_validate(assistant: Assistant, questions: Sequence[Question], docs: dict[str, Document], k: int = 5,
+                   n_folds: int = 5, on_progress=None) -> dict:
+    """Evaluate every question with a calibration fitted on the other folds; returns the usual report plus
+    'cv' (the folds' fitted parameters). The assistant's own calibration is restored afterwards."""
+    ss = samples(assistant, questions, docs)
+    fold_of = folds(questions, n_folds)
+    score, recall = feature_fn(assistant), fact_recall_fn(assistant)
+    original = assistant.calibration
+    results: list[Result] = []
+    fitted = []
+    done = 0
+    try:
+        for f in range(n_folds):
+            train = [s for s, fo in zip(ss, fold_of) if fo != f]
+            test = [q for q, fo in zip(questions, fold_of) if fo == f]
+            cal = calib.fit(assistant.retriever.embedder.name, train, score, recall, {"fold": f, "n": len(train)})
+            assistant.use(cal)
+            fitted.append({"fold": f, "weights": cal.weights.__dict__, "answer_semantic": cal.answer_semantic,
+                           "threshold": round(cal.threshold, 4)})
+
+            def progress(i, n, r, base=done):
+                if on_progress:
+                    on_progress(base + i, len(questions), r)
+            rep = evaluate(test, lambda q, h: assistant.ask(q, h), docs, k, progress)
+            done += len(test)
+            results += [Result(**r) for r in rep["questions"]]
+    finally:
+        assistant.use(original)
+    order = {(q.id, " → ".join(q.turns)): i for i, q in enumerate(questions)}
+    results.sort(key=lambda r: order.get((r.id, r.question), 0))
+    out = make_report(results, k)
+    out["cv"] = {"folds": n_folds, "fitted": fitted}
+    return out

@@ -1,0 +1,128 @@
+"""The question lexicon in one place: general Chinese question words and cues, answer types, the everyday ->
+official vocabulary (data/everyday_lexicon.tsv) and traditional -> simplified conversion. Every entry is general
+language; none is taken from a test question."""
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+# Words that make a sentence a question but say nothing about its subject: their bigrams carry no evidence.
+QUESTION_WORDS = (
+    "什么",  # what
+    "哪些",  # which (plural)
+    "多少",  # how many / how much
+    "如何", "怎么", "怎样",  # how
+    "是否",  # whether
+    "为什么",  # why
+    "哪个", "哪里",  # which / where
+    "几个",  # how many (counted)
+    "是多", "少个",  # straddling bigrams of 是多少 / 多少个
+    "请问",  # polite opener
+    "规定", "要求", "包括", "应当", "主要", "提出", "根据", "关于", "有关", "可以",  # verbs every policy text uses
+    "我们",  # the asker
+    "的是",  # a particle bigram
+)
+
+# Question phrases removed before a question's content words are taken (longest first inside the alternation).
+QUESTION_PHRASES = re.compile(
+    r"(被称为|称为|指的是|是指|什么意思|意思|所说的|所说|有何|何时|哪天|哪年|多长时间|多久|是什么|是多少|有哪些|包括哪些"
+    r"|是哪些|有什么|是否|为什么|怎么样|怎么|怎样|如何|多少|哪些|什么|哪个|哪里|几个|几项|请问|分别|吗|呢|了)")
+
+# A question asking for several items is answered by an enumeration.
+LIST_CUE = re.compile(r"哪些|哪几|包括什么|包含什么|有什么|有几|几个方面|几项|都有")
+# A question asking for a figure: a count, a rate, an amount, a period, a date.
+NUMBER_CUE = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日|多久|多长|多大|多高|多宽")
+
+# Follow-up cues: a question that starts by pointing back (那/其中/它…) or ends with 呢 leans on the previous one.
+FOLLOW_UP_START = re.compile(r"^(那么?|其中|另外|还有|此外|它|其|这个|这些|该|又|以及|and|what about)", re.I)
+FOLLOW_UP_END = re.compile(r"呢[？?]?$")
+
+# What kind of fact a question asks for, and the pattern of text that states such a fact. A question whose
+# kind of fact no retrieved sentence states is a sign the documents don't answer it.
+_NUM = r"[\d一二三四五六七八九十百千万两半]+(?:\.\d+)?"
+# Units that follow 多少/几 in a question ("多少个工作日", "几年", "多少平方米"); 钱 is stated in 元.
+_UNITS = ("个工作日", "工作日", "个月", "小时", "分钟", "平方米", "公顷", "公里", "千米", "万元", "元", "钱", "天", "日",
+          "月", "年", "周", "米", "亩", "吨", "倍", "层", "辆", "座", "条", "项", "名", "位", "人", "户", "家", "所", "处",
+          "次", "届", "个")
+_ASKED_UNIT = re.compile(r"(?:多少|几)(" + "|".join(_UNITS) + ")")
+ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
+    # money: a fine or a price is stated in 元 (or as a share of a cost: 百分之五以上…罚款)
+    "amount": (re.compile(r"罚多少|罚款多少|多少钱|金额|罚几|收费标准|how much", re.I),
+               re.compile(_NUM + r"(?:元|万元|亿元)|百分之" + _NUM + r"|" + _NUM + r"倍")),
+    # a period: 多久 / 多长时间 / 期限 is stated as a number of days, months, years
+    "period": (re.compile(r"多久|多长时间|期限|有效期|how long", re.I),
+               re.compile(_NUM + r"(?:个)?(?:工作日|日|天|个月|月|年|周|小时)")),
+    # a point in time: 哪年 / 哪天 / 什么时候 / 何时
+    "date": (re.compile(r"哪一?年|哪一?天|什么时候|何时|几月|when", re.I),
+             re.compile(r"\d{4}年|" + _NUM + r"月|" + _NUM + r"日|之日|施行|年底|年前|以前")),
+    # an organisation: 哪个部门 / 谁负责 / 由谁
+    "who": (re.compile(r"哪个部门|哪些部门|什么部门|哪个单位|谁负责|由谁|谁来|找谁|归谁|哪位|who", re.I),
+            re.compile(r"部门|政府|委员会|机关|单位|企业|机构|办公室|局|厅|部|人员|负责人|主任|书记|市长")),
+}
+
+
+def asked_types(question: str) -> list[str]:
+    """The kinds of fact a question asks for (possibly none: an open or yes/no question); a quantity asked
+    with its unit ('多少个工作日') is its own kind, 'unit:工作日'."""
+    kinds = [name for name, (ask, _) in ANSWER_TYPES.items() if ask.search(question)]
+    for unit in _ASKED_UNIT.findall(question):
+        kinds.append(f"unit:{unit}")
+    return kinds
+
+
+def holds_type(kind: str, text: str) -> bool:
+    """Whether a text states a fact of this kind."""
+    if kind.startswith("unit:"):
+        unit = kind[5:]
+        units = "个|项|座|条|处|家|名" if unit == "个" else {"钱": "元"}.get(unit, unit.removeprefix("个"))
+        return bool(re.search(_NUM + r"\s*(?:个|余|多)?(?:" + units + ")", text))
+    return bool(ANSWER_TYPES[kind][1].search(text))
+
+
+@functools.lru_cache(maxsize=1)
+def everyday_lexicon() -> dict[str, tuple[str, ...]]:
+    """everyday word -> official words, from data/everyday_lexicon.tsv."""
+    out: dict[str, tuple[str, ...]] = {}
+    text = resources.files("assistant").joinpath("data/everyday_lexicon.tsv").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#") or "\t" not in line:
+            continue
+        key, _, values = line.partition("\t")
+        out[key.strip()] = tuple(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
+def expansions(question: str) -> list[str]:
+    """Official words for the everyday words in a question (longest match first, no overlaps), excluding
+    words the question already uses."""
+    lex = everyday_lexicon()
+    found: list[str] = []
+    taken = [False] * len(question)
+    for key in sorted(lex, key=len, reverse=True):
+        for m in re.finditer(re.escape(key), question):
+            if any(taken[m.start():m.end()]):
+                continue
+            taken[m.start():m.end()] = [True] * (m.end() - m.start())
+            found.extend(v for v in lex[key] if v not in question and v not in found)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    from opencc_purepy import OpenCC
+
+    return OpenCC("t2s")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional (and variant) characters to simplified, with OpenCC's tables; simplified text is unchanged."""
+    if not any("\u3400" <= ch <= "\u9fff" for ch in text):
+        return text
+    return _t2s().convert(text)
+
+
+def han_share(text: str) -> float:
+    """Share of a text's letters that are Chinese characters (an English question scores near 0)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum(1 for ch in letters if "\u3400" <= ch <= "\u9fff") / len(letters) if letters else 0.0
