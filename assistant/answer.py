@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
-from ingest.chunk import sentences
+from ingest.chunk import LEAD_IN, list_items, sentences
 from ingest.clean import normalise
 from ingest.lexical import bigrams
 from ingest.schema import Document
 
-from .lexicon import LIST_CUE, NUMBER_CUE, expansions, to_simplified
+from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, asked_types, expansions, holds_type, to_simplified
 from .retrieval import Passage, query_terms
 
 MARK = re.compile(r"\[(\d{1,2})\]")
@@ -82,7 +82,7 @@ class Answerer(Protocol):
 
 # -- extractive ------------------------------------------------------------------------------
 def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context: str = "",
-                    wants_list: bool = False) -> float:
+                    wants_list: bool = False, wants: Sequence[str] = (), refers_to: Sequence[str] = ()) -> float:
     """Share of question terms in the sentence; terms already in the passage's title or section path count a
     fifth, since they say where the sentence is rather than what it says."""
     if not terms:
@@ -90,10 +90,14 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
     low = sentence.lower()
     weights = {t: 0.2 if t in context else 1.0 for t in terms}
     score = sum(w for t, w in weights.items() if t in low) / sum(weights.values())
-    if wants_number and FIGURE.search(sentence):
+    if wants and any(holds_type(t, sentence) for t in wants):
+        score += 0.25  # an amount / date / department question is answered by the sentence stating one
+    elif wants_number and FIGURE.search(sentence):
         score += 0.25  # a number question is answered by the sentence holding the number
-    if wants_list and sentence.count("、") + sentence.count("，") >= 3:
-        score += 0.25  # "which ones" is answered by an enumeration
+    if any(f"违反{a}" in sentence or f"违反本条例{a}" in sentence for a in refers_to):
+        score += 0.3  # the penalty clause of the article that states the duty asked about
+    if wants_list and (sentence.count("、") + sentence.count("，") >= 3 or LEAD_IN.search(sentence)):
+        score += 0.25  # "which ones" is answered by an enumeration, or by the lead-in of one
     return score
 
 
@@ -120,9 +124,11 @@ class ExtractiveAnswerer:
 
     mode = "extractive"
 
-    def __init__(self, max_sentences: int = 3, min_score: float = 0.2, semantic: float = 0.5) -> None:
+    def __init__(self, max_sentences: int = 3, min_score: float = 0.2, semantic: float = 0.5,
+                 document_text: Callable[[str], str | None] | None = None) -> None:
         self.max_sentences, self.min_score = max_sentences, min_score
         self.semantic = semantic  # share of sentence-embedding closeness in a sentence's score (the rest: words)
+        self.document_text = document_text  # doc_id -> cleaned text, to complete lists past a passage's end
 
     def select(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
         """(passage n, start, end, sentence) of the chosen sentences, best passage first."""
@@ -131,6 +137,10 @@ class ExtractiveAnswerer:
         terms += [t for t in query_terms(" ".join(expansions(question))) if t not in terms]
         wants_number = bool(NUMBER_CUE.search(question))
         wants_list = bool(LIST_CUE.search(question))
+        wants = asked_types(question)
+        # For a question about consequences, the articles of the two best passages: a sentence that punishes a
+        # breach of one of them ("违反第十六条…罚款") answers it.
+        refers_to = [p.article for p in passages[:2] if p.article] if PENALTY_CUE.search(question) else []
         # Meaning: each unit's closest indexed sentence, rescaled over all candidates of this question, so the
         # answering sentence wins even when it shares few characters with an everyday-language question.
         cos = [x[2] for p in passages for x in p.sentence_scores]
@@ -150,8 +160,9 @@ class ExtractiveAnswerer:
                 # so the heading's words count in full for it.
                 ctx = p.title.lower() if label and sent.startswith(label) else context
                 sem = max((x[2] for x in p.sentence_scores if x[0] < start + len(sent) and start < x[1]), default=lo)
-                sem = (sem - lo) / (hi - lo) if hi > lo else 0.0
-                lexical = _sentence_score(terms, sent, wants_number, ctx, wants_list)
+                sem = (sem - lo) / (hi - lo) if hi > lo and not sent.startswith(p.title) else 0.0
+                # (a document's own title line is close to any question naming the document, and answers none)
+                lexical = _sentence_score(terms, sent, wants_number, ctx, wants_list, wants, refers_to)
                 score = (1 - self.semantic) * lexical + self.semantic * sem + prior
                 scored.append((score, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
@@ -172,8 +183,39 @@ class ExtractiveAnswerer:
         return [(n, s, e, sent) for _, n, s, e, sent in chosen]
 
     def stream(self, question: str, passages: list[Passage]) -> Iterator[str]:
-        for n, _, _, sent in self.select(question, passages):
-            yield f"{sent}[{n}]"
+        """The chosen sentences, each with its [n]; a sentence that introduces a list ("…下列条件：") is
+        followed by the list's items, found in the document past the passage if need be. The passages that hold
+        those items are appended to `passages` (numbered on), so every item carries an exact citation."""
+        after_list = False
+        for n, _, end, sent in self.select(question, passages):
+            yield f"{chr(10) if after_list else ''}{sent}[{n}]"
+            after_list = False
+            if LEAD_IN.search(sent):
+                for item in self._items(next(p for p in passages if p.n == n), end, passages):
+                    after_list = True
+                    yield item
+
+    def _items(self, parent: Passage, lead_end: int, passages: list[Passage]) -> Iterator[str]:
+        text = self.document_text(parent.doc_id) if self.document_text else None
+        if not text:
+            return
+        groups: list[list[tuple[int, int]]] = []
+        for s, e in list_items(text, lead_end):
+            if groups and not text[groups[-1][-1][1]:s].strip(" \n；;，,。"):
+                groups[-1].append((s, e))  # contiguous items share one passage
+            else:
+                groups.append([(s, e)])
+        for group in groups:
+            start, end = group[0][0], group[-1][1]
+            host = next((p for p in passages if p.doc_id == parent.doc_id and p.char_start <= start
+                         and end <= p.char_end), None)
+            if host is None:
+                host = Passage(len(passages) + 1, parent.doc_id, parent.title, parent.section, parent.article,
+                               text[start:end], start, end, parent.score, parent.dense, parent.lexical,
+                               parent.coverage, parent.sentence, [])
+                passages.append(host)
+            for s, e in group:
+                yield f"\n{text[s:e]}[{host.n}]"
 
 
 # -- LLM -------------------------------------------------------------------------------------

@@ -57,12 +57,15 @@ def fact_recall_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights, flo
     passages_cache: dict[tuple, list] = {}
     max_sentences = getattr(assistant.answerer, "max_sentences", 3)
 
+    def document_text(doc_id: str) -> str | None:
+        return getattr(assistant.index.document(doc_id), "text", None)
+
     def recall(s: calib.Sample, w: Weights, share: float) -> float:
         key = (id(s), w.dense, w.sentence, w.lexical, w.article)
         if key not in passages_cache:
             passages_cache[key] = assistant.retriever.passages(s.pool, weights=w)
-        answerer = ExtractiveAnswerer(max_sentences, semantic=share)
-        text = norm("".join(sent for _, _, _, sent in answerer.select(s.question, passages_cache[key])))
+        answerer = ExtractiveAnswerer(max_sentences, semantic=share, document_text=document_text)
+        text = norm("".join(answerer.stream(s.question, list(passages_cache[key]))))
         return sum(1 for f in s.facts if norm(f) in text) / len(s.facts)
     return recall
 

@@ -34,6 +34,9 @@ LIST_CUE = re.compile(r"哪些|哪几|包括什么|包含什么|有什么|有几
 # A question asking for a figure: a count, a rate, an amount, a period, a date.
 NUMBER_CUE = re.compile(r"多少|几|比例|比率|数量|百分|率|面积|规模|金额|期限|时间|何时|哪年|日|多久|多长|多大|多高|多宽")
 
+# A question about consequences: the penalty is often in another article that points back ("违反第十六条…").
+PENALTY_CUE = re.compile(r"罚|处罚|处理|后果|责任|追究|怎么办|penalt|fine", re.I)
+
 # Follow-up cues: a question that starts by pointing back (那/其中/它…) or ends with 呢 leans on the previous one.
 FOLLOW_UP_START = re.compile(r"^(那么?|其中|另外|还有|此外|它|其|这个|这些|该|又|以及|and|what about)", re.I)
 FOLLOW_UP_END = re.compile(r"呢[？?]?$")

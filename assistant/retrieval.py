@@ -19,7 +19,7 @@ from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
 from ingest.store import ChromaIndex, Hit, chunk_key
 
-from .lexicon import QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
+from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
 
 log = logging.getLogger(__name__)
 _QSTOP = set(QUESTION_WORDS)
@@ -214,6 +214,8 @@ class HybridRetriever:
             for c in arts:
                 key = chunk_key(c.doc_id, c.ordinal)
                 cands.setdefault(key, Candidate(c)).article = 0.5 + 0.5 * coverage(pool.terms, c.title)
+        if PENALTY_CUE.search(query):
+            self._add_referrers(pool)
         # Every candidate gets every score: the dense cosine from its stored vector, BM25 from the full scores.
         no_dense = [k for k, c in cands.items() if c.dense == 0.0]
         for key, vec in self.index.chunk_vectors(no_dense).items():
@@ -222,6 +224,23 @@ class HybridRetriever:
             c.lexical = lex.get(key, 0.0)
             c.sentence = best_sentence.get(key)
         return pool
+
+    def _add_referrers(self, pool: Pool, head: int = 3) -> None:
+        """A question about consequences: the articles that refer to the best candidates' articles ("违反本条例
+        第十六条…处…罚款") join the pool, flagged like a named article, so the fine is found with the duty."""
+        ranked = [pool.candidates[k] for k, _ in pool.rank(self.weights)[:head]]
+        for cand in ranked:
+            art = cand.chunk.article
+            if not art:
+                continue
+            for c in self.index.chunks_mentioning(cand.chunk.doc_id, art):
+                if c.article == art:
+                    continue
+                for ref in (f"违反本条例{art}", f"违反{art}", f"本条例{art}", f"依照{art}"):
+                    if ref in c.text:
+                        key = chunk_key(c.doc_id, c.ordinal)
+                        pool.candidates.setdefault(key, Candidate(c)).article = max(pool.candidates[key].article, 0.75)
+                        break
 
     def search(self, query: str, k: int | None = None, doc_ids: list[str] | None = None,
                issuer: str | None = None) -> list[Passage]:

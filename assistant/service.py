@@ -202,7 +202,8 @@ def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedd
     condenser = None
     match llm:
         case None:
-            answerer: Answerer = ExtractiveAnswerer(settings.answer.max_sentences)
+            answerer: Answerer = ExtractiveAnswerer(settings.answer.max_sentences,
+                                                    document_text=lambda d: getattr(index.document(d), "text", None))
         case _:
             from langchain_core.output_parsers import StrOutputParser
             from langchain_core.prompts import ChatPromptTemplate

@@ -197,3 +197,67 @@ def sentence_units(text: str, chunks: list[Chunk], min_len: int = 12, max_len: i
             out.append(Sentence(c.doc_id, c.ordinal, len(out), text[s:e], s, e, c.article,
                                 c.section[-1] if c.section else ""))
     return out
+
+
+# Item markers of an enumeration, by family; an item line starts with one. 1. / 1、 / （1） are numbered items.
+ITEM_FAMILIES = {
+    "paren": PAREN,
+    "lead": LEAD,
+    "numbered": NUMBERED,
+    "digit": re.compile(r"^(?:\d{1,2}[.、．](?!\d)|[（(]\d{1,2}[）)])"),
+}
+# What ends an enumeration when met on a line of its own: a heading of a higher level than the items.
+_HIGHER = {"paren": (CHAPTER, SECTION, ARTICLE, NUMBERED), "lead": (CHAPTER, SECTION, ARTICLE, NUMBERED, PAREN),
+           "numbered": (CHAPTER, SECTION, ARTICLE), "digit": (CHAPTER, SECTION, ARTICLE, NUMBERED, PAREN)}
+LEAD_IN = re.compile(r"[:：]\s*$")
+
+
+def _family(line: str) -> str | None:
+    return next((name for name, rx in ITEM_FAMILIES.items() if rx.match(line)), None)
+
+
+def list_items(text: str, lead_end: int, max_items: int = 12, max_scan: int = 6000,
+               item_chars: int = 120) -> list[tuple[int, int]]:
+    """The items a lead-in introduces ("…包括下列内容：", "…体现在四个方面:"), as (start, end) spans of the
+    text after `lead_end`: the rest of the lead-in's paragraph when it enumerates inline (一是…二是…), else the
+    following lines of one item family ((一) (二) / 一是 二是 / 一、 二、 / 1. 2.), skipping an item's body
+    paragraphs, up to a heading of a higher level. An item is its first sentence (the item's own heading)."""
+    items: list[tuple[int, int]] = []
+    line_end = text.find("\n", lead_end)
+    line_end = len(text) if line_end < 0 else line_end
+    rest = text[lead_end:line_end]
+    if rest.strip():  # inline: 一是…；二是…
+        marks = [m.start() for m in re.finditer(rf"[{NUM}]+是", rest)]
+        for i, m in enumerate(marks[:max_items]):
+            end = marks[i + 1] if i + 1 < len(marks) else len(rest)
+            items.append(_first_sentence(text, lead_end + m, lead_end + end, item_chars))
+        return items
+    family = None
+    pos = line_end + 1
+    limit = min(len(text), lead_end + max_scan)
+    while pos < limit and len(items) < max_items:
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        line = text[pos:end].strip()
+        if line:
+            f = _family(line)
+            if family is None:
+                if f is None:
+                    break  # the lead-in is not followed by an enumeration
+                family = f
+            if f == family:
+                start = pos + (len(text[pos:end]) - len(text[pos:end].lstrip()))
+                items.append(_first_sentence(text, start, end, item_chars))
+            elif any(rx.match(line) for rx in _HIGHER[family]):
+                break
+        pos = end + 1
+    return items
+
+
+def _first_sentence(text: str, start: int, end: int, limit: int) -> tuple[int, int]:
+    """An item's span: up to its first sentence end (an item's heading), or `limit` characters at a comma."""
+    for s, e in sentences(text, start, end, limit):
+        while e > s and text[e - 1] in "\n ":
+            e -= 1
+        return start, e
+    return start, end

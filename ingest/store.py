@@ -271,6 +271,12 @@ class ChromaIndex:
         return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
                 if self._committed(m)}
 
+    def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
+        """Committed chunks of one document whose text contains the phrase (e.g. the 第十六条 a penalty cites)."""
+        got = self.chunks.get(where={"doc_id": doc_id}, where_document={"$contains": phrase},
+                              include=["documents", "metadatas"])
+        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
+
     def article_chunks(self, article: str) -> list[Chunk]:
         """Committed chunks of every document's article with this number (e.g. '第十一条')."""
         got = self.chunks.get(where={"article": article}, include=["documents", "metadatas"])
