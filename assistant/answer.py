@@ -186,16 +186,23 @@ class ExtractiveAnswerer:
         """The chosen sentences, each with its [n]; a sentence that introduces a list ("…下列条件：") is
         followed by the list's items, found in the document past the passage if need be. The passages that hold
         those items are appended to `passages` (numbered on), so every item carries an exact citation."""
-        after_list = False
-        for n, _, end, sent in self.select(question, passages):
+        after_list, listed = False, False
+        items: list[tuple[str, int, int]] = []  # (doc_id, start, end) of the items already given
+        for n, start, end, sent in self.select(question, passages):
+            doc_id = next(p.doc_id for p in passages if p.n == n)
+            if any(d == doc_id and start < e and s < end for d, s, e in items):
+                continue  # already given as an item of a list
+            if listed and LEAD_IN.search(sent):
+                continue  # one list per answer: a second lead-in would start another enumeration
             yield f"{chr(10) if after_list else ''}{sent}[{n}]"
             after_list = False
             if LEAD_IN.search(sent):
-                for item in self._items(next(p for p in passages if p.n == n), end, passages):
-                    after_list = True
+                for item, span in self._items(next(p for p in passages if p.n == n), end, passages):
+                    after_list = listed = True
+                    items.append(span)
                     yield item
 
-    def _items(self, parent: Passage, lead_end: int, passages: list[Passage]) -> Iterator[str]:
+    def _items(self, parent: Passage, lead_end: int, passages: list[Passage]) -> Iterator[tuple[str, tuple]]:
         text = self.document_text(parent.doc_id) if self.document_text else None
         if not text:
             return
@@ -215,7 +222,7 @@ class ExtractiveAnswerer:
                                parent.coverage, parent.sentence, [])
                 passages.append(host)
             for s, e in group:
-                yield f"\n{text[s:e]}[{host.n}]"
+                yield f"\n{text[s:e]}[{host.n}]", (parent.doc_id, s, e)
 
 
 # -- LLM -------------------------------------------------------------------------------------
@@ -295,7 +302,8 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
     """Resolve [n] marks to verified quotes; drop marks that point nowhere; flag claims the passages don't bear."""
     by_n = {p.n: p for p in passages}
     text = MARK.sub(lambda m: m.group(0) if int(m.group(1)) in by_n else "", raw).strip()
-    if not text or (_norm(refusal) in _norm(text) and len(_norm(text)) < len(_norm(refusal)) + 10):
+    if not text or _norm(text).startswith(_norm(refusal)) or (
+            _norm(refusal) in _norm(text) and len(_norm(text)) < len(_norm(refusal)) + 10):
         return Answer(question, refusal, True, mode=mode, passages=passages)
     citations: dict[int, Citation] = {}
     unverified: list[str] = []

@@ -42,7 +42,7 @@ def feature_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights], dict]:
     cache: dict[tuple, dict] = {}
 
     def score(s: calib.Sample, w: Weights) -> dict:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article)
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title)
         if key not in cache:
             passages = assistant.retriever.passages(s.pool, weights=w)
             cache[key] = calib.features(s.pool.query, s.pool, passages)
@@ -61,7 +61,7 @@ def fact_recall_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights, flo
         return getattr(assistant.index.document(doc_id), "text", None)
 
     def recall(s: calib.Sample, w: Weights, share: float) -> float:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article)
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title)
         if key not in passages_cache:
             passages_cache[key] = assistant.retriever.passages(s.pool, weights=w)
         answerer = ExtractiveAnswerer(max_sentences, semantic=share, document_text=document_text)

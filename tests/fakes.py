@@ -59,29 +59,4 @@ class FakeOpenAI:
         self.server.shutdown()
 
 
-class HashEmbedder:
-    """A deterministic embedder for store/pipeline/server tests that don't test meaning: character bigrams
-    hashed into 64 dimensions, L2-normalised (texts sharing words are close, so retrieval still behaves)."""
-
-    name = "fake/hash-64"
-    dim = 64
-
-    def _one(self, text: str):
-        import hashlib
-
-        import numpy as np
-
-        v = np.zeros(self.dim, np.float32)
-        for i in range(max(1, len(text) - 1)):
-            h = hashlib.blake2b(text[i:i + 2].encode(), digest_size=4).digest()
-            v[int.from_bytes(h, "little") % self.dim] += 1.0
-        n = float(np.linalg.norm(v))
-        return v / n if n else v + 1.0 / self.dim ** 0.5
-
-    def embed_passages(self, texts):
-        import numpy as np
-
-        return np.vstack([self._one(t) for t in texts]).astype(np.float32) if texts else np.zeros((0, self.dim), np.float32)
-
-    def embed_query(self, text):
-        return self._one(text)
+from ingest.embed import HashEmbedder  # noqa: E402,F401  (re-exported: the fake embedder lives in the product for benches)

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from tests.fakes import HashEmbedder
+
 from ingest.pipeline import Pipeline
 from ingest.store import ChromaIndex
 from tests.conftest import ROOT, SMALL_REG, SPEECH, copy, write
@@ -24,6 +26,12 @@ class CountingEmbedder:
 
     def embed_query(self, text):
         return self.inner.embed_query(text)
+
+
+@pytest.fixture
+def embedder():
+    """Store and pipeline logic needs no meaning: the hash embedder (the real model is tested in test_embed)."""
+    return HashEmbedder()
 
 
 def _stores(tmp_path):
@@ -44,14 +52,15 @@ def make_index(request, tmp_path):
     return stores[request.param]
 
 
-def test_incremental_update_prune_and_duplicates(make_index, embedder, small_docs):
-    counter = CountingEmbedder(embedder)
+def test_incremental_update_prune_and_duplicates(make_index, small_docs):
+    counter = CountingEmbedder(HashEmbedder())
     index = make_index()
     pipe = Pipeline(index, counter)
     first = pipe.run([small_docs])
     assert sorted(d.status for d in first.documents) == ["added", "added"]
     n = counter.passages
-    assert n == first.chunks_total > 0
+    sentences = index.sentences.count()
+    assert n == first.chunks_total + sentences and first.chunks_total > 0 and sentences >= first.chunks_total
 
     again = pipe.run([small_docs])
     assert {d.status for d in again.documents} == {"unchanged"} and counter.passages == n
@@ -67,7 +76,9 @@ def test_incremental_update_prune_and_duplicates(make_index, embedder, small_doc
     chunks = index.all_chunks("parking")
     assert len(chunks) == parking.chunks and all("1200" not in c.text for _, c in chunks)
     assert any("1500" in c.text for _, c in chunks)
-    assert index.reconcile() == 0  # the old version's chunks are gone, not merely hidden
+    assert index.reconcile() == 0  # the old version's chunks and sentences are gone, not merely hidden
+    version = parking.version
+    assert all(m["version"] == version for m in index.sentences.get(where={"doc_id": "parking"})["metadatas"])
     hits = index.lexical_search("停车位不少于1500个", 3)
     assert hits and hits[0].chunk.doc_id == "parking"
 
@@ -136,33 +147,52 @@ def test_cli_ingest_json_docs_and_chunks(tmp_path, small_docs):
     assert missing.returncode == 2 and "no document with id 'nope'" in missing.stderr
 
 
-def test_kill_9_never_leaves_a_half_indexed_document(tmp_path, embedder):
-    """Kill a real ingest mid-run; every committed document must be whole, and the next run completes."""
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from ingest import store
+original, calls = store.ChromaIndex.add_document, []
+
+def add_document(self, doc, chunks, vectors, sentences=(), sentence_vectors=None):
+    calls.append(doc.doc_id)
+    if len(calls) == 3:  # the third document: its chunks are written, its record (the commit) is not
+        ids = [c.chunk_id(doc.version) for c in chunks]
+        self.chunks.upsert(ids=ids, embeddings=vectors.tolist(), documents=[c.text for c in chunks],
+                           metadatas=[self._chunk_meta(c, doc.version) for c in chunks])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, doc, chunks, vectors, sentences, sentence_vectors)
+
+store.ChromaIndex.add_document = add_document
+import app
+sys.exit(app.main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
+    """Kill a real ingest between a document's chunk writes and its commit; every committed document must be
+    whole, the half-written one invisible, and the next run completes."""
     src = tmp_path / "many"
     text = SPEECH.read_text(encoding="utf-8")
     for i in range(6):
         write(src / f"speech{i}.txt", text.replace("同志们", f"同志们{i}"))
     idx = tmp_path / "kill-index"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "-v", "ingest", str(src), "--index", str(idx)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:  # the first commit is logged; the next document (58 chunks, seconds) is then in flight
-        if "INFO ingest.pipeline: added" in line:
-            break
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    env = dict(os.environ, ASSISTANT_EMBEDDING__BACKEND="hash")
+    proc = subprocess.run([sys.executable, "-c", KILLER.format(root=str(ROOT)), "ingest", str(src), "--index", str(idx)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
     index = ChromaIndex(idx)
     committed = index.documents()
-    assert 0 < len(committed) < 6, "the kill should land mid-batch; adjust the sleep"
+    assert len(committed) == 2
     raw = index.chunks.get(include=["metadatas"])["metadatas"]
+    assert len({m["doc_id"] for m in raw}) == 3  # the third document's chunks are there, uncommitted
     for doc in committed.values():
         assert sum(1 for m in raw if m["doc_id"] == doc.doc_id and m["version"] == doc.version) == doc.chunks
     visible = {c.doc_id for _, c in index.all_chunks()}
     assert visible == set(committed)  # chunks of an uncommitted document are never visible
     assert {index.chunks_by_id([i])[i].doc_id for i in index.lexical().ids} == set(committed)
 
-    report = Pipeline(ChromaIndex(idx), embedder).run([src])
+    report = Pipeline(ChromaIndex(idx), HashEmbedder()).run([src])
     assert sorted(d.status for d in report.documents).count("unchanged") == len(committed)
     final = ChromaIndex(idx)
     assert len(final.documents()) == 6 and final.reconcile() == 0
