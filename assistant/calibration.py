@@ -22,17 +22,18 @@ from .lexicon import asked_types, han_share, holds_type
 from .retrieval import Passage, Pool, Weights
 
 log = logging.getLogger(__name__)
-# The model's inputs. Five, for ~200 fitting questions: the closest sentence's cosine and its margin over the
-# question's background, IDF-weighted coverage, whether the asked-for kind of fact is absent from the top
-# passages, and the question's share of Chinese characters (an English question cannot cover Chinese bigrams,
-# so coverage must not count against it). The other signals computed below are reported, not used.
-FEATURES = ("sentence_best", "sentence_margin", "coverage", "type_missing", "han")
+# The model's inputs. Six, for ~200 fitting questions: the closest sentence's cosine and its margin over the
+# question's background, IDF-weighted coverage, BM25 per query term, whether the asked-for kind of fact is
+# absent from the top passages, and the question's share of Chinese characters (an English question cannot
+# cover Chinese bigrams, so coverage must not count against it). The other signals below are reported only.
+FEATURES = ("sentence_best", "sentence_margin", "coverage", "lexical_per_term", "type_missing", "han")
+SIGNALS = FEATURES + ("dense_best", "dense_margin", "coverage_han", "type_missing_close")
 
 
 def features(question: str, pool: Pool, passages: Sequence[Passage]) -> dict[str, float]:
     """The answerability signals of one retrieval."""
     if not passages:
-        return {name: 0.0 for name in FEATURES} | {"han": han_share(question), "type_missing": 1.0,
+        return {name: 0.0 for name in SIGNALS} | {"han": han_share(question), "type_missing": 1.0,
                                                    "type_missing_close": 1.0}
     s_best = max(p.sentence for p in passages)
     d_best = max(p.dense for p in passages)
@@ -46,7 +47,10 @@ def features(question: str, pool: Pool, passages: Sequence[Passage]) -> dict[str
     close = " ".join(t for _, t in closest) or passages[0].text
     top = " ".join(p.text for p in passages[:3])
     wanted = asked_types(question)
+    # BM25 of the best passage per query term: how much of the question's wording the documents share at all.
+    lex = max(p.lexical for p in passages) / max(1, len(pool.terms) + len(pool.expanded))
     return {"sentence_best": s_best, "sentence_margin": s_best - s_bg, "dense_best": d_best,
+            "lexical_per_term": lex,
             "dense_margin": d_best - d_bg, "coverage": cov, "coverage_han": cov * han,
             "type_missing": float(any(not holds_type(t, top) for t in wanted)),
             "type_missing_close": float(any(not holds_type(t, close) for t in wanted)),

@@ -39,6 +39,7 @@ class Result:
     question: str
     answerable: bool
     kind: str
+    source: str
     rank: int | None  # 1-based rank of the first passage holding the evidence
     refused: bool
     refusal_correct: bool
@@ -150,8 +151,10 @@ def evaluate(questions: Iterable[Question], ask: AskFn, docs: dict[str, Document
 def make_report(results: list[Result], k: int) -> dict:
     """{'summary', 'by_kind', 'questions'}: every metric overall and for each kind of question."""
     kinds = sorted({r.kind for r in results})
+    sources = sorted({r.source for r in results})
     return {"summary": summarise(results, k),
             "by_kind": {kind: summarise([r for r in results if r.kind == kind], k) for kind in kinds},
+            "by_source": {src: summarise([r for r in results if r.source == src], k) for src in sources},
             "questions": [asdict(r) for r in results]}
 
 
@@ -172,7 +175,7 @@ def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_m
         text = norm(ans.answer) if not ans.refused else ""
         facts = sum(1 for f in q.facts if norm(f) in text) / len(q.facts)
     correct = ans.refused != q.answerable
-    r = Result(q.id, " → ".join(q.turns), q.answerable, q.kind or "-", rank, ans.refused, correct, facts, len(ans.citations), valid,
+    r = Result(q.id, " → ".join(q.turns), q.answerable, q.kind or "-", q.source, rank, ans.refused, correct, facts, len(ans.citations), valid,
                relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations])
     why = []
     if not correct:

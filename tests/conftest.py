@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 SPEECH = ROOT / "docs" / "speech_city_quality_2023.txt"
 QUESTIONS = ROOT / "tests" / "data" / "questions.jsonl"
+REALISTIC = ROOT.parent / "shared" / "eval" / "questions_realistic.jsonl"  # read in place, never copied
 ARTIFACTS = ROOT / "artifacts"
 
 
