@@ -1,6 +1,7 @@
 """FastAPI routes (thin): /api, OpenAI-compatible /v1, /healthz, /embed and widget.js; the Gradio UI is mounted last."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from ingest.schema import IndexEmpty
 
 from .service import Assistant, build_assistant
+from .uploads import UploadService
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,14 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             if "a" not in state:
                 state["a"] = assistant or build_assistant(settings)
             return state["a"]
+
+    def pipeline():
+        from .components import build_pipeline
+
+        a = get_assistant()
+        return build_pipeline(settings, index=a.index, embedder=a.retriever.embedder)
+
+    uploads = UploadService(Path(settings.store.index_dir) / "uploads", pipeline)
 
     if srv.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST"],
@@ -117,6 +127,30 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             raise HTTPException(422, f"问题过长（最多 {srv.max_question_chars} 字）/ question longer than {srv.max_question_chars} characters")
         return q
 
+    def check_history(turns: list) -> list[dict]:
+        """Earlier turns, bounded: every text that reaches the embedder or BM25 has a limit (422 names it)."""
+        if len(turns) > srv.max_history_turns:
+            raise HTTPException(422, f"对话历史过长（最多 {srv.max_history_turns} 轮）/ more than {srv.max_history_turns} history turns")
+        out = []
+        for i, t in enumerate(turns):
+            content = t.get("content") if isinstance(t, dict) else None
+            if not isinstance(content, str) or t.get("role") not in ("user", "assistant", "system"):
+                raise HTTPException(422, f"history[{i}] 应为 {{role, content}} / history[{i}] must be {{role, content}}")
+            if len(content) > srv.max_turn_chars:
+                raise HTTPException(422, f"history[{i}] 过长（最多 {srv.max_turn_chars} 字）/ history[{i}] longer than {srv.max_turn_chars} characters")
+            if t["role"] != "system":
+                out.append({"role": t["role"], "content": content})
+        return out
+
+    def check_filters(filters: dict) -> dict:
+        doc_ids, issuer = filters.get("doc_ids"), filters.get("issuer")
+        if doc_ids is not None and not (isinstance(doc_ids, list) and all(isinstance(d, str) for d in doc_ids)
+                                        and len(doc_ids) <= 1000):
+            raise HTTPException(422, "filters.doc_ids 应为字符串列表 / filters.doc_ids must be a list of strings")
+        if issuer is not None and not (isinstance(issuer, str) and len(issuer) <= 200):
+            raise HTTPException(422, "filters.issuer 应为字符串 / filters.issuer must be a string")
+        return {"doc_ids": doc_ids, "issuer": issuer}
+
     @app.get("/healthz")
     def healthz():
         index = get_assistant().index
@@ -127,14 +161,14 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     @app.post("/api/ask", dependencies=[Depends(bearer)])
     def api_ask(req: AskRequest):
         q = check_question(req.question)
+        history, kwargs = check_history(req.history), check_filters(req.filters)
         a = get_assistant()
-        kwargs = {"doc_ids": req.filters.get("doc_ids"), "issuer": req.filters.get("issuer")}
         if not req.stream:
-            return a.ask(q, req.history, **kwargs).to_dict(passages=True)
+            return a.ask(q, history, **kwargs).to_dict(passages=True)
         a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def events():
-            for ev in a.stream(q, req.history, **kwargs):
+            for ev in a.stream(q, history, **kwargs):
                 if ev.kind == "token":
                     yield f"event: token\ndata: {json.dumps({'text': ev.text}, ensure_ascii=False)}\n\n"
                 else:
@@ -164,20 +198,23 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         return doc.meta() | {"text": doc.text, "chunks": chunks}
 
     @app.post("/api/documents", dependencies=[Depends(admin)])
-    async def api_upload(files: list[UploadFile] = File(...)):
-        from .components import build_pipeline
+    async def api_upload(files: list[UploadFile] = File(...), wait: bool = True):
+        """Ingest off the event loop (one batch at a time); `wait=false` returns 202 and the job to follow."""
+        limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1  # one byte over: the pipeline names the limit
+        job, done = uploads.submit([(f.filename, await f.read(limit)) for f in files])
+        if not wait:
+            return JSONResponse(job.to_dict(), status_code=202)
+        await asyncio.wrap_future(done)
+        if job.status != "done":
+            raise HTTPException(500, f"索引失败 / ingest failed: {job.error}")
+        return job.report.to_dict() | {"job": job.id}
 
-        a = get_assistant()
-        upload_dir = Path(settings.store.index_dir) / "uploads"
-        upload_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for f in files:
-            name = Path(f.filename or "upload.txt").name
-            dest = upload_dir / name
-            dest.write_bytes(await f.read())
-            paths.append(dest)
-        report = build_pipeline(settings, index=a.index, embedder=a.retriever.embedder).run(paths)
-        return report.to_dict()
+    @app.get("/api/jobs/{job_id}", dependencies=[Depends(admin)])
+    def api_job(job_id: str):
+        job = uploads.job(job_id)
+        if job is None:
+            raise HTTPException(404, f"没有这个任务 / unknown job id: {job_id}")
+        return job.to_dict()
 
     @app.get("/v1/models", dependencies=[Depends(bearer)])
     def v1_models():
@@ -189,7 +226,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         if not users:
             raise HTTPException(422, "messages 中没有用户问题 / no user message")
         q = check_question(users[-1].content)
-        history = [{"role": m.role, "content": m.content} for m in req.messages[:-1] if m.role in ("user", "assistant")]
+        history = check_history([{"role": m.role, "content": m.content} for m in req.messages[:-1]
+                                 if m.role in ("user", "assistant")])
         a = get_assistant()
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time())
 
@@ -220,7 +258,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/doc/{doc_id}", response_class=HTMLResponse)
+    @app.get("/doc/{doc_id}", response_class=HTMLResponse, dependencies=[Depends(bearer)])
     def doc_view(doc_id: str, s: int = -1, e: int = -1):
         """The whole document, the cited span highlighted; every character of it escaped."""
         import html as h
@@ -241,18 +279,20 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     @app.get("/widget.js")
     def widget(request: Request):
-        js = WIDGET_JS.replace("__BASE__", str(request.base_url).rstrip("/"))  # base_url includes root_path
+        # base_url (it includes root_path) comes from the Host header: written as a JS string literal, escaped.
+        base = json.dumps(str(request.base_url).rstrip("/")).replace("<", "\\u003c")
+        js = WIDGET_JS.replace("'__BASE__'", base)
         return Response(js, media_type="application/javascript")
 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request):
         return EMBED_HTML.replace("__ROOT__", request.scope.get("root_path", ""))
 
-    app.state.get_assistant = get_assistant
+    app.state.get_assistant, app.state.uploads = get_assistant, uploads
     if with_ui:
         from .ui import mount_ui
 
-        mount_ui(app, settings, get_assistant)
+        mount_ui(app, settings, get_assistant, uploads)
     return app
 
 

@@ -87,6 +87,7 @@ class CrossEncoderReranker:
         return [float(s) for s in self.model.predict([(query, t) for t in texts])]
 
 
+MAX_QUERY_CHARS = 512
 ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百零〇两\d]+条")
 
 
@@ -186,7 +187,9 @@ class HybridRetriever:
     def gather(self, query: str, doc_ids: list[str] | None = None, issuer: str | None = None) -> Pool:
         """Candidates from the three retrievers (plus a named article's chunks), each with all raw scores."""
         self.require_documents()
-        query = to_simplified(query)
+        # The edges bound what users send; this bounds what any caller can make the embedder and BM25 do (e5
+        # reads 512 tokens, about as many Chinese characters).
+        query = to_simplified(query[:MAX_QUERY_CHARS])
         allowed = self._doc_filter(doc_ids, issuer)
         expanded = expansions(query)
         vector = self.embedder.embed_query(query)

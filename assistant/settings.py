@@ -1,7 +1,7 @@
 """The single Settings object. Built once in app.py and passed down; nothing reads the environment on import."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REFUSAL = "文档中没有找到与该问题相关的内容。"
@@ -63,6 +63,17 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser")
     frame_ancestors: list[str] = Field(default_factory=list, description="Sites allowed to frame /embed ('self' always)")
     max_question_chars: int = Field(2000, description="Longer questions are rejected with 422")
+    max_history_turns: int = Field(20, description="Earlier turns accepted with a question (/api/ask history, /v1 messages); more get 422")
+    max_turn_chars: int = Field(4000, description="Characters per earlier turn; longer get 422 (answers quoting a list can be long)")
+
+    @field_validator("api_keys", "admin_key")
+    @classmethod
+    def _no_empty_keys(cls, v):
+        """An empty key would let anonymous requests through: refuse it at start, not at the first request."""
+        keys = v if isinstance(v, list) else ([v] if v else [])
+        if any(not k.strip() for k in keys):
+            raise ValueError("an empty key is not a key: remove it (an empty list turns authentication off)")
+        return v
 
 
 class Settings(BaseSettings):

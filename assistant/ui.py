@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +14,7 @@ from ingest.schema import IndexEmpty
 from .answer import Answer
 from .service import Assistant
 from .settings import Settings
+from .uploads import UploadService
 
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
 EXAMPLES = ["“五项治理”包括哪些？", "中心城区和县城建成区新建改造道路多少公里？",
@@ -86,7 +88,7 @@ def _plain_turns(turns) -> list[dict]:
     return out
 
 
-def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.Blocks:
+def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService | None = None) -> gr.Blocks:
     with gr.Blocks(title="政策文件问答", analytics_enabled=False) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         with gr.Tab("问答"):
@@ -199,17 +201,23 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
                 def upload(k, fs, progress=gr.Progress()):
                     import secrets
 
-                    from .components import build_pipeline
-
                     if not secrets.compare_digest(k or "", settings.server.admin_key):
                         raise gr.Error("管理员密钥不正确。")
                     if not fs:
                         raise gr.Error("请先选择文件。")
-                    a = get_assistant()
-                    pipe = build_pipeline(settings, index=a.index, embedder=a.retriever.embedder)
-                    paths = [f if isinstance(f, str) else f.name for f in fs]
-                    report = pipe.run(paths, on_progress=lambda i, n, r: progress(i / n, desc=f"{i}/{n}"))
-                    return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in report.documents]
+                    # Only the uploaded bytes are used (Gradio's cache copies), stored under their original names by
+                    # the same service as the API's uploads: a later prune never sees a vanished temp path.
+                    files_in = []
+                    for f in fs:
+                        path = Path(f if isinstance(f, str) else f.name)
+                        files_in.append((getattr(f, "orig_name", None) or path.name, path.read_bytes()))
+                    job, done = uploads.submit(files_in)
+                    while not done.done():
+                        progress(job.done / max(1, job.total), desc=f"{job.done}/{job.total}")
+                        time.sleep(0.2)
+                    if job.status != "done":
+                        raise gr.Error(f"索引失败：{job.error}")
+                    return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in job.report.documents]
 
                 go.click(upload, [key, files], result)
 
@@ -234,7 +242,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings) -> gr.B
     return ui
 
 
-def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) -> None:
+def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService | None = None) -> None:
     """Mount the chat at '/' (after the API routes, or they would 404), with Gradio's file checks in force."""
     import atexit
     import os
@@ -246,7 +254,7 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant]) ->
     cache = tempfile.mkdtemp(prefix="assistant-gradio-")
     os.environ["GRADIO_TEMP_DIR"] = cache
     atexit.register(shutil.rmtree, cache, True)
-    ui = build_ui(get_assistant, settings)
+    ui = build_ui(get_assistant, settings, uploads)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
     dependency = None

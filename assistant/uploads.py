@@ -1,0 +1,99 @@
+"""The ingest service behind both edges (API upload and UI upload): uploaded bytes are kept under a folder of
+their own, ingested one batch at a time on a worker thread, and followed as a job."""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ingest.pipeline import FileResult, IngestReport, Pipeline
+
+log = logging.getLogger(__name__)
+_BAD_NAME = re.compile(r"[\x00-\x1f/\\\\]")
+
+
+def safe_name(name: str | None) -> str | None:
+    """The file name an upload is stored under, or None when it cannot be one (empty, '.', '..', control
+    characters, over 255 bytes). Only the last path component of what the client sent is kept."""
+    base = re.split(r"[/\\]", name or "")[-1].strip()
+    if base in ("", ".", "..") or _BAD_NAME.search(base) or len(base.encode("utf-8")) > 255:
+        return None
+    return base
+
+
+@dataclass
+class Job:
+    """One upload batch: its progress and, when done, its ingest report."""
+
+    id: str
+    total: int
+    done: int = 0
+    status: str = "queued"  # queued | running | done | failed
+    report: IngestReport | None = None
+    error: str = ""
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total, "error": self.error,
+                "report": self.report.to_dict() if self.report else None}
+
+
+class UploadService:
+    """Stores uploads and ingests them off the caller's thread, one batch at a time (a single writer)."""
+
+    def __init__(self, upload_root: str | Path, pipeline: Callable[[], Pipeline], keep_jobs: int = 200) -> None:
+        self.root = Path(upload_root)
+        self.pipeline = pipeline
+        self.jobs: dict[str, Job] = {}
+        self.keep_jobs = keep_jobs
+        self.lock = threading.Lock()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+
+    def submit(self, files: list[tuple[str | None, bytes]]) -> tuple[Job, Future]:
+        """Store the files (each batch in its own folder, so equal names never overwrite each other) and queue
+        their ingest. A file whose name cannot be stored is reported as failed; the rest go on."""
+        job = Job(uuid.uuid4().hex[:12], len(files))
+        folder = self.root / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        paths, rejected, seen = [], [], set()
+        for name, data in files:
+            base = safe_name(name)
+            if base is None:
+                rejected.append(FileResult(str(name)[:80], status="failed",
+                                           error="文件名无效 / invalid file name (empty, '.', '..', control characters or over 255 bytes)"))
+                continue
+            stem, dot, ext = base.rpartition(".")
+            unique, n = base, 1
+            while unique in seen:  # the same name twice in one upload: both are kept
+                n += 1
+                unique = f"{stem}-{n}{dot}{ext}" if dot else f"{base}-{n}"
+            seen.add(unique)
+            (folder / unique).write_bytes(data)
+            paths.append(folder / unique)
+        with self.lock:
+            self.jobs[job.id] = job
+            for old in sorted(self.jobs.values(), key=lambda j: j.created)[: max(0, len(self.jobs) - self.keep_jobs)]:
+                self.jobs.pop(old.id, None)
+        return job, self.worker.submit(self._run, job, paths, rejected)
+
+    def _run(self, job: Job, paths: list[Path], rejected: list[FileResult]) -> Job:
+        job.status = "running"
+        try:
+            def progress(i: int, n: int, _r) -> None:
+                job.done = i + len(rejected)
+            report = self.pipeline().run(paths, on_progress=progress) if paths else IngestReport()
+            report.documents = rejected + report.documents
+            job.report, job.status, job.done = report, "done", job.total
+        except Exception as e:  # the job reports it; the worker and the server go on
+            log.exception("ingest job %s failed", job.id)
+            job.status, job.error = "failed", f"{type(e).__name__}: {e}"
+        return job
+
+    def job(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)

@@ -1,0 +1,95 @@
+"""Issue 8: bounded work per request, uploads off the event loop and nothing lost by name, keys that mean
+something - against a real uvicorn on 127.0.0.1."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def open_server(live):
+    return live(admin_key="adm")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(live):
+    return live(api_keys=["k1"])
+
+
+def ask(server, body: dict, **kw) -> httpx.Response:
+    return httpx.post(f"{server.url}/api/ask", json=body, timeout=30, **kw)
+
+
+def test_history_is_bounded_per_turn_and_in_turns(open_server):
+    long_turn = [{"role": "user", "content": "停" * 4001}]
+    r = ask(open_server, {"question": "停车位多少个？", "history": long_turn})
+    assert r.status_code == 422 and "4000" in r.json()["error"]["message"]
+    many = [{"role": "user", "content": "停车"}] * 21
+    r = ask(open_server, {"question": "停车位多少个？", "history": many})
+    assert r.status_code == 422 and "20" in r.json()["error"]["message"]
+    r = ask(open_server, {"question": "停车位多少个？", "history": [{"role": "user"}]})
+    assert r.status_code == 422
+    ok = ask(open_server, {"question": "停车位多少个？", "history": [{"role": "user", "content": "停车" * 100}]})
+    assert ok.status_code == 200 and "1200" in ok.json()["answer"]
+
+
+def test_v1_messages_are_bounded(open_server):
+    msgs = [{"role": "user", "content": "停" * 5000}, {"role": "user", "content": "停车位多少个？"}]
+    r = httpx.post(f"{open_server.url}/v1/chat/completions", json={"messages": msgs}, timeout=30)
+    assert r.status_code == 422 and "error" in r.json()
+
+
+@pytest.mark.parametrize("filters", [{"doc_ids": "parking"}, {"doc_ids": [1, 2]}, {"issuer": ["x"]}])
+def test_filters_of_the_wrong_type_are_422(open_server, filters):
+    r = ask(open_server, {"question": "停车位多少个？", "filters": filters})
+    assert r.status_code == 422 and r.json()["error"]["status"] == 422
+
+
+def test_upload_runs_as_a_job_and_keeps_every_name(open_server):
+    auth = {"Authorization": "Bearer adm"}
+    files = [("files", ("附件.txt", "title: 甲办法\n---\n第一条 甲办法规定的停车位为111个。\n".encode())),
+             ("files", ("附件.txt", "title: 乙办法\n---\n第一条 乙办法规定的停车位为222个。\n".encode())),
+             ("files", ("..", b"x"))]
+    r = httpx.post(f"{open_server.url}/api/documents?wait=false", files=files, headers=auth, timeout=30)
+    assert r.status_code == 202
+    job = r.json()["id"]
+    while (j := httpx.get(f"{open_server.url}/api/jobs/{job}", headers=auth, timeout=10).json())["status"] in ("queued", "running"):
+        assert httpx.get(f"{open_server.url}/healthz", timeout=5).status_code == 200  # the server answers meanwhile
+        time.sleep(0.1)
+    assert j["status"] == "done"
+    statuses = [d["status"] for d in j["report"]["documents"]]
+    assert statuses.count("failed") == 1 and statuses.count("added") == 2  # both 附件.txt kept, a bad name reported
+    docs = httpx.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
+    assert {"甲办法", "乙办法"} <= {d["title"] for d in docs}
+    assert httpx.get(f"{open_server.url}/api/jobs/nope", headers=auth, timeout=10).status_code == 404
+    assert httpx.get(f"{open_server.url}/api/jobs/{job}", timeout=10).status_code == 401
+
+
+def test_reader_page_needs_the_key_like_the_document_api(keyed_server):
+    assert httpx.get(f"{keyed_server.url}/doc/parking", timeout=10).status_code == 401
+    assert httpx.get(f"{keyed_server.url}/api/documents/parking", timeout=10).status_code == 401
+    ok = httpx.get(f"{keyed_server.url}/doc/parking", headers={"Authorization": "Bearer k1"}, timeout=10)
+    assert ok.status_code == 200 and "1200" in ok.text
+
+
+def test_widget_escapes_the_host_header(open_server):
+    r = httpx.get(f"{open_server.url}/widget.js", headers={"Host": "x';alert(1);'</script>"}, timeout=10)
+    assert "alert(1);'" not in r.text.split("var base=")[1].split(";")[0] or "\\u003c" in r.text
+    assert "</script>" not in r.text
+
+
+def test_empty_keys_are_refused_at_start():
+    from assistant.settings import Settings
+
+    with pytest.raises(ValueError, match="empty key"):
+        Settings(_env_file=None, server={"api_keys": [""]})
+
+
+def test_upload_names_that_cannot_be_stored():
+    from assistant.uploads import safe_name
+
+    for bad in ("", ".", "..", "a\x00b.txt", "x" * 256, "../", "dir/.."):
+        assert safe_name(bad) is None, bad
+    assert safe_name("../../etc/passwd") == "passwd" and safe_name("C:\\tmp\\附件.txt") == "附件.txt"
