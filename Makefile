@@ -30,8 +30,8 @@ test: $(DEV)
 	$(PY) -m pytest -q -rs
 
 bench: $(DEV)
-	$(PY) bench/ingest.py
-	$(PY) bench/ask.py
+	$(PY) -m bench.ingest
+	$(PY) -m bench.ask
 
 clean:
 	rm -rf .index artifacts

@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     s = Settings()
     if getattr(args, "index", None):
         s.store.index_dir = args.index
-    for name in ("host", "port", "root_path"):
+    for name in ("host", "port", "root_path", "ui_public"):
         if getattr(args, name, None) is not None:
             setattr(s.server, name, getattr(args, name))
     if getattr(args, "k", None):
@@ -125,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--root-path", dest="root_path", help="sub-path behind a reverse proxy")
+    p.add_argument("--ui-public", dest="ui_public", action="store_true", default=None,
+                   help="serve the chat UI without a login although API keys are set")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command")
     common = argparse.ArgumentParser(add_help=False)
@@ -135,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=argparse.SUPPRESS)
     s.add_argument("--port", type=int, default=argparse.SUPPRESS)
     s.add_argument("--index", default=argparse.SUPPRESS)
+    s.add_argument("--ui-public", dest="ui_public", action="store_true", default=argparse.SUPPRESS)
     s = sub.add_parser("ingest", parents=[common], help="index documents (files or folders)")
     s.add_argument("paths", nargs="+")
     s.add_argument("--prune", action="store_true", help="remove indexed documents whose files are gone")
@@ -152,7 +155,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE",
                    help="exit 1 when a summary metric is below VALUE (e.g. --min recall_at_k=0.9); repeatable")
     s.add_argument("--report", help="write an HTML or Markdown report")
-    s.add_argument("--baseline", choices=["naive"], help="also evaluate the naive baseline side by side")
+    s.add_argument("--baseline", metavar="MODULE:CALLABLE",
+                   help="also evaluate a baseline side by side: CALLABLE(docs, embedder, work_dir) -> ask(question, "
+                        "history); e.g. bench.naive:baseline (the naive LangChain pipeline, from the repository root)")
     s = sub.add_parser("calibrate", parents=[common],
                        help="fit the fusion weights and the refusal model on files of test questions")
     s.add_argument("files", nargs="+", metavar="FILE")

@@ -21,7 +21,7 @@ from ingest.schema import IndexEmpty
 
 from .service import Assistant, build_assistant
 from .uploads import UploadService
-from .settings import Settings
+from .settings import Settings, check_protection
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: bool = True) -> FastAPI:
     """The one application: API routes first, then the Gradio UI mounted at '/'."""
     # root_path (a reverse proxy's sub-path) is given to uvicorn in cli.serve; links below read it from the request.
+    if with_ui:
+        check_protection(settings.server)
     app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents")
     srv = settings.server
     state: dict[str, Assistant] = {}
@@ -98,10 +100,16 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         log.exception("unhandled error")
         return _error(500, "内部错误，请查看服务器日志 / internal error, see the server log")
 
+    def trusted_user(request: Request) -> str | None:
+        """The SSO proxy's user header, believed only from the configured proxy addresses."""
+        if not srv.trusted_user_header or not request.client or request.client.host not in srv.trusted_proxies:
+            return None
+        return request.headers.get(srv.trusted_user_header) or None
+
     def bearer(request: Request) -> None:
         if not srv.api_keys:
             return
-        if srv.trusted_user_header and request.headers.get(srv.trusted_user_header):
+        if trusted_user(request):
             return  # a user the SSO proxy vouches for (the /embed page calls /api/ask from their browser)
         got = request.headers.get("authorization", "")
         token = got[7:] if got.lower().startswith("bearer ") else ""

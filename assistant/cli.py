@@ -68,11 +68,10 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if bar:
         bar.close()
     baseline = None
-    if args.baseline == "naive":
-        from bench.naive import NaivePipeline
-
-        naive = NaivePipeline(docs, assistant.retriever.embedder, f"{settings.store.index_dir}/naive")
-        baseline = ev.evaluate(questions, naive.ask, docs, k)
+    if args.baseline:
+        make = _load_hook(args.baseline)
+        ask_baseline = make(docs, assistant.retriever.embedder, f"{settings.store.index_dir}/baseline")
+        baseline = ev.evaluate(questions, ask_baseline, docs, k)
     report["errors"] = errors
     if args.report:
         ev.write_report(args.report, report, baseline, errors)
@@ -87,6 +86,20 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         for q in failed:
             print(f"FAIL {q['id']} [{q['kind']}]: {q['question']} - {q['why']}")
     return _gates(report["summary"], args.min)
+
+
+def _load_hook(spec: str):
+    """'package.module:callable' -> the callable (a baseline the evaluator runs side by side); imported by name,
+    so the product never depends on what plugs into it."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"--baseline expects MODULE:CALLABLE (e.g. bench.naive:baseline), got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load the baseline {spec!r}: {e}") from e
 
 
 def _gates(summary: dict, gates: list[str]) -> int:

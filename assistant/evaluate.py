@@ -50,6 +50,7 @@ class Result:
     latency_ms: float
     answer: str
     cited: list[str] = field(default_factory=list)
+    unverified: int = 0  # claims of the answer the citation check could not bear out
     passed: bool = False
     why: str = ""
 
@@ -176,7 +177,7 @@ def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_m
         facts = sum(1 for f in q.facts if norm(f) in text) / len(q.facts)
     correct = ans.refused != q.answerable
     r = Result(q.id, " → ".join(q.turns), q.answerable, q.kind or "-", q.source, rank, ans.refused, correct, facts, len(ans.citations), valid,
-               relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations])
+               relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations], len(ans.unverified))
     why = []
     if not correct:
         why.append("refused an answerable question" if ans.refused else "answered instead of refusing")
@@ -209,6 +210,7 @@ def summarise(results: list[Result], k: int) -> dict:
         "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
         "passed": sum(1 for r in results if r.passed),
         "pass_rate": round(sum(1 for r in results if r.passed) / len(results), 3) if results else None,
+        "answers_with_unverified": sum(1 for r in results if r.unverified and not r.refused),
         "refused": round(sum(1 for r in results if r.refused) / len(results), 3) if results else None,
     }
 

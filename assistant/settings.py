@@ -60,6 +60,9 @@ class ServerSettings(BaseModel):
     ui_user: str = Field("", description="Basic-auth user for the UI (with ui_password)")
     ui_password: str = Field("", description="Basic-auth password for the UI")
     trusted_user_header: str = Field("", description="Header set by an SSO proxy (e.g. X-Remote-User); when set, the UI requires it")
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"],
+                                       description="Addresses whose trusted_user_header is believed (the SSO proxy's)")
+    ui_public: bool = Field(False, description="Serve the UI without a login although API keys are set (say so explicitly)")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser")
     frame_ancestors: list[str] = Field(default_factory=list, description="Sites allowed to frame /embed ('self' always)")
     max_question_chars: int = Field(2000, description="Longer questions are rejected with 422")
@@ -74,6 +77,17 @@ class ServerSettings(BaseModel):
         if any(not k.strip() for k in keys):
             raise ValueError("an empty key is not a key: remove it (an empty list turns authentication off)")
         return v
+
+
+def check_protection(srv: "ServerSettings") -> None:
+    """Refuse configurations that look protected and are not (raised at start, before serving anything)."""
+    if srv.api_keys and not (srv.ui_user and srv.ui_password) and not srv.trusted_user_header and not srv.ui_public:
+        raise ValueError("API keys are set but the chat UI would be open to anyone (it answers questions and lists "
+                         "documents): set UI_USER/UI_PASSWORD or TRUSTED_USER_HEADER, or pass --ui-public "
+                         "(ASSISTANT_SERVER__UI_PUBLIC=true) to serve it publicly on purpose")
+    if srv.trusted_user_header and srv.host in ("0.0.0.0", "::") and "trusted_proxies" not in srv.model_fields_set:
+        raise ValueError("TRUSTED_USER_HEADER on an open bind: set ASSISTANT_SERVER__TRUSTED_PROXIES to your SSO "
+                         "proxy's address, or anyone could send the header")
 
 
 class Settings(BaseSettings):

@@ -262,6 +262,9 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], up
         header = srv.trusted_user_header
 
         def dependency(request):  # the intranet's SSO proxy sets this header; without it, no UI
+            client = getattr(request, "client", None)
+            if not client or client.host not in srv.trusted_proxies:
+                return None  # only the SSO proxy may vouch for a user
             return request.headers.get(header)
 
     index_dir = str(Path(settings.store.index_dir).resolve())

@@ -1,6 +1,6 @@
 """Ask latency over the dev questions: in process, and over HTTP (/api/ask, streamed: time to first token).
 
-python bench/ask.py [--index DIR]   (builds a temporary corpus index when --index is not given)
+python -m bench.ask [--index DIR]   (builds a temporary corpus index when --index is not given)
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import statistics
 import time
 
-from common import ROOT, corpus_settings, serve
+from bench.common import ROOT, corpus_settings, serve
 
 import httpx  # noqa: E402
 

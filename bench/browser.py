@@ -1,6 +1,6 @@
 """Time to first token and to the full answer in Debian's Chromium, over the dev questions (50 by default).
 
-python bench/browser.py [--index DIR] [--n 50]   (builds a temporary corpus index when --index is not given)
+python -m bench.browser [--index DIR] [--n 50]   (builds a temporary corpus index when --index is not given)
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from ask import p50_p95  # noqa: E402
-from common import ROOT, corpus_settings, serve  # noqa: E402
+from bench.common import ROOT, corpus_settings, serve  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from assistant.api import create_app  # noqa: E402

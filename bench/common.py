@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from assistant.components import build_pipeline  # noqa: E402
 from assistant.settings import Settings  # noqa: E402

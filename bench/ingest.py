@@ -1,6 +1,6 @@
 """Ingest throughput on the whole corpus vs. the embedder-only ceiling, and the cost of an unchanged re-ingest.
 
-python bench/ingest.py [--corpus ../shared/corpus]
+python -m bench.ingest [--corpus ../shared/corpus]
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import resource
 import tempfile
 import time
 
-from common import ROOT, corpus_files  # noqa: E402
+from bench.common import ROOT, corpus_files  # noqa: E402
 
 from ingest.chunk import sentence_units, split  # noqa: E402
 from ingest.clean import clean  # noqa: E402

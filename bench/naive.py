@@ -47,3 +47,9 @@ class NaivePipeline:
         # The tutorial answer: the best chunk, cited whole. Its text is raw (uncleaned), so it has no offsets.
         cite = Citation(1, top.doc_id, top.title, "", "", top.text, -1, -1, top.score)
         return Answer(question, top.text + "[1]", False, [cite], passages=passages, mode="naive")
+
+
+def baseline(docs: dict[str, Document], embedder: Embedder, work_dir: str | Path):
+    """The hook `app.py eval --baseline bench.naive:baseline` calls: documents, embedder, a work directory ->
+    ask(question, history) -> Answer."""
+    return NaivePipeline(docs, embedder, work_dir).ask

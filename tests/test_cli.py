@@ -53,7 +53,7 @@ def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     q.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
         {"id": "a", "question": "停车收费标准是每小时多少元？", "facts": ["3元"], "evidence": "收费标准为每小时3元"},
         {"id": "b", "question": "个人所得税起征点是多少？", "facts": []}]), encoding="utf-8")
-    out = _run("eval", str(q), "--index", idx, "--json", "--baseline", "naive", "--report", str(tmp_path / "r.md"))
+    out = _run("eval", str(q), "--index", idx, "--json", "--baseline", "bench.naive:baseline", "--report", str(tmp_path / "r.md"))
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["summary"]["recall_at_1"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0

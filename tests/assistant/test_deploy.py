@@ -35,7 +35,7 @@ def test_cors_allowlist_and_frame_ancestors(make):
 
 
 def test_ui_behind_sso_header(make):
-    c = make(trusted_user_header="X-Remote-User", api_keys=["k1"])
+    c = make(trusted_user_header="X-Remote-User", api_keys=["k1"], trusted_proxies=["testclient"])
     assert c.get("/config").status_code == 401
     assert c.post("/api/ask", json={"question": "新建公厕多少座？"}).status_code == 401
     ok = c.post("/api/ask", json={"question": "新建公厕多少座？"}, headers={"X-Remote-User": "alice"})

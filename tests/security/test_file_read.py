@@ -45,7 +45,7 @@ def _leaked(base: str, text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def server(live):
     os.environ["ASSISTANT_SEC_PROBE"] = SECRET  # lands in /proc/self/environ, which must never be served
-    return live(api_keys=["k1"], admin_key="adm")
+    return live(api_keys=["k1"], admin_key="adm", ui_public=True)  # the operator opened the UI on purpose
 
 
 @pytest.mark.parametrize("fn", ["respond", "respond_1", "do_retry"])

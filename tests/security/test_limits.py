@@ -15,7 +15,7 @@ def open_server(live):
 
 @pytest.fixture(scope="module")
 def keyed_server(live):
-    return live(api_keys=["k1"])
+    return live(api_keys=["k1"], ui_public=True)
 
 
 def ask(server, body: dict, **kw) -> httpx.Response:
@@ -93,3 +93,23 @@ def test_upload_names_that_cannot_be_stored():
     for bad in ("", ".", "..", "a\x00b.txt", "x" * 256, "../", "dir/.."):
         assert safe_name(bad) is None, bad
     assert safe_name("../../etc/passwd") == "passwd" and safe_name("C:\\tmp\\附件.txt") == "附件.txt"
+
+
+def test_api_keys_with_an_open_ui_refuse_to_start(small_settings):
+    from assistant.api import create_app
+
+    s = small_settings.model_copy(deep=True)
+    s.server.api_keys = ["k1"]
+    with pytest.raises(ValueError, match="ui-public"):
+        create_app(s)
+    s.server.ui_user, s.server.ui_password = "u", "p"
+    create_app(s, with_ui=False)  # protected: starts
+
+
+def test_sso_header_only_from_trusted_proxies(live):
+    server = live(api_keys=["k1"], trusted_user_header="X-Remote-User", trusted_proxies=["10.9.9.9"])
+    r = ask(server, {"question": "停车位多少个？"}, headers={"X-Remote-User": "mallory"})
+    assert r.status_code == 401  # 127.0.0.1 is not the configured proxy: the header means nothing
+    assert httpx.get(f"{server.url}/config", headers={"X-Remote-User": "mallory"}, timeout=10).status_code == 401
+    trusted = live(api_keys=["k1"], trusted_user_header="X-Remote-User")  # default: loopback proxy
+    assert ask(trusted, {"question": "停车位多少个？"}, headers={"X-Remote-User": "alice"}).status_code == 200
