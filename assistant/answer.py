@@ -11,7 +11,7 @@ from ingest.lexical import bigrams
 from ingest.schema import Document
 
 from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, asked_types, expansions, holds_type, to_simplified
-from .retrieval import Passage, query_terms
+from .retrieval import ARTICLE_REF, Passage, query_terms
 
 MARK = re.compile(r"\[(\d{1,2})\]")
 FIGURE = re.compile(r"\d+(?:\.\d+)?")
@@ -21,6 +21,10 @@ CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
 INJECTION = re.compile(r"忽略(以上|之前|上述|前面)|无视(以上|之前)|(ignore|disregard) (all |the )?(previous|above)|你现在是|system prompt|系统提示", re.I)
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
+
+
+# Said with a refusal when the closest passages are on the topic but none states the kind of fact asked for.
+NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
 
 
 @dataclass
@@ -58,6 +62,9 @@ class Answer:
 
     def with_sources(self) -> str:
         """The answer followed by its sources, for plain-text channels (copy box, OpenAI-style clients)."""
+        if self.refused and NOT_STATED in self.answer and self.passages:
+            return self.answer + "\n\n最接近的段落（仅供参考）：\n" + "\n".join(
+                f"《{p.title}》{p.article or p.section_path}：{p.text[:200]}" for p in self.passages[:3])
         if self.refused or not self.citations:
             return self.answer
         return self.answer + "\n\n来源：\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in self.citations)
@@ -130,8 +137,31 @@ class ExtractiveAnswerer:
         self.semantic = semantic  # share of sentence-embedding closeness in a sentence's score (the rest: words)
         self.document_text = document_text  # doc_id -> cleaned text, to complete lists past a passage's end
 
+    def _article(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
+        """A question that names an article (“第十三条规定了什么？”) is answered with that article, in order:
+        the retrieved passage that is that article, from its own first line."""
+        refs = ARTICLE_REF.findall(question)
+        hits = [p for p in passages if p.article and p.article in refs]
+        if not hits:
+            return []
+        p = hits[0]  # retrieval ranks the article of the document the question names first
+        begin = p.text.find(p.article)  # from the article's own first line (a chapter heading may precede it)
+        if begin < 0:
+            return []
+        out = []
+        for s, e in _units(p.text[begin:]):
+            seg = p.text[begin + s:begin + e]
+            sent = seg.strip()
+            if sent:
+                start = p.char_start + begin + s + len(seg) - len(seg.lstrip())
+                out.append((p.n, start, start + len(sent), sent))
+        return out[: self.max_sentences + 3]
+
     def select(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
         """(passage n, start, end, sentence) of the chosen sentences, best passage first."""
+        article = self._article(to_simplified(question), passages)
+        if article:
+            return article
         question = to_simplified(question)
         terms = query_terms(question)
         terms += [t for t in query_terms(" ".join(expansions(question))) if t not in terms]
@@ -194,7 +224,8 @@ class ExtractiveAnswerer:
                 continue  # already given as an item of a list
             if listed and LEAD_IN.search(sent):
                 continue  # one list per answer: a second lead-in would start another enumeration
-            yield f"{chr(10) if after_list else ''}{sent}[{n}]"
+            marked = sent.replace("\n", f"[{n}]\n")  # each line is a claim of its own and carries the mark
+            yield f"{chr(10) if after_list else ''}{marked}[{n}]"
             after_list = False
             if LEAD_IN.search(sent):
                 for item, span in self._items(next(p for p in passages if p.n == n), end, passages):
@@ -325,8 +356,8 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
                 s, e = min(s, citations[n].char_start), max(e, citations[n].char_end)
             doc = docs.get(p.doc_id)
             quote = doc.text[s:e] if doc else ""
-            if not quote or quote not in p.text:
-                continue  # never cite what cannot be shown verbatim
+            if not quote or p.text[s - p.char_start:e - p.char_start] != quote:
+                continue  # never cite what cannot be shown verbatim, at its own offsets
             citations[n] = Citation(n, p.doc_id, p.title, p.section_path, p.article, quote, s, e, round(p.score, 5))
     ordered = [citations[n] for n in dict.fromkeys(int(m) for m in MARK.findall(text)) if n in citations]
     return Answer(question, text, False, ordered, unverified=unverified, passages=passages, mode=mode)

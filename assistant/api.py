@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -209,7 +212,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     async def api_upload(files: list[UploadFile] = File(...), wait: bool = True):
         """Ingest off the event loop (one batch at a time); `wait=false` returns 202 and the job to follow."""
         limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1  # one byte over: the pipeline names the limit
-        job, done = uploads.submit([(f.filename, await f.read(limit)) for f in files])
+        data = [(f.filename, await f.read(limit)) for f in files]
+        job, done = await run_in_threadpool(uploads.submit, data)  # writing files is blocking work too
         if not wait:
             return JSONResponse(job.to_dict(), status_code=202)
         await asyncio.wrap_future(done)
@@ -266,7 +270,18 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/doc/{doc_id}", response_class=HTMLResponse, dependencies=[Depends(bearer)])
+    doc_secret = secrets.token_bytes(32)  # per process: reader links the UI signs stay valid while it runs
+
+    def doc_token(doc_id: str) -> str:
+        return hmac.new(doc_secret, doc_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def reader(request: Request, doc_id: str, t: str = "") -> None:
+        """The reader page: a link the UI signed for this document, or the same key as /api/documents/{id}."""
+        if t and secrets.compare_digest(t, doc_token(doc_id)):
+            return
+        bearer(request)
+
+    @app.get("/doc/{doc_id}", response_class=HTMLResponse, dependencies=[Depends(reader)])
     def doc_view(doc_id: str, s: int = -1, e: int = -1):
         """The whole document, the cited span highlighted; every character of it escaped."""
         import html as h
@@ -300,7 +315,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     if with_ui:
         from .ui import mount_ui
 
-        mount_ui(app, settings, get_assistant, uploads)
+        mount_ui(app, settings, get_assistant, uploads, doc_token)
     return app
 
 

@@ -48,10 +48,10 @@ def features(question: str, pool: Pool, passages: Sequence[Passage]) -> dict[str
     closest = sorted(((sc, p.text[s - p.char_start:e - p.char_start]) for p in passages
                       for s, e, sc in p.sentence_scores), key=lambda x: -x[0])[:3]
     close = " ".join(t for _, t in closest) or passages[0].text
-    top = " ".join(p.text for p in passages[:3])
+    top = " ".join(p.text for p in passages)  # everything an answer could cite
     wanted = asked_types(question)
     # BM25 of the best passage per query term: how much of the question's wording the documents share at all.
-    lex = max(p.lexical for p in passages) / max(1, len(pool.terms) + len(pool.expanded))
+    lex = max(p.lexical for p in passages) / max(1, len(pool.terms))
     if han < 0.5:  # not a Chinese question: no Chinese bigrams to share
         cov = lex = float("nan")
     return {"sentence_best": s_best, "sentence_margin": s_best - s_bg, "dense_best": d_best,
@@ -100,6 +100,15 @@ class Calibration:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
+def generic(embedder_name: str) -> Calibration:
+    """For an embedder nobody calibrated: refuse when under a fifth of the question's content words (IDF
+    weighted) are in the passages - the lexical half of the old gate, so unknown embedders still refuse."""
+    cal = Calibration(embedder_name, features=["coverage"], mean=[0.0], scale=[1.0], coef=[20.0], intercept=-4.0,
+                      fill=[0.2], threshold=0.5, llm_threshold=0.3)
+    cal.fitted_on = {"generic": True}
+    return cal
+
+
 def default_path(embedder_name: str) -> Path:
     """The calibration shipped in the package for an embedder (assistant/calibration/<name>.json)."""
     slug = embedder_name.replace("/", "--")
@@ -110,10 +119,17 @@ def load(embedder_name: str, path: str | Path | None = None) -> Calibration:
     """The calibration for this embedder; a missing or mismatched file is warned about, never silently used."""
     p = Path(path) if path else default_path(embedder_name)
     if not p.exists():
-        log.warning("no calibration for embedder %s at %s: using untuned defaults; run `python app.py calibrate "
-                    "QUESTIONS.jsonl` to fit one", embedder_name, p)
-        return Calibration(embedder_name)
-    cal = Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        log.warning("no calibration for embedder %s at %s: using a generic gate (refuse below 20%% lexical "
+                    "coverage); run `python app.py calibrate QUESTIONS.jsonl` to fit one", embedder_name, p)
+        return generic(embedder_name)
+    try:
+        cal = Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        n = len(cal.features)
+        unknown = set(cal.features) - set(SIGNALS)
+        if unknown or not all(len(x) == n for x in (cal.mean, cal.scale, cal.coef, cal.fill)):
+            raise ValueError(f"unknown signals {sorted(unknown)}" if unknown else "vectors of different lengths")
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"the calibration file {p} cannot be used ({e}): refit it with `python app.py calibrate`") from e
     if cal.embedder != embedder_name:
         log.warning("calibration %s was fitted for embedder %s, not %s: refusals will be miscalibrated; run "
                     "`python app.py calibrate QUESTIONS.jsonl`", p, cal.embedder, embedder_name)
@@ -144,10 +160,10 @@ def _mrr(samples: Sequence[Sample], w: Weights, k: int = 5) -> float:
 
 
 # The grid for the fusion weights: shares of dense / sentence / lexical in steps of 0.1, article boost 0.25-1,
-# named-document boost 0-0.3.
+# named-document boost 0 or 0.3, expansion BM25 0-0.3.
 # Coarse on purpose: ~60 answerable questions per fold cannot support finer distinctions.
-_GRID = [Weights(d / 10, s / 10, (10 - d - s) / 10, a, t) for d, s in itertools.product(range(11), range(11))
-         if d + s <= 10 for a in (0.25, 0.5, 1.0) for t in (0.0, 0.15, 0.3)]
+_GRID = [Weights(d / 10, s / 10, (10 - d - s) / 10, a, t, x) for d, s in itertools.product(range(11), range(11))
+         if d + s <= 10 for a in (0.25, 0.5, 1.0) for t in (0.0, 0.3) for x in (0.0, 0.15, 0.3)]
 
 
 def fit_weights(samples: Sequence[Sample]) -> Weights:
@@ -191,7 +207,9 @@ def fit_answerability(cal: Calibration, samples: Sequence[Sample], false_refusal
     cal.mean, cal.scale, cal.coef, cal.intercept = mean.tolist(), scale.tolist(), coef.tolist(), intercept
     probs = np.array([cal.probability(s.features) for s in samples])
     best = (float("inf"), 0.5)
-    for t in sorted(set(np.round(probs, 4))) + [0.5]:
+    levels = np.unique(probs)
+    # Candidate thresholds halfway between neighbouring probabilities: no sample sits on its own threshold.
+    for t in list((levels[1:] + levels[:-1]) / 2) + [float(levels[0]) - 1e-9, 0.5]:
         cost = false_refusal_cost * np.sum((probs < t) & (y == 1)) + np.sum((probs >= t) & (y == 0))
         best = min(best, (float(cost), float(t)))
     cal.threshold = best[1]

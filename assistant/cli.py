@@ -151,5 +151,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
           "warning: the index is empty - run `python app.py ingest docs/`", file=sys.stderr)
     print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/  (API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, root_path=settings.server.root_path,
-                timeout_graceful_shutdown=2, log_level="warning")
+                timeout_graceful_shutdown=2, log_level="warning",
+                proxy_headers=False)  # the peer address must stay the proxy's, for TRUSTED_PROXIES
     return 0

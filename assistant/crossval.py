@@ -11,7 +11,7 @@ from ingest.schema import Document
 from . import calibration as calib
 from .evaluate import Question, Result, evaluate, gold_span, holds_evidence, make_report, norm
 from .retrieval import Weights
-from .service import Assistant, _user_turns, condense_rule, refers_back
+from .service import Assistant, condense_rule
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def samples(assistant: Assistant, questions: Sequence[Question], docs: dict[str,
     for q in questions:
         history = _history(q)
         text = q.turns[-1]
-        if history and refers_back(text) and _user_turns(history):
+        if history:
             text = condense_rule(text, history)
         pool = assistant.retriever.gather(text)
         gold = gold_span(q, docs)
@@ -42,7 +42,7 @@ def feature_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights], dict]:
     cache: dict[tuple, dict] = {}
 
     def score(s: calib.Sample, w: Weights) -> dict:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title)
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
         if key not in cache:
             passages = assistant.retriever.passages(s.pool, weights=w)
             cache[key] = calib.features(s.pool.query, s.pool, passages)
@@ -61,7 +61,7 @@ def fact_recall_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights, flo
         return getattr(assistant.index.document(doc_id), "text", None)
 
     def recall(s: calib.Sample, w: Weights, share: float) -> float:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title)
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
         if key not in passages_cache:
             passages_cache[key] = assistant.retriever.passages(s.pool, weights=w)
         answerer = ExtractiveAnswerer(max_sentences, semantic=share, document_text=document_text)

@@ -49,7 +49,7 @@ class Passage:
     char_end: int
     score: float  # fused score (weighted sum of the per-query normalised signals)
     dense: float = 0.0  # cosine similarity of the chunk to the question
-    lexical: float = 0.0  # BM25 score (question plus its official-vocabulary expansions)
+    lexical: float = 0.0  # BM25 score of the question's own words
     coverage: float = 0.0  # IDF-weighted share of the query's content bigrams present in the passage
     sentence: float = 0.0  # cosine similarity of the passage's closest sentence
     chunk_ids: list[str] = field(default_factory=list)
@@ -110,6 +110,7 @@ class Weights:
     lexical: float = 0.3
     article: float = 0.5  # a chunk of an article the question names (第十六条)
     title: float = 0.0  # the question names the chunk's document ("河南的…条例", "讲话里", "国务院的…")
+    expansion: float = 0.15  # BM25 of the official words the question's everyday words stand for
 
 
 @dataclass
@@ -119,6 +120,7 @@ class Candidate:
     chunk: Chunk
     dense: float = 0.0
     lexical: float = 0.0
+    expansion: float = 0.0  # BM25 of the expansions alone: a guess at the meaning, weighted on its own
     sentence: float | None = None
     article: float = 0.0
     title: float = 0.0  # share of the question's words found in the document's title and issuer
@@ -137,13 +139,24 @@ class Pool:
     sentence_background: list[float]  # the query's top sentence cosines over the whole index
     dense_background: list[float]  # the query's top chunk cosines over the whole index
 
+    _signals: dict | None = None
+
+    def invalidate(self) -> None:
+        self._signals = None
+
     def signals(self) -> dict[str, dict[str, float]]:
         """Each signal normalised per query to 0-1 over the pool (min-max), so weights mean the same for
         every question: a BM25 score of 40 or of 4 says nothing until compared with the query's other scores."""
+        if self._signals is None:
+            self._signals = self._normalise()
+        return self._signals
+
+    def _normalise(self) -> dict[str, dict[str, float]]:
         floor = min(self.sentence_background, default=0.0)
         raw = {"dense": {k: c.dense for k, c in self.candidates.items()},
                "sentence": {k: c.sentence if c.sentence is not None else floor for k, c in self.candidates.items()},
                "lexical": {k: c.lexical for k, c in self.candidates.items()},
+               "expansion": {k: c.expansion for k, c in self.candidates.items()},
                "article": {k: c.article for k, c in self.candidates.items()},
                "title": {k: c.title for k, c in self.candidates.items()}}
         out = {}
@@ -155,7 +168,8 @@ class Pool:
     def rank(self, w: Weights) -> list[tuple[str, float]]:
         sig = self.signals()
         fused = {k: w.dense * sig["dense"][k] + w.sentence * sig["sentence"][k] + w.lexical * sig["lexical"][k]
-                 + w.article * sig["article"][k] + w.title * sig["title"][k] for k in self.candidates}
+                 + w.article * sig["article"][k] + w.title * sig["title"][k] + w.expansion * sig["expansion"][k]
+                 for k in self.candidates}
         return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
@@ -207,39 +221,60 @@ class HybridRetriever:
         best_sentence: dict[str, float] = {}
         for h in sentence_hits:
             best_sentence[h.chunk_key] = max(best_sentence.get(h.chunk_key, -1.0), h.score)
-        lex = {k: v for k, v in self.index.lexical_scores(" ".join([query, *expanded])).items()
-               if allowed is None or k.rpartition(":")[0] in allowed}
+        def lexical(text: str) -> dict[str, float]:
+            return {k: v for k, v in self.index.lexical_scores(text).items()
+                    if allowed is None or k.rpartition(":")[0] in allowed} if text.strip() else {}
+        lex, exp = lexical(query), lexical(" ".join(expanded))
         lex_top = sorted(lex, key=lambda k: -lex[k])[:n]
+        exp_top = sorted(exp, key=lambda k: -exp[k])[: n // 2]
         sent_top = sorted(best_sentence, key=lambda k: -best_sentence[k])[:n]
-        missing = [k for k in dict.fromkeys(lex_top + sent_top) if k not in cands]
+        missing = [k for k in dict.fromkeys(lex_top + exp_top + sent_top) if k not in cands]
         for key, chunk in self.index.chunks_by_key(missing).items():
             cands[key] = Candidate(chunk)
         for ref in dict.fromkeys(ARTICLE_REF.findall(query)):
             # "第十一条" names an addressable unit: its chunks join, the document the question names first.
+            # Every document has a 第九条: the one whose title the question names best is the one meant (1.0);
+            # the others stay candidates, well below (0.3 at most).
             arts = [c for c in self.index.article_chunks(ref) if allowed is None or c.doc_id in allowed]
+            named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}
+            best = max(named.values(), default=0.0)
             for c in arts:
                 key = chunk_key(c.doc_id, c.ordinal)
-                cands.setdefault(key, Candidate(c)).article = 0.5 + 0.5 * coverage(pool.terms, c.title)
+                mark = 1.0 if best > 0 and named[c.doc_id] == best else 0.3 * (named[c.doc_id] / best if best else 1.0)
+                cand = cands.setdefault(key, Candidate(c))
+                cand.article = max(cand.article, mark)
+        self._score(pool, list(cands), lex, exp, best_sentence)
         if PENALTY_CUE.search(query):
-            self._add_referrers(pool)
-        # Every candidate gets every score: the dense cosine from its stored vector, BM25 from the full scores.
-        no_dense = [k for k, c in cands.items() if c.dense == 0.0]
-        for key, vec in self.index.chunk_vectors(no_dense).items():
-            cands[key].dense = float(vec @ vector)
-        docs = self.index.documents()
-        terms = pool.terms + [t for t in query_terms(" ".join(expanded)) if t not in pool.terms]
-        titles = {d: coverage(terms, f"{docs[d].title} {docs[d].issuer}") if d in docs else 0.0
-                  for d in {c.chunk.doc_id for c in cands.values()}}
-        for key, c in cands.items():
-            c.lexical = lex.get(key, 0.0)
-            c.sentence = best_sentence.get(key)
-            c.title = titles[c.chunk.doc_id]
+            added = self._add_referrers(pool)
+            self._score(pool, added, lex, exp, best_sentence)
         return pool
 
-    def _add_referrers(self, pool: Pool, head: int = 3) -> None:
+    def _score(self, pool: Pool, keys: list[str], lex: dict[str, float], exp: dict[str, float],
+               best_sentence: dict[str, float]) -> None:
+        """Every candidate gets every score: the dense cosine from its stored vector, BM25 from the full scores,
+        its best sentence, how well the question names its document."""
+        cands = pool.candidates
+        no_dense = [k for k in keys if cands[k].dense == 0.0]
+        for key, vec in self.index.chunk_vectors(no_dense).items():
+            cands[key].dense = float(vec @ pool.vector)
+        docs = self.index.documents()
+        terms = pool.terms + [t for t in query_terms(" ".join(pool.expanded)) if t not in pool.terms]
+        titles = {d: coverage(terms, f"{docs[d].title} {docs[d].issuer}") if d in docs else 0.0
+                  for d in {cands[k].chunk.doc_id for k in keys}}
+        for key in keys:
+            c = cands[key]
+            c.lexical, c.expansion = lex.get(key, 0.0), exp.get(key, 0.0)
+            c.sentence = best_sentence.get(key)
+            c.title = titles[c.chunk.doc_id]
+        pool.invalidate()
+
+    def _add_referrers(self, pool: Pool, head: int = 3) -> list[str]:
         """A question about consequences: the articles that refer to the best candidates' articles ("违反本条例
-        第十六条…处…罚款") join the pool, flagged like a named article, so the fine is found with the duty."""
-        ranked = [pool.candidates[k] for k, _ in pool.rank(self.weights)[:head]]
+        第十六条…处…罚款") join the pool, flagged like a named article, so the fine is found with the duty.
+        'Best' here is the even mix of dense and BM25, not the fitted weights: what joins a pool must not
+        depend on a fit (cross-validation builds pools once, before fitting)."""
+        added: list[str] = []
+        ranked = [pool.candidates[k] for k, _ in pool.rank(Weights(0.5, 0.0, 0.5, 0.0, 0.0, 0.0))[:head]]
         for cand in ranked:
             art = cand.chunk.article
             if not art:
@@ -250,8 +285,13 @@ class HybridRetriever:
                 for ref in (f"违反本条例{art}", f"违反{art}", f"本条例{art}", f"依照{art}"):
                     if ref in c.text:
                         key = chunk_key(c.doc_id, c.ordinal)
-                        pool.candidates.setdefault(key, Candidate(c)).article = max(pool.candidates[key].article, 0.75)
+                        if key not in pool.candidates:
+                            pool.candidates[key] = Candidate(c)
+                            added.append(key)
+                        pool.candidates[key].article = max(pool.candidates[key].article, 0.75)
                         break
+        pool.invalidate()
+        return added
 
     def search(self, query: str, k: int | None = None, doc_ids: list[str] | None = None,
                issuer: str | None = None) -> list[Passage]:
@@ -287,16 +327,9 @@ class HybridRetriever:
 
     def _score_sentences(self, passages: list[Passage], vector: np.ndarray) -> None:
         """Attach each passage's sentence cosines (stored vectors: no embedding at question time)."""
-        by_doc: dict[str, set[int]] = {}
         for p in passages:
-            by_doc.setdefault(p.doc_id, set()).update(int(key.rpartition(":")[2]) for key in p.chunk_ids)
-        scored: dict[str, list[tuple[int, int, float]]] = {}
-        for doc_id, ordinals in by_doc.items():
-            for sent, vec in self.index.sentence_vectors(doc_id, sorted(ordinals)):
-                scored.setdefault(doc_id, []).append((sent.char_start, sent.char_end, float(vec @ vector)))
-        for p in passages:
-            p.sentence_scores = sorted(x for x in scored.get(p.doc_id, [])
-                                       if p.char_start <= x[0] and x[1] <= p.char_end)
+            p.sentence_scores = sorted((x.char_start, x.char_end, float(vec @ vector))
+                                       for x, vec in self.index.sentence_vectors(p.doc_id, p.char_start, p.char_end))
             if p.sentence_scores:
                 p.sentence = max(p.sentence, max(x[2] for x in p.sentence_scores))
 

@@ -10,14 +10,12 @@ from typing import Iterator, Sequence
 from ingest.store import ChromaIndex
 
 from . import calibration as calib
-from .answer import Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
+from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage, Pool
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-# Said with a refusal when the closest passages are on the topic but none states the kind of fact asked for.
-NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
 CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
                    "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
 
@@ -41,7 +39,12 @@ def refers_back(question: str) -> bool:
 
 
 def condense_rule(question: str, history: Sequence) -> str:
-    """Offline follow-up rule: the question with the previous question's subject in front of it."""
+    """Offline follow-up rule: an anaphoric question (那…呢, 其中…) gets the previous question's subject."""
+    return join_subject(question, history) if refers_back(question) else question.strip()
+
+
+def join_subject(question: str, history: Sequence) -> str:
+    """The question with the previous question's subject in front of it."""
     prev = _user_turns(history)
     q = question.strip()
     if not prev:
@@ -111,7 +114,7 @@ class Assistant:
                 return out or question
             except Exception as e:  # the LLM may be down; the rule still gives a usable question
                 log.warning("condensing with the LLM failed (%s); using the offline rule", e)
-        return condense_rule(question, history) if refers_back(question) else question
+        return condense_rule(question, history)
 
     def stream(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
@@ -121,7 +124,7 @@ class Assistant:
         pool, passages, prob = self.retrieve(standalone, k, doc_ids, issuer)
         if history and standalone == question and prob < self.threshold and _user_turns(history):
             # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
-            joined = condense_rule(question, history)
+            joined = join_subject(question, history)
             alt = self.retrieve(joined, k, doc_ids, issuer)
             if alt[2] > prob:
                 standalone, (pool, passages, prob) = joined, alt

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ingest.schema import IndexEmpty
 
-from .answer import Answer
+from .answer import NOT_STATED, Answer
 from .service import Assistant
 from .settings import Settings
 from .uploads import UploadService
@@ -53,8 +53,13 @@ def render_answer(a: Answer) -> str:
     return text
 
 
-def render_sources(a: Answer, docs: dict, root: str = "") -> str:
-    """One card per citation: title, section or article, and the quote highlighted inside its passage."""
+def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "") -> str:
+    """One card per citation: title, section or article, and the quote highlighted inside its passage.
+    `token(doc_id)` signs the reader link, so it opens for this UI's users when the API needs a key."""
+    if a.refused and NOT_STATED in a.answer and a.passages:
+        items = "".join(f"<li><b>《{html.escape(p.title)}》{html.escape(p.article or p.section_path)}</b>"
+                        f"<div>{html.escape(p.text)}</div></li>" for p in a.passages[:3])
+        return f"<p>最接近的段落（仅供参考，不是回答）：</p><ul>{items}</ul>"
     if a.refused or not a.citations:
         return "<p>（本次回答没有引用）</p>"
     cards = []
@@ -68,7 +73,7 @@ def render_sources(a: Answer, docs: dict, root: str = "") -> str:
         cards.append(
             f'<div class="cite" id="cite-{c.n}"><b>[{c.n}] {html.escape(c.label())}</b>'
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
-            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}#hl" '
+            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
     cited = {c.n for c in a.citations}
     others = [p for p in a.passages if p.n not in cited]
@@ -88,7 +93,8 @@ def _plain_turns(turns) -> list[dict]:
     return out
 
 
-def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService | None = None) -> gr.Blocks:
+def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService,
+             doc_token: Callable[[str], str] = lambda d: "") -> gr.Blocks:
     with gr.Blocks(title="政策文件问答", analytics_enabled=False) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         with gr.Tab("问答"):
@@ -135,7 +141,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
                         ans = ev.answer
                 pending[-1] = {"role": "assistant", "content": render_answer(ans)}
                 hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
-                sources_html = render_sources(ans, a.documents(), settings.server.root_path)
+                sources_html = render_sources(ans, a.documents(), settings.server.root_path, doc_token)
                 yield pending, hist, pending, sources_html, ans.with_sources(), ""
             except IndexEmpty:
                 pending[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
@@ -242,7 +248,8 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
     return ui
 
 
-def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService | None = None) -> None:
+def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService,
+             doc_token: Callable[[str], str] = lambda d: "") -> None:
     """Mount the chat at '/' (after the API routes, or they would 404), with Gradio's file checks in force."""
     import atexit
     import os
@@ -254,7 +261,7 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], up
     cache = tempfile.mkdtemp(prefix="assistant-gradio-")
     os.environ["GRADIO_TEMP_DIR"] = cache
     atexit.register(shutil.rmtree, cache, True)
-    ui = build_ui(get_assistant, settings, uploads)
+    ui = build_ui(get_assistant, settings, uploads, doc_token)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
     dependency = None

@@ -78,7 +78,8 @@ class UploadService:
             paths.append(folder / unique)
         with self.lock:
             self.jobs[job.id] = job
-            for old in sorted(self.jobs.values(), key=lambda j: j.created)[: max(0, len(self.jobs) - self.keep_jobs)]:
+            finished = sorted((j for j in self.jobs.values() if j.status in ("done", "failed")), key=lambda j: j.created)
+            for old in finished[: max(0, len(self.jobs) - self.keep_jobs)]:  # never a queued or running job
                 self.jobs.pop(old.id, None)
         return job, self.worker.submit(self._run, job, paths, rejected)
 

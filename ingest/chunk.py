@@ -246,12 +246,19 @@ def list_items(text: str, lead_end: int, max_items: int = 12, max_scan: int = 60
                     break  # the lead-in is not followed by an enumeration
                 family = f
             if f == family:
+                if items and _restarts(line):
+                    break  # the numbering starts again: another list
                 start = pos + (len(text[pos:end]) - len(text[pos:end].lstrip()))
                 items.append(_first_sentence(text, start, end, item_chars))
-            elif any(rx.match(line) for rx in _HIGHER[family]):
-                break
+            elif any(rx.match(line) for rx in _HIGHER[family]) or LEAD_IN.search(line):
+                break  # a higher heading, or the lead-in of another list
         pos = end + 1
     return items
+
+
+def _restarts(line: str) -> bool:
+    """An item numbered one (（一）, 一是, 一、, 1.): a new list begins."""
+    return bool(re.match(r"^(?:[（(]?[一1][）)、.．]|一[是要])", line))
 
 
 def _first_sentence(text: str, start: int, end: int, limit: int) -> tuple[int, int]:

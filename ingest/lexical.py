@@ -88,7 +88,8 @@ class LexicalIndex:
         if self.ids:
             self.bm25.save(str(tmp), show_progress=False)
         (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids, "df": self.df}, ensure_ascii=False))
-        old = directory.with_name(directory.name + ".old")
+        # A unique name for the old copy: two processes saving at once must not rename onto each other's.
+        old = directory.with_name(f"{directory.name}.old-{os.getpid()}-{tmp.name[-8:]}")
         if directory.exists():
             os.replace(directory, old)
         os.replace(tmp, directory)

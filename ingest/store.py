@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,22 @@ class ChromaIndex:
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
         self._lexical: LexicalIndex | None = None
+        self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         # Other processes (another app node, a CLI ingest) commit too: look for new versions this often.
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
         """Committed documents by id. Cached; a cheap version check every `refresh_seconds` picks up commits
-        made by other processes, and only then are the texts read again."""
+        made by other processes, and only then are the texts read again. Thread-safe: requests and an upload's
+        ingest share one index."""
+        docs = self._docs
+        if docs is not None and time.monotonic() - self._checked < self.refresh_seconds:
+            return docs
+        with self._lock:
+            return self._load_documents()
+
+    def _load_documents(self) -> dict[str, Document]:
         now = time.monotonic()
         if self._docs is not None and now - self._checked < self.refresh_seconds:
             return self._docs
@@ -112,7 +122,7 @@ class ChromaIndex:
             got = self.records.get(include=["metadatas"])
             if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in self._docs.items()}:
                 return self._docs
-        got = self.records.get(include=["documents", "metadatas"])
+        got = _paged(self.records, None, ["documents", "metadatas"], page=500)
         docs = {}
         for text, meta in zip(got["documents"], got["metadatas"]):
             fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
@@ -215,12 +225,14 @@ class ChromaIndex:
         return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
                 zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
 
-    def sentence_vectors(self, doc_id: str, chunk_ordinals: list[int]) -> list[tuple[Sentence, np.ndarray]]:
-        """The stored sentences of some chunks of one document, with their vectors."""
+    def sentence_vectors(self, doc_id: str, start: int, end: int) -> list[tuple[Sentence, np.ndarray]]:
+        """The stored sentences of one document that lie within [start, end), with their vectors (by span, not
+        by owning chunk: a sentence in the overlap of two chunks is stored once, under the first)."""
         d = self.documents().get(doc_id)
-        if d is None or not chunk_ordinals:
+        if d is None or end <= start:
             return []
-        where = {"$and": [{"doc_id": doc_id}, {"version": d.version}, {"chunk": {"$in": sorted(set(chunk_ordinals))}}]}
+        where = {"$and": [{"doc_id": doc_id}, {"version": d.version}, {"char_start": {"$gte": start}},
+                          {"char_end": {"$lte": end}}]}
         got = self.sentences.get(where=where, include=["documents", "metadatas", "embeddings"])
         return [(Sentence(m["doc_id"], m["chunk"], m["ordinal"], t, m["char_start"], m["char_end"],
                           m.get("article", ""), m.get("heading", "")), np.asarray(v, dtype=np.float32))
@@ -247,22 +259,27 @@ class ChromaIndex:
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
         """The BM25 index for exactly the committed documents, rebuilt if it is missing or stale."""
-        fp = self.fingerprint()
-        if self._lexical is not None and self._lexical.fingerprint == fp:
-            return self._lexical
-        lex = LexicalIndex.load(self.lexical_dir)
-        if lex is None or lex.fingerprint != fp:
-            lex = self.rebuild_lexical()
-        self._lexical = lex
-        return lex
+        fp, lex = self.fingerprint(), self._lexical
+        if lex is not None and lex.fingerprint == fp:
+            return lex
+        with self._lock:  # concurrent requests after a commit: one rebuilds, the others wait and reuse it
+            fp, lex = self.fingerprint(), self._lexical
+            if lex is not None and lex.fingerprint == fp:
+                return lex
+            lex = LexicalIndex.load(self.lexical_dir)
+            if lex is None or lex.fingerprint != fp:
+                lex = self.rebuild_lexical()
+            self._lexical = lex
+            return lex
 
     def rebuild_lexical(self) -> LexicalIndex:
-        rows = self.all_chunks()
-        lex = LexicalIndex([i for i, _ in rows], [index_text(c) for _, c in rows], self.fingerprint())
-        lex.save(self.lexical_dir)
-        self._lexical = lex
-        log.info("lexical index rebuilt: %d chunks", len(rows))
-        return lex
+        with self._lock:
+            rows = self.all_chunks()
+            lex = LexicalIndex([i for i, _ in rows], [index_text(c) for _, c in rows], self.fingerprint())
+            lex.save(self.lexical_dir)
+            self._lexical = lex
+            log.info("lexical index rebuilt: %d chunks", len(rows))
+            return lex
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:

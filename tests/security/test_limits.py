@@ -2,6 +2,7 @@
 something - against a real uvicorn on 127.0.0.1."""
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -113,3 +114,15 @@ def test_sso_header_only_from_trusted_proxies(live):
     assert httpx.get(f"{server.url}/config", headers={"X-Remote-User": "mallory"}, timeout=10).status_code == 401
     trusted = live(api_keys=["k1"], trusted_user_header="X-Remote-User")  # default: loopback proxy
     assert ask(trusted, {"question": "停车位多少个？"}, headers={"X-Remote-User": "alice"}).status_code == 200
+
+
+def test_reader_links_signed_by_the_ui_open_without_a_key(live):
+    server = live(api_keys=["k1"], ui_public=True)
+    assert httpx.get(f"{server.url}/doc/parking?t=deadbeef", timeout=10).status_code == 401
+    from gradio_client import Client
+
+    out = Client(server.url, verbose=False).predict("本市新建停车位多少个？", api_name="/respond")
+    link = next(x for x in out if isinstance(x, str) and "/doc/parking" in x)
+    token = re.search(r"/doc/parking\?s=\d+&(?:amp;)?e=\d+&(?:amp;)?t=([0-9a-f]+)", link).group(1)
+    ok = httpx.get(f"{server.url}/doc/parking?t={token}", timeout=10)
+    assert ok.status_code == 200 and "1200" in ok.text
