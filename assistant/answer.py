@@ -338,11 +338,17 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
         return Answer(question, refusal, True, mode=mode, passages=passages)
     citations: dict[int, Citation] = {}
     unverified: list[str] = []
-    for claim in filter(None, (m.group(0).strip() for m in CLAIM.finditer(text))):
+    claims = [c for c in (m.group(0).strip() for m in CLAIM.finditer(text)) if c]
+    for i, claim in enumerate(claims):
         marks = [int(m) for m in MARK.findall(claim)]
         bare = MARK.sub("", claim).strip()
         if len(_norm(bare)) < 4:
             continue
+        if not marks:
+            # A heading or lead-in quoted with the sentence after it ("一是完善了城市功能。着眼于…[1]"): the
+            # next mark covers it when its passage holds it word for word.
+            later = next((MARK.findall(c) for c in claims[i + 1:] if MARK.search(c)), [])
+            marks = [int(m) for m in later if _norm(bare) in _norm(by_n[int(m)].text)]
         if not marks:
             unverified.append(bare)  # every claim must cite; an uncited one is never shown as proven
             continue

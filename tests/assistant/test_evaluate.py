@@ -9,14 +9,16 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-DEV_GATE = {"recall_at_k": 0.95, "recall_at_1": 0.84, "fact_recall": 0.90, "refusal_accuracy": 0.6}
-REALISTIC_GATE = {"recall_at_k": 0.89, "fact_recall": 0.74, "pass_rate": 0.67}
+DEV_GATE = {"recall_at_k": 0.95, "recall_at_1": 0.80, "fact_recall": 0.90, "refusal_accuracy": 0.6}
+REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.77, "pass_rate": 0.72}
 KIND_GATE = {  # kind -> {metric: floor}
-    "everyday": {"pass_rate": 0.60},
+    "everyday": {"pass_rate": 0.62},
     "list": {"pass_rate": 0.7},
-    "penalty": {"pass_rate": 0.66},
+    "penalty": {"pass_rate": 0.83},
     "number": {"pass_rate": 0.83},
+    "article_lookup": {"pass_rate": 0.87},
     "unanswerable_off_topic": {"refusal_accuracy": 1.0},
+    "clutter": {"refusal_accuracy": 1.0},
     "unanswerable_on_topic": {"refusal_accuracy": 0.28},
 }
 
@@ -43,6 +45,7 @@ def test_quality_gate_cross_validated(corpus_assistant, artifacts):
         for key, floor in gate.items():
             assert summary[key] >= floor, (key, summary[key], floor, failed)
     assert dev["false_refusal_rate"] <= 0.05 and real["false_refusal_rate"] <= 0.05, failed
+    assert dev["answers_with_unverified"] == 0 and real["answers_with_unverified"] == 0  # quotes are never flagged
     assert report["summary"]["citation_validity"] == 1.0
 
 
