@@ -85,13 +85,17 @@ def cmd_chunks(args: argparse.Namespace) -> int:
     if index.document(args.doc_id) is None:
         print(f"error: no document with id {args.doc_id!r} (see `python app.py docs`)", file=sys.stderr)
         return 2
+    from ingest.chunk import references
+
     rows = [{"chunk_id": cid, "text": c.text, "section": c.section_path, "article": c.article,
-             "char_start": c.char_start, "char_end": c.char_end} for cid, c in index.all_chunks(args.doc_id)]
+             "char_start": c.char_start, "char_end": c.char_end, "refers_to": references(c.text, c.article)}
+            for cid, c in index.all_chunks(args.doc_id)]
     if args.json:
         _emit(rows)
     else:
         for r in rows:
-            print(f"[{r['chunk_id']}] {r['char_start']}-{r['char_end']} {r['section']} {r['article']}\n  {r['text'][:120]}")
+            refs = f" -> {', '.join(r['refers_to'])}" if r["refers_to"] else ""
+            print(f"[{r['chunk_id']}] {r['char_start']}-{r['char_end']} {r['section']} {r['article']}{refs}\n  {r['text'][:120]}")
     return 0
 
 

@@ -5,7 +5,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
-from ingest.chunk import LEAD_IN, list_items, sentences
+from ingest.chunk import LEAD_IN, list_items, references, sentences
 from ingest.clean import normalise
 from ingest.lexical import bigrams
 from ingest.schema import Document
@@ -101,7 +101,7 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
         score += 0.25  # an amount / date / department question is answered by the sentence stating one
     elif wants_number and FIGURE.search(sentence):
         score += 0.25  # a number question is answered by the sentence holding the number
-    if any(f"违反{a}" in sentence or f"违反本条例{a}" in sentence for a in refers_to):
+    if refers_to and set(refers_to) & set(references(sentence)):
         score += 0.3  # the penalty clause of the article that states the duty asked about
     if wants_list and (sentence.count("、") + sentence.count("，") >= 3 or LEAD_IN.search(sentence)):
         score += 0.25  # "which ones" is answered by an enumeration, or by the lead-in of one
@@ -205,6 +205,17 @@ class ExtractiveAnswerer:
             if any(item[2] < c[3] and c[2] < item[3] for c in chosen):  # same span via an overlapping chunk
                 continue
             chosen.append(item)
+        if refers_to:
+            # A duty chosen for a question about consequences brings the clause that punishes its breach.
+            by_n = {p.n: p for p in passages}
+            duties = {(by_n[c[1]].doc_id, by_n[c[1]].article) for c in chosen if by_n[c[1]].article}
+            for item in scored:
+                p = by_n[item[1]]
+                if item in chosen or not any(d == p.doc_id and a in references(item[4], p.article) for d, a in duties):
+                    continue
+                if not any(item[2] < c[3] and c[2] < item[3] for c in chosen):
+                    chosen.append(item)
+                break
         # Best sentence first; further sentences of the same passage keep their reading order after it.
         best_by_n: dict[int, float] = {}
         for c in chosen:

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from ingest.chunk import references
 from ingest.schema import IndexEmpty
 
 from .service import Assistant, build_assistant
@@ -205,7 +206,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         if doc is None:
             raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
         chunks = [{"chunk_id": cid, "section": c.section_path, "article": c.article, "char_start": c.char_start,
-                   "char_end": c.char_end} for cid, c in get_assistant().index.all_chunks(doc_id)]
+                   "char_end": c.char_end, "refers_to": references(c.text, c.article)}
+                  for cid, c in get_assistant().index.all_chunks(doc_id)]
         return doc.meta() | {"text": doc.text, "chunks": chunks}
 
     @app.post("/api/documents", dependencies=[Depends(admin)])

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # absent from the top passages, and whether the question is not in Chinese (a cross-lingual cosine runs lower,
 # so the model needs to know). The other signals below are reported only.
 FEATURES = ("sentence_best", "sentence_margin", "coverage", "lexical_per_term", "type_missing", "non_chinese")
+SIGN = {"sentence_best": 1, "sentence_margin": 1, "coverage": 1, "lexical_per_term": 1, "type_missing": -1,
+        "dense_best": 1, "dense_margin": 1}  # the direction each signal may push answerability
 SIGNALS = FEATURES + ("dense_best", "dense_margin", "han", "type_missing_close")
 # Signals that only mean something for a question written in Chinese: for a question in another language
 # (under half its letters Chinese) they are missing, and the model uses their typical value instead.
@@ -203,7 +205,20 @@ def fit_answerability(cal: Calibration, samples: Sequence[Sample], false_refusal
     X = np.where(np.isnan(X), np.array(cal.fill), X)
     mean, scale = X.mean(0), X.std(0)
     scale[scale < 1e-6] = 1.0
-    coef, intercept = fit_logistic((X - mean) / scale, y)
+    Z = (X - mean) / scale
+    # Monotone by design: a closer sentence, more shared words never make a question less answerable, and a
+    # missing kind of fact never makes it more. A signal whose fitted sign says otherwise (collinearity on a
+    # couple of hundred questions) is dropped and the rest refitted, so the model cannot extrapolate backwards.
+    signs = np.array([SIGN.get(name, 0) for name in cal.features])
+    active = np.ones(len(cal.features), bool)
+    while True:
+        coef_a, intercept = fit_logistic(Z[:, active], y)
+        coef = np.zeros(len(cal.features))
+        coef[active] = coef_a
+        wrong = active & (signs * coef < 0)
+        if not wrong.any():
+            break
+        active &= ~wrong
     cal.mean, cal.scale, cal.coef, cal.intercept = mean.tolist(), scale.tolist(), coef.tolist(), intercept
     probs = np.array([cal.probability(s.features) for s in samples])
     best = (float("inf"), 0.5)

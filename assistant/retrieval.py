@@ -14,6 +14,7 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from ingest.chunk import references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
@@ -243,6 +244,16 @@ class HybridRetriever:
                 mark = 1.0 if best > 0 and named[c.doc_id] == best else 0.3 * (named[c.doc_id] / best if best else 1.0)
                 cand = cands.setdefault(key, Candidate(c))
                 cand.article = max(cand.article, mark)
+        # A sentence in the overlap of two chunks is stored once, under the first: credit every candidate chunk
+        # that holds its span, so the second chunk is not scored as if it had no close sentence.
+        by_doc: dict[str, list] = {}
+        for h in sentence_hits:
+            by_doc.setdefault(h.sentence.doc_id, []).append(h)
+        for key, cand in cands.items():
+            c = cand.chunk
+            for h in by_doc.get(c.doc_id, ()):
+                if c.char_start <= h.sentence.char_start and h.sentence.char_end <= c.char_end:
+                    best_sentence[key] = max(best_sentence.get(key, -1.0), h.score)
         self._score(pool, list(cands), lex, exp, best_sentence)
         if PENALTY_CUE.search(query):
             added = self._add_referrers(pool)
@@ -280,16 +291,12 @@ class HybridRetriever:
             if not art:
                 continue
             for c in self.index.chunks_mentioning(cand.chunk.doc_id, art):
-                if c.article == art:
-                    continue
-                for ref in (f"违反本条例{art}", f"违反{art}", f"本条例{art}", f"依照{art}"):
-                    if ref in c.text:
-                        key = chunk_key(c.doc_id, c.ordinal)
-                        if key not in pool.candidates:
-                            pool.candidates[key] = Candidate(c)
-                            added.append(key)
-                        pool.candidates[key].article = max(pool.candidates[key].article, 0.75)
-                        break
+                if art in references(c.text, c.article):
+                    key = chunk_key(c.doc_id, c.ordinal)
+                    if key not in pool.candidates:
+                        pool.candidates[key] = Candidate(c)
+                        added.append(key)
+                    pool.candidates[key].article = max(pool.candidates[key].article, 0.75)
         pool.invalidate()
         return added
 

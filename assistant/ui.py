@@ -48,6 +48,7 @@ def render_answer(a: Answer) -> str:
     if a.refused:
         return f'<div class="refused">{text}</div>'
     text = re.sub(r"\[(\d{1,2})\]", r'<a href="#cite-\1" class="cite-link">[\1]</a>', text)
+    text = text.replace("\n", "<br>")  # a list's items, one per line
     if a.unverified:
         text += '<div class="unverified">⚠ 以下内容未能在引用段落中核实：' + "；".join(html.escape(u) for u in a.unverified) + "</div>"
     return text
