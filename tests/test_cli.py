@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,8 @@ def test_ask_json_and_stdin(corpus_settings):
     lines = [json.loads(x) for x in many.stdout.splitlines()]
     assert [x["refused"] for x in lines] == [False, True]
     text = _run("ask", "新建公厕多少座？", "--index", idx)
-    assert "[1] 《2023年度在全市百城建设提质暨文明城市创建工作推进会上讲话》" in text.stdout
+    assert re.search(r"\[\d\] 《2023年度在全市百城建设提质暨文明城市创建工作推进会上讲话》", text.stdout)
+    assert "“新建公厕210座" in text.stdout  # the cited quote, printed under its source
 
 
 def test_empty_index_exit_code(tmp_path):

@@ -78,7 +78,8 @@ def test_eval_cli_json_and_reports(corpus_settings, tmp_path):
     assert set(data["summary"]) >= {"n", "recall_at_1", "recall_at_k", "mrr", "fact_recall", "refusal_accuracy",
                                     "false_refusal_rate", "citation_validity", "citation_precision",
                                     "latency_ms_p50", "latency_ms_p95"}
-    assert data["summary"]["n"] == 2 and data["summary"]["recall_at_1"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0
+    assert data["summary"]["n"] == 2 and data["summary"]["recall_at_k"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0
+    assert "by_kind" in data and "by_source" in data and data["summary"]["answers_with_unverified"] == 0
     assert "line 2" in out.stderr
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Evaluation report" in html and "line 2" in html
