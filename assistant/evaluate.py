@@ -51,6 +51,8 @@ class Result:
     answer: str
     cited: list[str] = field(default_factory=list)
     unverified: int = 0  # claims of the answer the citation check could not bear out
+    claims: int = 0  # claims the citation check examined
+    ends_at_lead_in: bool = False  # the answer stops at "…以下几个方面：" without the items
     passed: bool = False
     why: str = ""
 
@@ -177,7 +179,8 @@ def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_m
         facts = sum(1 for f in q.facts if norm(f) in text) / len(q.facts)
     correct = ans.refused != q.answerable
     r = Result(q.id, " → ".join(q.turns), q.answerable, q.kind or "-", q.source, rank, ans.refused, correct, facts, len(ans.citations), valid,
-               relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations], len(ans.unverified))
+               relevant, round(latency_ms, 1), ans.answer, [c.label() for c in ans.citations], len(ans.unverified),
+               ans.claims, not ans.refused and bool(re.search(r"[:：]\s*(\[\d+\]\s*)*$", ans.answer)))
     why = []
     if not correct:
         why.append("refused an answerable question" if ans.refused else "answered instead of refusing")
@@ -211,6 +214,9 @@ def summarise(results: list[Result], k: int) -> dict:
         "passed": sum(1 for r in results if r.passed),
         "pass_rate": round(sum(1 for r in results if r.passed) / len(results), 3) if results else None,
         "answers_with_unverified": sum(1 for r in results if r.unverified and not r.refused),
+        # claims borne out by their citation (figures, organisations, words) - unlike citation validity, this can fail
+        "claim_support": round(1 - sum(r.unverified for r in results) / max(1, sum(r.claims for r in results)), 3),
+        "answers_ending_at_lead_in": sum(1 for r in results if r.ends_at_lead_in),
         "refused": round(sum(1 for r in results if r.refused) / len(results), 3) if results else None,
     }
 
@@ -236,7 +242,8 @@ def kind_markdown(report: dict) -> list[str]:
 SUMMARY_LABELS = [("n", "questions"), ("recall_at_1", "Recall@1"), ("recall_at_k", "Recall@k"), ("mrr", "MRR"),
                   ("fact_recall", "fact recall"), ("refusal_accuracy", "refusal accuracy (unanswerable refused)"),
                   ("false_refusal_rate", "false refusal rate (answerable refused)"),
-                  ("citation_validity", "citation validity"), ("citation_precision", "citation precision"),
+                  ("citation_validity", "quote validity (quotes are cut from the stored text)"),
+                  ("claim_support", "claim support"), ("answers_ending_at_lead_in", "answers ending at a lead-in"), ("citation_precision", "citation precision"),
                   ("latency_ms_p50", "latency p50 (ms)"), ("latency_ms_p95", "latency p95 (ms)"), ("passed", "passed")]
 
 

@@ -46,6 +46,7 @@ def test_quality_gate_cross_validated(corpus_assistant, artifacts):
             assert summary[key] >= floor, (key, summary[key], floor, failed)
     assert dev["false_refusal_rate"] <= 0.05 and real["false_refusal_rate"] <= 0.05, failed
     assert dev["answers_with_unverified"] == 0 and real["answers_with_unverified"] == 0  # quotes are never flagged
+    assert dev["answers_ending_at_lead_in"] == 0 and real["answers_ending_at_lead_in"] == 0  # lists come whole
     assert report["summary"]["citation_validity"] == 1.0
 
 
