@@ -20,6 +20,9 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
+DOGS = ("title: 测试市养犬管理规定\n---\n测试市养犬管理规定\n第一章 总则\n第一条 为了规范养犬行为，制定本规定。\n"
+        "第二章 养犬行为\n第五条 携犬出户的，应当为犬只束犬链，由成年人牵引。\n第三章 法律责任\n"
+        "第二十条 违反本规定第五条，携犬出户未束犬链的，由城市管理部门处五十元以上二百元以下罚款。\n")
 XSS = "title: 恶意测试文件\n---\n恶意测试文件\n第一条 本条含有<script>window.__pwned=1</script>和<img src=x onerror=\"window.__pwned=2\">字样，用于测试。\n"
 
 
@@ -56,6 +59,7 @@ def app_url(tmp_path_factory, embedder):
 
     d = tmp_path_factory.mktemp("browser")
     write(d / "docs" / "xss.txt", XSS)
+    write(d / "docs" / "dogs.txt", DOGS)
     shutil.copy(SPEECH, d / "docs" / SPEECH.name)
     s = Settings(_env_file=None)
     s.store.index_dir = str(d / "index")
@@ -230,3 +234,39 @@ def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
         page.close()
     finally:
         srv.stop()
+
+
+def test_list_answer_shows_every_item_with_its_citation(page, app_url):
+    url, _ = app_url
+    page.goto(url + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    _ask(page, "讲话回顾两年多来取得的成效，主要体现在哪几个方面？")
+    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    bot = page.locator(".bot, [data-testid='bot']").last
+    text = bot.inner_text()
+    for item in ("一是完善了城市功能", "二是提升了城市品质", "三是促进了经济发展", "四是锤炼了干部队伍"):
+        assert item in text, text  # the answer does not stop at the lead-in's colon
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert any(ln.startswith("二是") for ln in lines), lines  # one item per line
+    last = bot.locator("a.cite-link").last
+    n = last.inner_text().strip("[]")
+    last.click()
+    card = page.locator(f"#cite-{n}")
+    assert "active" in card.get_attribute("class") and "四是锤炼了干部队伍" in card.locator("mark").inner_text()
+
+
+def test_penalty_answer_cites_the_duty_and_the_fine(page, app_url):
+    url, _ = app_url
+    page.goto(url + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    _ask(page, "遛狗不牵绳罚多少？")
+    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    text = page.locator(".bot, [data-testid='bot']").last.inner_text()
+    assert "束犬链" in text and "五十元以上二百元以下罚款" in text, text
+    marks = []
+    for link in page.locator(".bot a.cite-link, [data-testid='bot'] a.cite-link").all():
+        link.click()
+        card = page.locator(f"#cite-{link.inner_text().strip('[]')}")
+        assert "active" in card.get_attribute("class")
+        marks.append(card.locator("mark").inner_text())
+    assert any("第五条" in m for m in marks) and any("罚款" in m for m in marks), marks

@@ -9,7 +9,7 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-DEV_GATE = {"recall_at_k": 0.95, "recall_at_1": 0.80, "fact_recall": 0.90, "refusal_accuracy": 0.6}
+DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.88, "refusal_accuracy": 0.6}
 REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.77, "pass_rate": 0.72}
 KIND_GATE = {  # kind -> {metric: floor}
     "everyday": {"pass_rate": 0.62},
