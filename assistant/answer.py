@@ -10,6 +10,7 @@ from ingest.clean import normalise
 from ingest.lexical import bigrams
 from ingest.schema import Document
 
+from .injection import addressed_to_the_system
 from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, asked_types, expansions, holds_type, to_simplified
 from .retrieval import ARTICLE_REF, Passage, query_terms
 
@@ -17,8 +18,6 @@ MARK = re.compile(r"\[(\d{1,2})\]")
 FIGURE = re.compile(r"\d+(?:\.\d+)?")
 # A figure as a claim states it: the number with its unit, so "5万" is not borne out by "1.5万" or "95".
 CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
-# Sentences that address a reader as instructions are not policy content; an extractive answer never quotes them.
-INJECTION = re.compile(r"忽略(以上|之前|上述|前面)|无视(以上|之前)|(ignore|disregard) (all |the )?(previous|above)|你现在是|system prompt|系统提示", re.I)
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
 
@@ -183,7 +182,7 @@ class ExtractiveAnswerer:
             label = p.section[-1].rstrip("…") if p.section else ""
             for s, e in _units(p.text):
                 sent = p.text[s:e].strip()
-                if len(sent) < 6 or INJECTION.search(sent):
+                if len(sent) < 6 or addressed_to_the_system(sent):
                     continue
                 lead = len(p.text[s:e]) - len(p.text[s:e].lstrip())
                 start = p.char_start + s + lead
