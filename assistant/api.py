@@ -48,6 +48,13 @@ class ChatRequest(BaseModel):
     stream: bool = False
 
 
+def public_meta(doc) -> dict:
+    """A document's metadata as clients see it: its file name, never the server's absolute path."""
+    meta = doc.meta()
+    meta["file"] = Path(meta.pop("path", "")).name
+    return meta
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
@@ -198,7 +205,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     @app.get("/api/documents", dependencies=[Depends(bearer)])
     def api_documents():
-        return {"documents": [d.meta() for d in sorted(get_assistant().index.documents().values(), key=lambda d: d.doc_id)]}
+        return {"documents": [public_meta(d) for d in sorted(get_assistant().documents().values(), key=lambda d: d.doc_id)]}
 
     @app.get("/api/documents/{doc_id}", dependencies=[Depends(bearer)])
     def api_document(doc_id: str):
@@ -208,7 +215,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         chunks = [{"chunk_id": cid, "section": c.section_path, "article": c.article, "char_start": c.char_start,
                    "char_end": c.char_end, "refers_to": references(c.text, c.article)}
                   for cid, c in get_assistant().index.all_chunks(doc_id)]
-        return doc.meta() | {"text": doc.text, "chunks": chunks}
+        return public_meta(doc) | {"text": doc.text, "chunks": chunks}
 
     @app.post("/api/documents", dependencies=[Depends(admin)])
     async def api_upload(files: list[UploadFile] = File(...), wait: bool = True):

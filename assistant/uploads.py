@@ -90,6 +90,8 @@ class UploadService:
                 job.done = i + len(rejected)
             report = self.pipeline().run(paths, on_progress=progress) if paths else IngestReport()
             report.documents = rejected + report.documents
+            for d in report.documents:  # clients see the name they sent, not where the server keeps it
+                d.path = Path(d.path).name
             job.report, job.status, job.done = report, "done", job.total
         except Exception as e:  # the job reports it; the worker and the server go on
             log.exception("ingest job %s failed", job.id)

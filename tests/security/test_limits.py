@@ -126,3 +126,11 @@ def test_reader_links_signed_by_the_ui_open_without_a_key(live):
     token = re.search(r"/doc/parking\?s=\d+&(?:amp;)?e=\d+&(?:amp;)?t=([0-9a-f]+)", link).group(1)
     ok = httpx.get(f"{server.url}/doc/parking?t={token}", timeout=10)
     assert ok.status_code == 200 and "1200" in ok.text
+
+
+def test_no_server_path_is_exposed(open_server, small_settings):
+    index_dir = str(small_settings.store.index_dir)
+    docs = httpx.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
+    one = httpx.get(f"{open_server.url}/api/documents/parking", timeout=10).json()
+    text = str(docs) + str({k: v for k, v in one.items() if k != "text"})
+    assert "/" not in "".join(d["file"] for d in docs) and index_dir not in text and "/tmp" not in text
