@@ -142,6 +142,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=argparse.SUPPRESS)
     s.add_argument("--index", default=argparse.SUPPRESS)
     s.add_argument("--ui-public", dest="ui_public", action="store_true", default=argparse.SUPPRESS)
+    s.add_argument("--root-path", dest="root_path", default=argparse.SUPPRESS)
     s = sub.add_parser("ingest", parents=[common], help="index documents (files or folders)")
     s.add_argument("paths", nargs="+")
     s.add_argument("--prune", action="store_true", help="remove indexed documents whose files are gone")

@@ -10,7 +10,7 @@ import os
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-from ask import p50_p95  # noqa: E402
+from bench.ask import p50_p95  # noqa: E402
 from bench.common import ROOT, corpus_settings, serve  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
