@@ -127,7 +127,8 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
                 note = f"问题过长（{len(question)} 字），请控制在 {limit} 字以内。"
                 shown = shown + [{"role": "user", "content": html.escape(question[:200]) + "…"},
                                  {"role": "assistant", "content": f'<div class="refused">{note}</div>'}]
-                yield shown, hist, shown, gr.update(), gr.update(), ""
+                hist = hist + [{"role": "user", "content": question[:limit + 1]}, {"role": "assistant", "content": note}]
+                yield shown, hist, shown, gr.update(), gr.update(), ""  # both states keep one entry per turn
                 return
             pending = shown + [{"role": "user", "content": html.escape(question)}, {"role": "assistant", "content": ""}]
             try:
@@ -145,8 +146,10 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
                 sources_html = render_sources(ans, a.documents(), settings.server.root_path, doc_token)
                 yield pending, hist, pending, sources_html, ans.with_sources(), ""
             except IndexEmpty:
-                pending[-1] = {"role": "assistant", "content": "索引为空：请管理员先运行 `python app.py ingest docs/`。"}
-                yield pending, hist, shown, gr.update(), gr.update(), ""
+                note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"
+                pending[-1] = {"role": "assistant", "content": note}
+                hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": note}]
+                yield pending, hist, pending, gr.update(), gr.update(), ""
 
         def do_retry(hist, shown):
             hist, shown = _plain_turns(hist), _plain_turns(shown)
