@@ -25,7 +25,7 @@ from ingest.schema import IndexEmpty
 
 from .service import Assistant, build_assistant
 from .uploads import UploadService
-from .settings import Settings, check_protection
+from .settings import Settings, check_auth_setup
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     """The one application: API routes first, then the Gradio UI mounted at '/'."""
     # root_path (a reverse proxy's sub-path) is given to uvicorn in cli.serve; links below read it from the request.
     if with_ui:
-        check_protection(settings.server)
+        check_auth_setup(settings.server)
     app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents")
     srv = settings.server
     state: dict[str, Assistant] = {}

@@ -18,7 +18,7 @@ from ingest.chunk import references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
-from ingest.store import ChromaIndex, Hit, chunk_key
+from ingest.store import ChromaIndex, chunk_key
 
 from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
 

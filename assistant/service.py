@@ -12,7 +12,7 @@ from ingest.store import ChromaIndex
 from . import calibration as calib
 from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
-from .retrieval import CrossEncoderReranker, HybridRetriever, Passage, Pool
+from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,12 @@ class Assistant:
         return self.index.document(doc_id)
 
     def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
-                 issuer: str | None = None) -> tuple[Pool, list[Passage], float]:
-        """Passages for a standalone question and the probability that they answer it."""
+                 issuer: str | None = None) -> tuple[list[Passage], dict[str, float], float]:
+        """Passages for a standalone question, its answerability signals and the probability they answer it."""
         pool = self.retriever.gather(question, doc_ids, issuer)
         passages = self.retriever.passages(pool, k)
-        return pool, passages, self.calibration.probability(calib.features(pool.query, pool, passages))
+        signals = calib.features(pool.query, pool, passages)
+        return passages, signals, self.calibration.probability(signals)
 
     def standalone(self, question: str, history: Sequence) -> str:
         if not history:
@@ -121,18 +122,17 @@ class Assistant:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
         standalone = self.standalone(question, history)
-        pool, passages, prob = self.retrieve(standalone, k, doc_ids, issuer)
+        passages, signals, prob = self.retrieve(standalone, k, doc_ids, issuer)
         if history and standalone == question and prob < self.threshold and _user_turns(history):
             # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
             joined = join_subject(question, history)
             alt = self.retrieve(joined, k, doc_ids, issuer)
             if alt[2] > prob:
-                standalone, (pool, passages, prob) = joined, alt
+                standalone, (passages, signals, prob) = joined, alt
         t1 = time.perf_counter()
         if prob < self.threshold:
-            f = calib.features(pool.query, pool, passages)
             text = self.refusal
-            if f["type_missing"] and passages and prob >= self.threshold / 2:
+            if signals["type_missing"] and passages and prob >= self.threshold / 2:
                 text = f"{self.refusal}{NOT_STATED}"
             answer = Answer(question, text, True, passages=passages, mode=self.answerer.mode)
             yield Event("token", text)

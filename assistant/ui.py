@@ -17,9 +17,8 @@ from .settings import Settings
 from .uploads import UploadService
 
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
-EXAMPLES = ["“五项治理”包括哪些？", "中心城区和县城建成区新建改造道路多少公里？",
-            "《洛阳市城市市容和环境卫生管理条例》第十一条怎么确定责任区的责任人？", "“无废城市”建设试点的目标是什么？",
-            "业主委员会每届任期不超过几年？", "在禁烟场所吸烟的怎么处罚？", "历史文化名城保护对象包括哪些？"]
+EXAMPLES = ["五项治理指哪五项？", "这两年修了多少公里路？", "市容环卫责任区由谁负责？", "无废城市试点要达到什么目标？",
+            "业委会任期几年？", "禁烟场所吸烟怎样处罚？", "名城保护的对象有哪些？"]
 CSS = """
 .refused {color:#777;font-style:italic;border-left:4px solid #aaa;padding-left:8px}
 .cite {border-left:4px solid #b71c1c;padding:6px 10px;margin:8px 0;background:#fafafa}

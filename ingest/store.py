@@ -27,6 +27,13 @@ _BATCH = 500  # chroma caps the batch size of one call; stay well below it
 _PAGE = 5000  # chroma 1.5.9 fails a get() returning more than 32,766 rows: every full read is paged
 
 
+def _upsert(collection, ids: list[str], vectors, texts: list[str], metas: list[dict]) -> None:
+    """Write rows in batches chroma accepts."""
+    for i in range(0, len(ids), _BATCH):
+        part = slice(i, i + _BATCH)
+        collection.upsert(ids=ids[part], embeddings=vectors[part].tolist(), documents=texts[part], metadatas=metas[part])
+
+
 @dataclass
 class SentenceHit:
     """A sentence found by the sentence-level dense search, with its cosine similarity."""
@@ -145,18 +152,10 @@ class ChromaIndex:
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
                      sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None:
         """Index a new version of a document (see the module docstring for the commit order)."""
-        ids = [c.chunk_id(doc.version) for c in chunks]
-        for i in range(0, len(ids), _BATCH):
-            part = slice(i, i + _BATCH)
-            self.chunks.upsert(ids=ids[part], embeddings=vectors[part].tolist(),
-                               documents=[c.text for c in chunks[part]],
-                               metadatas=[self._chunk_meta(c, doc.version) for c in chunks[part]])
-        sids = [x.sentence_id(doc.version) for x in sentences]
-        for i in range(0, len(sids), _BATCH):
-            part = slice(i, i + _BATCH)
-            self.sentences.upsert(ids=sids[part], embeddings=sentence_vectors[part].tolist(),
-                                  documents=[x.text for x in sentences[part]],
-                                  metadatas=[self._sentence_meta(x, doc.version) for x in sentences[part]])
+        _upsert(self.chunks, [c.chunk_id(doc.version) for c in chunks], vectors, [c.text for c in chunks],
+                [self._chunk_meta(c, doc.version) for c in chunks])
+        _upsert(self.sentences, [x.sentence_id(doc.version) for x in sentences], sentence_vectors,
+                [x.text for x in sentences], [self._sentence_meta(x, doc.version) for x in sentences])
         meta = {k: v for k, v in doc.meta().items() if v is not None}
         meta["chunks"] = len(chunks)
         self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
@@ -197,6 +196,11 @@ class ChromaIndex:
                 "char_start": x.char_start, "char_end": x.char_end, "article": x.article, "heading": x.heading}
 
     @staticmethod
+    def _sentence(text: str, m: dict) -> Sentence:
+        return Sentence(m["doc_id"], m["chunk"], m["ordinal"], text, m["char_start"], m["char_end"],
+                        m.get("article", ""), m.get("heading", ""))
+
+    @staticmethod
     def _chunk(text: str, m: dict) -> Chunk:
         return Chunk(m["doc_id"], m["ordinal"], text, m["char_start"], m["char_end"], m.get("title", ""),
                      json.loads(m.get("section") or "[]"), m.get("article", ""))
@@ -234,8 +238,7 @@ class ChromaIndex:
         where = {"$and": [{"doc_id": doc_id}, {"version": d.version}, {"char_start": {"$gte": start}},
                           {"char_end": {"$lte": end}}]}
         got = self.sentences.get(where=where, include=["documents", "metadatas", "embeddings"])
-        return [(Sentence(m["doc_id"], m["chunk"], m["ordinal"], t, m["char_start"], m["char_end"],
-                          m.get("article", ""), m.get("heading", "")), np.asarray(v, dtype=np.float32))
+        return [(self._sentence(t, m), np.asarray(v, dtype=np.float32))
                 for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])]
 
     def dense_sentences(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[SentenceHit]:
@@ -244,8 +247,7 @@ class ChromaIndex:
             return []
         got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=where,
                                    include=["documents", "metadatas", "distances"])
-        return [SentenceHit(Sentence(m["doc_id"], m["chunk"], m["ordinal"], t, m["char_start"], m["char_end"],
-                                     m.get("article", ""), m.get("heading", "")), 1.0 - d)
+        return [SentenceHit(self._sentence(t, m), 1.0 - d)
                 for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
 
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
-import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import uvicorn
 
 from tests.conftest import SPEECH, write
+from tests.live import LiveServer, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -24,29 +22,6 @@ DOGS = ("title: 测试市养犬管理规定\n---\n测试市养犬管理规定\n�
         "第二章 养犬行为\n第五条 携犬出户的，应当为犬只束犬链，由成年人牵引。\n第三章 法律责任\n"
         "第二十条 违反本规定第五条，携犬出户未束犬链的，由城市管理部门处五十元以上二百元以下罚款。\n")
 XSS = "title: 恶意测试文件\n---\n恶意测试文件\n第一条 本条含有<script>window.__pwned=1</script>和<img src=x onerror=\"window.__pwned=2\">字样，用于测试。\n"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("uvicorn did not start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +39,9 @@ def app_url(tmp_path_factory, embedder):
     s = Settings(_env_file=None)
     s.store.index_dir = str(d / "index")
     build_pipeline(s, embedder=embedder).run([d / "docs"])
-    host_port, app_port = _port(), _port()
+    host_port, app_port = free_port(), free_port()
     s.server.frame_ancestors = [f"http://127.0.0.1:{host_port}"]
-    srv = Server(create_app(s), app_port)
+    srv = LiveServer(create_app(s), app_port)
     url = f"http://127.0.0.1:{app_port}"
     (d / "host").mkdir()
     (d / "host" / "index.html").write_text(
@@ -121,12 +96,14 @@ def test_ask_stream_click_citation_and_follow_up(page, app_url, artifacts):
     page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
     page.evaluate(WATCH)
     box = page.get_by_placeholder("请输入问题，按回车提问")
+    from assistant.ui import EXAMPLES
+
     for _ in range(20):  # the examples are re-fitted to the index on page load; click once that has settled
-        page.get_by_text("“五项治理”包括哪些？", exact=True).first.click()  # an example question fills the box
+        page.get_by_text(EXAMPLES[0], exact=True).first.click()  # an example question fills the box
         page.wait_for_timeout(250)
         if box.input_value():
             break
-    assert box.input_value() == "“五项治理”包括哪些？"
+    assert box.input_value() == EXAMPLES[0]
     box.press("Enter")
     page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
     states = page.evaluate("window.__states")
@@ -216,13 +193,13 @@ def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
     s = Settings(_env_file=None)
     s.store.index_dir = str(tmp_path / "index")
     s.server.admin_key = "adm-key"
-    srv = Server(create_app(s), _port())
+    srv = LiveServer(create_app(s))
     try:
         good = write(tmp_path / "up" / "办法.txt", "title: 上传测试办法\n---\n第一条 本办法规定停车位为777个。\n")
         bad = tmp_path / "up" / "empty.txt"
         bad.write_bytes(b"")
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{srv.server.config.port}/")
+        page.goto(srv.url + "/")
         page.get_by_role("tab", name="上传").click()
         page.get_by_label("管理员密钥").fill("adm-key")
         page.locator("input[type=file]").first.set_input_files([str(good), str(bad)])
@@ -236,12 +213,16 @@ def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
         srv.stop()
 
 
-def test_list_answer_shows_every_item_with_its_citation(page, app_url):
-    url, _ = app_url
-    page.goto(url + "/")
+def _answer(page, app_url, question: str) -> None:
+    """Open the chat, ask, and wait for the verified answer's first citation."""
+    page.goto(app_url[0] + "/")
     page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
-    _ask(page, "讲话回顾两年多来取得的成效，主要体现在哪几个方面？")
+    _ask(page, question)
     page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+
+
+def test_list_answer_shows_every_item_with_its_citation(page, app_url):
+    _answer(page, app_url, "讲话回顾两年多来取得的成效，主要体现在哪几个方面？")
     bot = page.locator(".bot, [data-testid='bot']").last
     text = bot.inner_text()
     for item in ("一是完善了城市功能", "二是提升了城市品质", "三是促进了经济发展", "四是锤炼了干部队伍"):
@@ -256,11 +237,7 @@ def test_list_answer_shows_every_item_with_its_citation(page, app_url):
 
 
 def test_penalty_answer_cites_the_duty_and_the_fine(page, app_url):
-    url, _ = app_url
-    page.goto(url + "/")
-    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
-    _ask(page, "遛狗不牵绳罚多少？")
-    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    _answer(page, app_url, "遛狗不牵绳罚多少？")
     text = page.locator(".bot, [data-testid='bot']").last.inner_text()
     assert "束犬链" in text and "五十元以上二百元以下罚款" in text, text
     marks = []
