@@ -24,43 +24,42 @@ from .retrieval import Passage, Pool, Weights
 log = logging.getLogger(__name__)
 # The model's inputs. Six, for ~200 fitting questions: the closest sentence's cosine and its margin over the
 # question's background, IDF-weighted coverage, BM25 per query term, whether the asked-for kind of fact is
-# absent from the top passages, and whether the question is not in Chinese (a cross-lingual cosine runs lower,
-# so the model needs to know). The other signals below are reported only.
+# absent from what the answer would cite, and whether the question is not in Chinese (a cross-lingual cosine
+# runs lower, so the model needs to know). The other signals below are reported only.
 FEATURES = ("sentence_best", "sentence_margin", "coverage", "lexical_per_term", "type_missing", "non_chinese")
 SIGN = {"sentence_best": 1, "sentence_margin": 1, "coverage": 1, "lexical_per_term": 1, "type_missing": -1,
-        "dense_best": 1, "dense_margin": 1}  # the direction each signal may push answerability
-SIGNALS = FEATURES + ("dense_best", "dense_margin", "han", "type_missing_close")
+        "type_missing_passages": -1, "dense_best": 1, "dense_margin": 1}  # the direction each signal may push
+SIGNALS = FEATURES + ("dense_best", "dense_margin", "han", "type_missing_passages")
 # Signals that only mean something for a question written in Chinese: for a question in another language
 # (under half its letters Chinese) they are missing, and the model uses their typical value instead.
 LEXICAL = ("coverage", "lexical_per_term")
 
 
-def features(question: str, pool: Pool, passages: Sequence[Passage]) -> dict[str, float]:
-    """The answerability signals of one retrieval."""
+def features(question: str, pool: Pool, passages: Sequence[Passage], cited: str) -> dict[str, float]:
+    """The answerability signals of one retrieval; `cited` is the text the extractive answer would quote."""
+    han = han_share(question)
     if not passages:
-        return {name: 0.0 for name in SIGNALS} | {"han": han_share(question), "non_chinese": float(han_share(question) < 0.5), "type_missing": 1.0,
-                                                   "type_missing_close": 1.0}
+        return {name: 0.0 for name in SIGNALS} | {"han": han, "non_chinese": float(han < 0.5), "type_missing": 1.0,
+                                                   "type_missing_passages": 1.0}
     s_best = max(p.sentence for p in passages)
     d_best = max(p.dense for p in passages)
     s_bg = statistics.median(pool.sentence_background) if pool.sentence_background else s_best
     d_bg = statistics.median(pool.dense_background) if pool.dense_background else d_best
     cov = max(p.coverage for p in passages[:3])
-    han = han_share(question)
-    # The closest sentences are what an answer would quote: does any state the kind of fact asked for?
-    closest = sorted(((sc, p.text[s - p.char_start:e - p.char_start]) for p in passages
-                      for s, e, sc in p.sentence_scores), key=lambda x: -x[0])[:3]
-    close = " ".join(t for _, t in closest) or passages[0].text
     top = " ".join(p.text for p in passages)  # everything an answer could cite
     wanted = asked_types(question)
     # BM25 of the best passage per query term: how much of the question's wording the documents share at all.
     lex = max(p.lexical for p in passages) / max(1, len(pool.terms))
     if han < 0.5:  # not a Chinese question: no Chinese bigrams to share
         cov = lex = float("nan")
+    # The kind of fact asked for (an amount, a year, a department…) must be in what the answer quotes: the
+    # passages are long and full of figures, so "some passage has an amount" says little; "the sentences
+    # chosen for this question state none" says the documents don't answer it.
     return {"sentence_best": s_best, "sentence_margin": s_best - s_bg, "dense_best": d_best,
             "lexical_per_term": lex,
             "dense_margin": d_best - d_bg, "coverage": cov,
-            "type_missing": float(any(not holds_type(t, top) for t in wanted)),
-            "type_missing_close": float(any(not holds_type(t, close) for t in wanted)),
+            "type_missing": float(any(not holds_type(t, cited) for t in wanted)),
+            "type_missing_passages": float(any(not holds_type(t, top) for t in wanted)),
             "han": han, "non_chinese": float(han < 0.5)}
 
 
@@ -251,13 +250,13 @@ def fit_semantic(samples: Sequence[Sample], fact_recall) -> float:
 def fit(embedder: str, samples: Sequence[Sample], score_features, fact_recall=None,
         fitted_on: dict | None = None) -> Calibration:
     """Weights first (retrieval), then the answer's semantic share, then the answerability model on features
-    computed with those weights. `score_features(sample, weights) -> dict` and
+    computed with those weights and that share. `score_features(sample, weights, share) -> dict` and
     `fact_recall(sample, weights, share) -> float` need the retriever, so the caller supplies them."""
     cal = Calibration(embedder, fit_weights(samples))
     if fact_recall is not None:
         cal.answer_semantic = fit_semantic(samples, lambda s, x: fact_recall(s, cal.weights, x))
     for s in samples:
-        s.features = score_features(s, cal.weights)
+        s.features = score_features(s, cal.weights, cal.answer_semantic)
     cal = fit_answerability(cal, samples)
     cal.fitted_on = fitted_on or {}
     return cal

@@ -37,35 +37,46 @@ def samples(assistant: Assistant, questions: Sequence[Question], docs: dict[str,
     return out
 
 
-def feature_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights], dict]:
-    """sample, weights -> its answerability features (memoised: folds share most of their training samples)."""
+class _Drafts:
+    """sample, weights, semantic share -> (passages, extractive answer text), memoised: folds share most of their
+    training samples, and features and fact recall read the same drafts (no embedding: pools are kept)."""
+
+    def __init__(self, assistant: Assistant) -> None:
+        self.assistant = assistant
+        self.passages: dict[tuple, list] = {}
+        self.texts: dict[tuple, tuple[list, str]] = {}
+
+    def __call__(self, s: calib.Sample, w: Weights, share: float) -> tuple[list, str]:
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
+        if key not in self.passages:
+            self.passages[key] = self.assistant.retriever.passages(s.pool, weights=w)
+        if key + (share,) not in self.texts:
+            passages = list(self.passages[key])
+            text = "".join(self.assistant.drafter(share).stream(s.question, passages))
+            self.texts[key + (share,)] = (self.passages[key], text)
+        return self.texts[key + (share,)]
+
+
+def feature_fn(assistant: Assistant, drafts: _Drafts | None = None) -> Callable[[calib.Sample, Weights, float], dict]:
+    """sample, weights, semantic share -> its answerability features."""
+    drafts = drafts or _Drafts(assistant)
     cache: dict[tuple, dict] = {}
 
-    def score(s: calib.Sample, w: Weights) -> dict:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
+    def score(s: calib.Sample, w: Weights, share: float) -> dict:
+        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion, share)
         if key not in cache:
-            passages = assistant.retriever.passages(s.pool, weights=w)
-            cache[key] = calib.features(s.pool.query, s.pool, passages)
+            passages, text = drafts(s, w, share)
+            cache[key] = calib.features(s.pool.query, s.pool, passages, text)
         return cache[key]
     return score
 
 
-def fact_recall_fn(assistant: Assistant) -> Callable[[calib.Sample, Weights, float], float]:
-    """sample, weights, semantic share -> fact recall of the extractive answer (no embedding: pools are kept)."""
-    from .answer import ExtractiveAnswerer
-
-    passages_cache: dict[tuple, list] = {}
-    max_sentences = getattr(assistant.answerer, "max_sentences", 3)
-
-    def document_text(doc_id: str) -> str | None:
-        return getattr(assistant.index.document(doc_id), "text", None)
+def fact_recall_fn(assistant: Assistant, drafts: _Drafts | None = None) -> Callable[[calib.Sample, Weights, float], float]:
+    """sample, weights, semantic share -> fact recall of the extractive answer."""
+    drafts = drafts or _Drafts(assistant)
 
     def recall(s: calib.Sample, w: Weights, share: float) -> float:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
-        if key not in passages_cache:
-            passages_cache[key] = assistant.retriever.passages(s.pool, weights=w)
-        answerer = ExtractiveAnswerer(max_sentences, semantic=share, document_text=document_text)
-        text = norm("".join(answerer.stream(s.question, list(passages_cache[key]))))
+        text = norm(drafts(s, w, share)[1])
         return sum(1 for f in s.facts if norm(f) in text) / len(s.facts)
     return recall
 
@@ -89,8 +100,9 @@ def fit_all(assistant: Assistant, questions: Sequence[Question], docs: dict[str,
             fitted_on: dict | None = None) -> calib.Calibration:
     """The calibration fitted on every question (what `calibrate` writes)."""
     ss = samples(assistant, questions, docs)
-    return calib.fit(assistant.retriever.embedder.name, ss, feature_fn(assistant), fact_recall_fn(assistant),
-                     fitted_on)
+    drafts = _Drafts(assistant)
+    return calib.fit(assistant.retriever.embedder.name, ss, feature_fn(assistant, drafts),
+                     fact_recall_fn(assistant, drafts), fitted_on)
 
 
 def cross_validate(assistant: Assistant, questions: Sequence[Question], docs: dict[str, Document], k: int = 5,
@@ -99,7 +111,8 @@ def cross_validate(assistant: Assistant, questions: Sequence[Question], docs: di
     'cv' (the folds' fitted parameters). The assistant's own calibration is restored afterwards."""
     ss = samples(assistant, questions, docs)
     fold_of = folds(questions, n_folds)
-    score, recall = feature_fn(assistant), fact_recall_fn(assistant)
+    drafts = _Drafts(assistant)
+    score, recall = feature_fn(assistant, drafts), fact_recall_fn(assistant, drafts)
     original = assistant.calibration
     results: list[Result] = []
     fitted = []

@@ -48,7 +48,10 @@ _NUM = r"[\d一二三四五六七八九十百千万两半]+(?:\.\d+)?"
 _UNITS = ("个工作日", "工作日", "个月", "小时", "分钟", "平方米", "公顷", "公里", "千米", "万元", "元", "钱", "天", "日",
           "月", "年", "周", "米", "亩", "吨", "倍", "层", "辆", "座", "条", "项", "名", "位", "人", "户", "家", "所", "处",
           "次", "届", "个")
-_ASKED_UNIT = re.compile(r"(?:多少|几)(" + "|".join(_UNITS) + ")")
+# (哪几个 / 哪几条 ask which ones, not how many: a list, not a count.)
+_ASKED_UNIT = re.compile(r"(?<!哪)(?:多少|几)(" + "|".join(_UNITS) + ")")
+# Units a text may state in another word: 天 is written 日 in regulations, money is stated in 元.
+_SAME_UNIT = {"钱": "元", "天": "天|日", "日": "天|日", "个": "个|项|座|条|处|家|名"}
 ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # money: a fine or a price is stated in 元 (or as a share of a cost: 百分之五以上…罚款)
     "amount": (re.compile(r"罚多少|罚款多少|多少钱|金额|罚几|收费标准|how much", re.I),
@@ -56,12 +59,18 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # a period: 多久 / 多长时间 / 期限 is stated as a number of days, months, years
     "period": (re.compile(r"多久|多长时间|期限|有效期|how long", re.I),
                re.compile(_NUM + r"(?:个)?(?:工作日|日|天|个月|月|年|周|小时)")),
-    # a point in time: 哪年 / 哪天 / 什么时候 / 何时
-    "date": (re.compile(r"哪一?年|哪一?天|什么时候|何时|几月|when", re.I),
+    # a year: 哪一年 / 哪年 is stated as a year (2025年, 年底 of a named year), not a day or "from promulgation"
+    "year": (re.compile(r"哪一?年|几几年|which year", re.I),
+             re.compile(r"\d{4}年|[〇零一二三四五六七八九]{4}年|今年|明年|去年|年内|年底")),
+    # a point in time: 哪天 / 什么时候 / 何时
+    "date": (re.compile(r"哪一?天|什么时候|何时|几月|when", re.I),
              re.compile(r"\d{4}年|" + _NUM + r"月|" + _NUM + r"日|之日|施行|年底|年前|以前")),
     # an organisation: 哪个部门 / 谁负责 / 由谁
-    "who": (re.compile(r"哪个部门|哪些部门|什么部门|哪个单位|谁负责|由谁|谁来|找谁|归谁|哪位|who", re.I),
+    "who": (re.compile(r"哪(?:个|些|几个)(?:部门|单位|机关)|什么部门|谁负责|由谁|谁来|找谁|归谁|who", re.I),
             re.compile(r"部门|政府|委员会|机关|单位|企业|机构|办公室|局|厅|部|人员|负责人|主任|书记|市长")),
+    # a person: 哪位 / 谁讲的 is stated by a name with a title or 同志 (同志们 addresses an audience, names no one)
+    "person": (re.compile(r"哪位|谁讲的|谁写的|谁作的|作者是谁|讲话人是谁"),
+               re.compile(r"书记|市长|省长|县长|区长|主任|部长|局长|厅长|总理|主席|同志(?!们)|先生|女士")),
 }
 
 
@@ -78,7 +87,7 @@ def holds_type(kind: str, text: str) -> bool:
     """Whether a text states a fact of this kind."""
     if kind.startswith("unit:"):
         unit = kind[5:]
-        units = "个|项|座|条|处|家|名" if unit == "个" else {"钱": "元"}.get(unit, unit.removeprefix("个"))
+        units = _SAME_UNIT.get(unit, unit.removeprefix("个"))
         return bool(re.search(_NUM + r"\s*(?:个|余|多)?(?:" + units + ")", text))
     return bool(ANSWER_TYPES[kind][1].search(text))
 

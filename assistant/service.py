@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import copy
 import re
 import time
 from dataclasses import dataclass
@@ -56,6 +57,18 @@ def join_subject(question: str, history: Sequence) -> str:
 
 
 @dataclass
+class Retrieval:
+    """What one standalone question retrieved: passages, the extractive draft (what an answer would quote, and
+    the passages it added for list items), the answerability signals and the probability they answer it."""
+
+    passages: list[Passage]
+    draft: list[str]
+    draft_passages: list[Passage]
+    signals: dict[str, float]
+    probability: float
+
+
+@dataclass
 class Event:
     """A streaming event: a token of the answer, then the verified Answer."""
 
@@ -68,8 +81,11 @@ class Assistant:
     """Questions in, cited answers out. Built once by build_assistant(settings)."""
 
     def __init__(self, retriever: HybridRetriever, answerer: Answerer, refusal: str,
-                 calibration: calib.Calibration, condenser=None) -> None:
+                 calibration: calib.Calibration, condenser=None, draft: ExtractiveAnswerer | None = None) -> None:
         self.retriever, self.answerer, self.refusal = retriever, answerer, refusal
+        # The extractive answer is drafted for every question: in extractive mode it is the answer; in every
+        # mode, whether it states the kind of fact asked for is an answerability signal.
+        self.draft = answerer if isinstance(answerer, ExtractiveAnswerer) else (draft or ExtractiveAnswerer())
         self.use(calibration)
         self.condenser = condenser  # a LangChain chain for follow-ups when an LLM is configured
 
@@ -77,8 +93,13 @@ class Assistant:
         """Take fitted weights, answer-selection share and refusal model (cross-validation swaps them per fold)."""
         self.calibration = calibration
         self.retriever.weights = calibration.weights
-        if isinstance(self.answerer, ExtractiveAnswerer):
-            self.answerer.semantic = calibration.answer_semantic
+        self.draft.semantic = calibration.answer_semantic
+
+    def drafter(self, share: float) -> ExtractiveAnswerer:
+        """The extractive answerer with another semantic share (fitting tries several)."""
+        out = copy.copy(self.draft)
+        out.semantic = share
+        return out
 
     @property
     def index(self) -> ChromaIndex:
@@ -98,12 +119,14 @@ class Assistant:
         return self.index.document(doc_id)
 
     def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
-                 issuer: str | None = None) -> tuple[list[Passage], dict[str, float], float]:
-        """Passages for a standalone question, its answerability signals and the probability they answer it."""
+                 issuer: str | None = None) -> Retrieval:
+        """Passages for a standalone question, its draft answer and how likely they answer it."""
         pool = self.retriever.gather(question, doc_ids, issuer)
         passages = self.retriever.passages(pool, k)
-        signals = calib.features(pool.query, pool, passages)
-        return passages, signals, self.calibration.probability(signals)
+        cited = list(passages)  # the draft appends the passages of list items it completes
+        draft = list(self.draft.stream(pool.query, cited))
+        signals = calib.features(pool.query, pool, passages, "".join(draft))
+        return Retrieval(passages, draft, cited, signals, self.calibration.probability(signals))
 
     def standalone(self, question: str, history: Sequence) -> str:
         if not history:
@@ -122,23 +145,29 @@ class Assistant:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
         standalone = self.standalone(question, history)
-        passages, signals, prob = self.retrieve(standalone, k, doc_ids, issuer)
-        if history and standalone == question and prob < self.threshold and _user_turns(history):
+        r = self.retrieve(standalone, k, doc_ids, issuer)
+        if history and standalone == question and r.probability < self.threshold and _user_turns(history):
             # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
             joined = join_subject(question, history)
             alt = self.retrieve(joined, k, doc_ids, issuer)
-            if alt[2] > prob:
-                standalone, (passages, signals, prob) = joined, alt
+            if alt.probability > r.probability:
+                standalone, r = joined, alt
+        prob = r.probability
         t1 = time.perf_counter()
         if prob < self.threshold:
             text = self.refusal
-            if signals["type_missing"] and passages and prob >= self.threshold / 2:
+            if r.signals["type_missing"] and r.passages and prob >= self.threshold / 2:
                 text = f"{self.refusal}{NOT_STATED}"
-            answer = Answer(question, text, True, passages=passages, mode=self.answerer.mode)
+            answer = Answer(question, text, True, passages=r.passages, mode=self.answerer.mode)
             yield Event("token", text)
         else:
             parts = []
-            for token in self.answerer.stream(standalone, passages):
+            passages = r.passages
+            if self.answerer is self.draft:  # the draft is the answer
+                tokens, passages = iter(r.draft), r.draft_passages
+            else:
+                tokens = self.answerer.stream(standalone, passages)
+            for token in tokens:
                 parts.append(token)
                 yield Event("token", token)
             answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
@@ -163,7 +192,7 @@ class Assistant:
         docs = self.index.documents()
         if not docs:
             return []
-        out = [q for q in candidates if self.retrieve(q)[2] >= self.threshold][:n]
+        out = [q for q in candidates if self.retrieve(q).probability >= self.threshold][:n]
         for d in sorted(docs.values(), key=lambda d: d.doc_id):
             if len(out) >= n:
                 break
@@ -203,14 +232,15 @@ def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedd
         c = settings.llm
         llm = make_chat_model(c.base_url, c.model, c.api_key, c.temperature, c.timeout)
     condenser = None
+    extractive = ExtractiveAnswerer(settings.answer.max_sentences,
+                                    document_text=lambda d: getattr(index.document(d), "text", None))
     match llm:
         case None:
-            answerer: Answerer = ExtractiveAnswerer(settings.answer.max_sentences,
-                                                    document_text=lambda d: getattr(index.document(d), "text", None))
+            answerer: Answerer = extractive
         case _:
             from langchain_core.output_parsers import StrOutputParser
             from langchain_core.prompts import ChatPromptTemplate
 
             answerer = LLMAnswerer(llm, settings.answer.refusal_text)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
-    return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser)
+    return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive)

@@ -12,11 +12,17 @@ FURNITURE = re.compile(
     r"|[【\[]?\s*(打印|关闭|打印本页|关闭窗口|收藏|纠错|返回顶部)\s*[】\]]?(\s*[【\[]?\s*(打印|关闭|打印本页|关闭窗口|收藏|纠错|返回顶部)\s*[】\]]?)*$"
     r"|[【\[(（]?\s*责任编辑\s*[:：]"
     r"|(字号|分享到|扫一扫|来源)\s*[:：]?\s*[【\[]?(大|中|小|微信|微博)"
-    r"|.*(版权所有|ICP备|Copyright|©)"
     r"|(上一篇|下一篇)\s*[:：]"
-    r"|\|"
+    # a navigation bar: three or more short links between bars ("首页 | 新闻 | 联系我们"); a Markdown table row
+    # starts with a bar and is kept
+    r"|[^|。；，]{1,12}(\s*\|\s*[^|。；，]{1,12}){2,}$"
+    # a Markdown table's alignment row (|---|:--:|) is markup
+    r"|\|?(\s*:?-{3,}:?\s*\|)+(\s*:?-{3,}:?\s*)?$"
     r")"
 )
+# A site footer: a short line with a copyright or ICP licence mark. A sentence or an article that mentions
+# 版权所有 (a copyright regulation) is body text, so only short lines that are not sentences count.
+FOOTER = re.compile(r"版权所有|ICP备|Copyright|©", re.I)
 # "下面是小编为大家整理的……供大家参考" and its variants: an editor's preface, not the document.
 PREFACE = re.compile(r"^(下面|以下)是.{0,12}(为大家|为您|给大家)(整理|收集|准备|精心).{0,200}(供大家|供您|希望|欢迎).{0,12}$")
 # From here on a scraped page lists other articles; nothing after it belongs to the document.
@@ -42,9 +48,13 @@ def normalise(text: str) -> str:
     return "".join(out)
 
 
+def _footer(line: str) -> bool:
+    return bool(FOOTER.search(line)) and len(line) <= 60 and not HEADING.match(line) and line[-1:] not in "。；;"
+
+
 def drop_furniture(lines: list[str]) -> list[str]:
-    """Remove navigation, counters, print/close links, editor credits and prefaces."""
-    return [ln for ln in lines if not (FURNITURE.match(ln) or PREFACE.match(ln))]
+    """Remove navigation, counters, print/close links, editor credits, footers and prefaces."""
+    return [ln for ln in lines if not (FURNITURE.match(ln) or PREFACE.match(ln) or _footer(ln))]
 
 
 def cut_tail(lines: list[str]) -> list[str]:
@@ -59,7 +69,8 @@ def cut_tail(lines: list[str]) -> list[str]:
 
 
 def _title_key(line: str) -> str:
-    return re.sub(r"[\d\s]", "", line)
+    """A title with its year and spaces removed: the same title of another year is a copy, "第2季度" is not."""
+    return re.sub(r"\d{4}|\s", "", line)
 
 
 def drop_repeated_title(lines: list[str], window: int = 8) -> list[str]:

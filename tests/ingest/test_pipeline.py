@@ -18,7 +18,7 @@ class CountingEmbedder:
     """The real embedder, counting what it embeds (to prove unchanged files embed nothing)."""
 
     def __init__(self, inner):
-        self.inner, self.name, self.passages = inner, inner.name, 0
+        self.inner, self.name, self.config, self.passages = inner, inner.name, inner.config, 0
 
     def embed_passages(self, texts):
         self.passages += len(texts)
@@ -88,6 +88,31 @@ def test_incremental_update_prune_and_duplicates(make_index, small_docs):
     assert [d.status for d in pruned.documents if d.status == "removed"] == ["removed"]
     assert list(index.documents()) == ["parking"]
     assert not index.lexical_search("宣传周", 3)
+
+
+def test_changing_the_embedders_configuration_re_embeds(tmp_path, small_docs):
+    """Same model name, another passage prefix or model file: the stored vectors are stale, so every document
+    is redone; the same configuration embeds nothing."""
+    index = ChromaIndex(tmp_path / "index")
+    first = CountingEmbedder(HashEmbedder())
+    Pipeline(index, first).run([small_docs])
+    same = CountingEmbedder(HashEmbedder())
+    assert {d.status for d in Pipeline(index, same).run([small_docs]).documents} == {"unchanged"}
+    other = CountingEmbedder(HashEmbedder())
+    other.config = f"{other.name}|passage: "
+    report = Pipeline(index, other).run([small_docs])
+    assert {d.status for d in report.documents} == {"updated"} and other.passages == first.passages
+
+
+def test_model_directory_digest_changes_with_its_files(tmp_path):
+    from ingest.embed import _model_files_digest
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"hidden_size": 384}')
+    before = _model_files_digest(str(tmp_path / "m"))
+    assert _model_files_digest(str(tmp_path / "m")) == before
+    (tmp_path / "m" / "config.json").write_text('{"hidden_size": 512}')
+    assert _model_files_digest(str(tmp_path / "m")) != before
 
 
 def test_a_second_node_sees_new_commits(tmp_path, embedder, small_docs):

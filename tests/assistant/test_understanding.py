@@ -1,0 +1,103 @@
+"""The parts of understanding a question that need no index: what kind of fact it asks for, whether a text
+states one, the answerability features and the fitted model (its sign constraints, its file)."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from assistant import calibration as calib
+from assistant.lexicon import asked_types, expansions, holds_type, to_simplified
+from assistant.retrieval import Passage, Pool
+
+
+@pytest.mark.parametrize("question, kinds", [
+    ("这项补贴一共多少钱？", ["amount", "unit:钱"]),
+    ("办完要几个工作日？", ["unit:个工作日"]),
+    ("哪几个部门参加？", ["who"]),  # which ones: not a count of 个
+    ("哪几条原则？", []),
+    ("公园是哪一年建成的？", ["year"]),
+    ("条例什么时候施行？", ["date"]),
+    ("报告是哪位同志作的？", ["person"]),
+    ("这件事由谁负责？", ["who"]),
+    ("为什么要这样做？", []),
+])
+def test_asked_types(question, kinds):
+    assert asked_types(question) == kinds
+
+
+@pytest.mark.parametrize("kind, text, holds", [
+    ("unit:天", "自收到通知之日起15日内提出", True),  # regulations write 天 as 日
+    ("unit:钱", "处二百元以上一千元以下罚款", True),  # money is stated in 元
+    ("unit:钱", "按照有关规定缴纳", False),
+    ("year", "到2025年底基本建成", True),
+    ("year", "自公布之日起施行", False),  # a date, but not a year
+    ("date", "自公布之日起施行", True),
+    ("person", "同志们：今天我们召开会议", False),  # an audience, not a speaker
+    ("person", "市长在会上指出", True),
+    ("unit:个工作日", "应当在十二个月内开工", False),
+])
+def test_holds_type(kind, text, holds):
+    assert holds_type(kind, text) is holds
+
+
+def test_everyday_words_expand_to_official_ones_and_traditional_is_simplified():
+    assert "罚款" in expansions("乱扔东西罚多少？")
+    assert to_simplified("違法建設怎麼處罰") == "违法建设怎么处罚"
+
+
+def _passage(text: str, sentence: float = 0.9) -> Passage:
+    return Passage(1, "d", "文件", [], "", text, 0, len(text), 1.0, dense=0.9, lexical=5.0, coverage=0.5,
+                   sentence=sentence)
+
+
+def _pool(query: str) -> Pool:
+    return Pool(query, np.zeros(4), ["罚款"], [], {}, [0.8, 0.82, 0.85], [0.8, 0.81])
+
+
+def test_the_asked_kind_of_fact_is_looked_for_in_what_the_answer_cites_not_in_every_passage():
+    passages = [_passage("第一条 养护由管理单位负责。"), _passage("第九条 违反规定的，处五十元罚款。")]
+    q = "养护费用收多少钱？"
+    cited_without_amount = calib.features(q, _pool(q), passages, "第一条 养护由管理单位负责。[1]")
+    cited_with_amount = calib.features(q, _pool(q), passages, "第九条 违反规定的，处五十元罚款。[2]")
+    assert cited_without_amount["type_missing"] == 1.0 and cited_without_amount["type_missing_passages"] == 0.0
+    assert cited_with_amount["type_missing"] == 0.0
+    english = calib.features("How much is the fee?", _pool("x"), passages, "处五十元罚款")
+    assert english["non_chinese"] == 1.0 and np.isnan(english["coverage"])  # no lexical gate on English
+
+
+def test_fitted_signs_are_the_natural_ones(caplog):
+    """A signal whose fitted sign contradicts its meaning (here: more coverage, less answerable) is dropped."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(200):
+        answerable = i % 4 != 0
+        f = {"sentence_best": 0.9 + (0.03 if answerable else 0.0) + rng.normal(0, 0.01),
+             "coverage": (0.2 if answerable else 0.6) + rng.normal(0, 0.05)}  # backwards on purpose
+        samples.append(calib.Sample("q", None, set(), answerable, features=f))
+    cal = calib.Calibration("e", features=["sentence_best", "coverage"], mean=[0, 0], scale=[1, 1], coef=[0, 0],
+                            fill=[0, 0])
+    cal = calib.fit_answerability(cal, samples)
+    coef = dict(zip(cal.features, cal.coef))
+    assert coef["sentence_best"] > 0 and coef["coverage"] == 0.0
+    probs = [cal.probability(s.features) for s in samples]
+    accuracy = np.mean([(p >= cal.threshold) == s.answerable for p, s in zip(probs, samples)])
+    assert accuracy > 0.9
+
+
+def test_calibration_file_round_trip_mismatch_warning_and_broken_file(tmp_path, caplog):
+    cal = calib.Calibration("embedder-a", fill=[0.0] * len(calib.FEATURES), threshold=0.4)
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    assert calib.load("embedder-a", path).threshold == 0.4
+    with caplog.at_level(logging.WARNING):
+        calib.load("embedder-b", path)
+    assert "embedder-a" in caplog.text and "miscalibrated" in caplog.text
+    broken = json.loads(path.read_text())
+    broken["coef"] = broken["coef"][:2]
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="calibrate"):
+        calib.load("embedder-a", path)
+    with caplog.at_level(logging.WARNING):
+        generic = calib.load("embedder-c", tmp_path / "missing.json")
+    assert generic.features == ["coverage"] and "generic gate" in caplog.text
