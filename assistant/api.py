@@ -19,13 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest.chunk import references
 from ingest.schema import IndexEmpty
 
 from .service import Assistant, build_assistant
 from .uploads import UploadService
-from .settings import Settings, check_auth_setup
+from .settings import Settings, check_auth_setup, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,14 @@ def public_meta(doc) -> dict:
     meta = doc.meta()
     meta["file"] = Path(meta.pop("path", "")).name
     return meta
+
+
+def _valid_text(text: str, where: str) -> str:
+    """JSON may carry lone surrogates (\\ud800) that no UTF-8 text holds: refuse them before they reach the
+    embedder, the index or a log line."""
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise HTTPException(422, f"{where} 含有无效字符（孤立代理项）/ {where} contains a lone surrogate, not valid Unicode text")
+    return text
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -124,22 +133,22 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             return  # a user the SSO proxy vouches for (the /embed page calls /api/ask from their browser)
         got = request.headers.get("authorization", "")
         token = got[7:] if got.lower().startswith("bearer ") else ""
-        if not any(secrets.compare_digest(token, k) for k in srv.api_keys):
+        if not any(same_secret(token, k) for k in srv.api_keys):
             raise HTTPException(401, "需要有效的 API 密钥 / a valid bearer key is required")
 
     def admin(request: Request) -> None:
         if not srv.admin_key:
             raise HTTPException(403, "上传未启用：未配置管理员密钥 / upload is disabled (no admin key configured)")
         got = request.headers.get("authorization", "")
-        if not secrets.compare_digest(got[7:] if got.lower().startswith("bearer ") else "", srv.admin_key):
+        if not same_secret(got[7:] if got.lower().startswith("bearer ") else "", srv.admin_key):
             raise HTTPException(401, "需要管理员密钥 / the admin key is required")
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and routing's 404/405 alike
+    async def http_error(_: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
     def check_question(q: str) -> str:
-        q = q.strip()
+        q = _valid_text(q, "question").strip()
         if not q:
             raise HTTPException(422, "问题不能为空 / the question is empty")
         if len(q) > srv.max_question_chars:
@@ -155,6 +164,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             content = t.get("content") if isinstance(t, dict) else None
             if not isinstance(content, str) or t.get("role") not in ("user", "assistant", "system"):
                 raise HTTPException(422, f"history[{i}] 应为 {{role, content}} / history[{i}] must be {{role, content}}")
+            _valid_text(content, f"history[{i}]")
             if len(content) > srv.max_turn_chars:
                 raise HTTPException(422, f"history[{i}] 过长（最多 {srv.max_turn_chars} 字）/ history[{i}] longer than {srv.max_turn_chars} characters")
             if t["role"] != "system":
@@ -168,6 +178,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             raise HTTPException(422, "filters.doc_ids 应为字符串列表 / filters.doc_ids must be a list of strings")
         if issuer is not None and not (isinstance(issuer, str) and len(issuer) <= 200):
             raise HTTPException(422, "filters.issuer 应为字符串 / filters.issuer must be a string")
+        for d in [*(doc_ids or []), issuer or ""]:
+            _valid_text(d, "filters")
         return {"doc_ids": doc_ids, "issuer": issuer}
 
     @app.get("/healthz")
@@ -286,7 +298,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     def reader(request: Request, doc_id: str, t: str = "") -> None:
         """The reader page: a link the UI signed for this document, or the same key as /api/documents/{id}."""
-        if t and secrets.compare_digest(t, doc_token(doc_id)):
+        if t and same_secret(t, doc_token(doc_id)):
             return
         bearer(request)
 
@@ -319,6 +331,12 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request):
         return EMBED_HTML.replace("__ROOT__", request.scope.get("root_path", ""))
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    def unknown(rest: str):
+        # Without this the UI mounted at '/' would answer unknown API paths with its own body shape.
+        raise HTTPException(404, "没有这个接口 / no such endpoint")
 
     app.state.get_assistant, app.state.uploads = get_assistant, uploads
     if with_ui:

@@ -113,3 +113,11 @@ class Settings(BaseSettings):
             value = getattr(self, alias)
             if value is not None:
                 setattr(self.store, alias, value)
+
+
+def same_secret(given: str, secret: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (a header, a form field): compare_digest on str
+    raises for it, which would be a 500 instead of a 401."""
+    import secrets
+
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))

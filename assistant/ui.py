@@ -13,7 +13,7 @@ from ingest.schema import IndexEmpty
 
 from .answer import NOT_STATED, Answer
 from .service import Assistant
-from .settings import Settings
+from .settings import Settings, same_secret
 from .uploads import UploadService
 
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
@@ -208,9 +208,7 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
                 result = gr.Dataframe(headers=["文件", "doc_id", "状态", "片段数", "说明"], interactive=False)
 
                 def upload(k, fs, progress=gr.Progress()):
-                    import secrets
-
-                    if not secrets.compare_digest(k or "", settings.server.admin_key):
+                    if not same_secret(k or "", settings.server.admin_key):
                         raise gr.Error("管理员密钥不正确。")
                     if not fs:
                         raise gr.Error("请先选择文件。")

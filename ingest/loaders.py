@@ -10,6 +10,13 @@ from .schema import EncodingError, UnsupportedDocument
 
 SUPPORTED = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
 HEADER_KEYS = ("title", "issuer", "doc_number", "date", "source")
+# Limits on what a file expands to, checked before the expensive step where possible: a few hundred KB of
+# zipped XML or PDF streams can unpack into millions of paragraphs and gigabytes of memory. The largest
+# document of the corpus is ~19 thousand characters; a 1,000-page compendium is ~2 million.
+MAX_TEXT_CHARS = 5_000_000
+MAX_PARAGRAPHS = 200_000
+MAX_PAGES = 3_000
+MAX_DOCX_XML_BYTES = 100 * 1024 * 1024
 
 
 @dataclass
@@ -82,7 +89,18 @@ def read(path: Path, max_bytes: int = 20 * 1024 * 1024) -> bytes:
 
 
 def parse(path: Path, data: bytes) -> RawDocument:
-    """Bytes of a file of the type its extension names -> text and metadata."""
+    """Bytes of a file of the type its extension names -> text and metadata, within the expansion limits."""
+    raw = _parse(path, data)
+    if len(raw.text) > MAX_TEXT_CHARS:
+        raise UnsupportedDocument(f"the file expands to {len(raw.text):,} characters, over the {MAX_TEXT_CHARS:,} "
+                                  "limit: split it into smaller documents")
+    lines = raw.text.count("\n") + 1
+    if lines > MAX_PARAGRAPHS:
+        raise UnsupportedDocument(f"the file expands to {lines:,} paragraphs, over the {MAX_PARAGRAPHS:,} limit")
+    return raw
+
+
+def _parse(path: Path, data: bytes) -> RawDocument:
     match path.suffix.lower():
         case ".pdf":
             return _load_pdf(data)
@@ -126,9 +144,18 @@ def _load_pdf(data: bytes) -> RawDocument:
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError, AttributeError) as e:
-        raise UnsupportedDocument(f"unreadable PDF (truncated or damaged): {e}") from e
+        if len(reader.pages) > MAX_PAGES:
+            raise UnsupportedDocument(f"the PDF has {len(reader.pages):,} pages, over the {MAX_PAGES:,} limit")
+        pages, chars = [], 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            chars += len(pages[-1])
+            if chars > MAX_TEXT_CHARS:
+                raise UnsupportedDocument(f"the PDF expands to over {MAX_TEXT_CHARS:,} characters: split it")
+    except UnsupportedDocument:
+        raise
+    except (PdfReadError, RecursionError, Exception) as e:  # a damaged PDF fails in many ways (LimitReachedError…)
+        raise UnsupportedDocument(f"unreadable PDF (truncated or damaged): {type(e).__name__}: {e}") from e
     text = "\n".join(pages)
     if not text.strip():
         raise UnsupportedDocument(f"PDF has no text layer ({len(pages)} page(s), scanned images?) - run OCR first")
@@ -139,6 +166,30 @@ def _load_pdf(data: bytes) -> RawDocument:
     return RawDocument(text, meta)
 
 
+def _check_docx_size(data: bytes) -> None:
+    """Refuse a Word file whose XML unpacks past the limits, counting paragraphs in a stream (no parse tree)."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            parts = [i for i in z.infolist() if i.filename.startswith("word/") and i.filename.endswith(".xml")]
+            if sum(i.file_size for i in parts) > MAX_DOCX_XML_BYTES:
+                raise UnsupportedDocument(f"the Word file unpacks to over {MAX_DOCX_XML_BYTES // 2**20} MB of XML")
+            paragraphs = 0
+            for info in parts:
+                with z.open(info) as f:
+                    tail = b""
+                    while block := f.read(1 << 20):
+                        joined = tail + block  # a tag split across two blocks is whole here (4 bytes < a tag)
+                        paragraphs += joined.count(b"<w:p>") + joined.count(b"<w:p ")
+                        tail = block[-4:]
+                if paragraphs > MAX_PARAGRAPHS:
+                    raise UnsupportedDocument(f"the Word file holds over {MAX_PARAGRAPHS:,} paragraphs, over the limit")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {e}") from e
+
+
 def _load_docx(data: bytes) -> RawDocument:
     import io
     import zipfile
@@ -146,10 +197,12 @@ def _load_docx(data: bytes) -> RawDocument:
     import docx
     import docx.opc.exceptions
 
+    _check_docx_size(data)
     try:
         d = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError, docx.opc.exceptions.PackageNotFoundError) as e:
-        raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {e}") from e
+    except (docx.opc.exceptions.PackageNotFoundError, zipfile.BadZipFile, Exception) as e:
+        # lxml's XMLSyntaxError (an oversized node), zip errors, missing parts: all "this Word file is damaged"
+        raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {type(e).__name__}: {e}") from e
     lines = [p.text for p in d.paragraphs]
     for table in d.tables:
         for row in table.rows:

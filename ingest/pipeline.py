@@ -152,7 +152,7 @@ class Pipeline:
             res.status = "updated" if old else "added"
         except IngestError as e:
             res.status, res.error = "failed", str(e)
-        except (OSError, ValueError, RuntimeError) as e:  # a surprise in one file must not sink the batch
+        except Exception as e:  # a surprise in one file (a parser, the store) must not sink the batch
             log.exception("ingest of %s failed", path)
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         return res

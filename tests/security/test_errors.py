@@ -1,0 +1,117 @@
+"""Issue 8.3 and 8.8: hostile or broken input becomes a per-item error or a 4xx with the documented
+{"error": …} body - never a 500, an empty 200, a stalled batch or a process that eats the machine."""
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+
+import httpx
+import pytest
+
+from ingest.loaders import UnsupportedDocument, parse
+
+
+@pytest.fixture(scope="module")
+def server(live):
+    return live(admin_key="adm")
+
+
+def _raw_post(server, path: str, body: str, headers: dict | None = None) -> httpx.Response:
+    """JSON written by hand: a lone surrogate escape (\\ud800) is valid JSON text but not valid UTF-8 text."""
+    return httpx.post(f"{server.url}{path}", content=body.encode("ascii"), timeout=30,
+                      headers={"Content-Type": "application/json", **(headers or {})})
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/ask", '{"question": "\\u505c\\u8f66\\ud800\\u4f4d?"}'),
+    ("/api/ask", '{"question": "\\u505c\\u8f66\\u4f4d?", "history": [{"role": "user", "content": "\\udfff"}]}'),
+    ("/api/ask", '{"question": "\\u505c\\u8f66\\u4f4d?", "stream": true, "history": [{"role": "user", "content": "\\ud800"}]}'),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\ud800\\u505c\\u8f66"}]}'),
+    ("/v1/chat/completions", '{"stream": true, "messages": [{"role": "user", "content": "\\ud800"}]}'),
+    ("/api/ask", '{"question": "\\u505c", "filters": {"doc_ids": ["\\ud800"]}}'),
+])
+def test_lone_surrogates_are_a_422_not_a_500(server, path, body):
+    r = _raw_post(server, path, body)
+    assert r.status_code == 422, (r.status_code, r.text[:200])
+    assert r.json()["error"]["status"] == 422 and "surrogate" in r.json()["error"]["message"]
+
+
+def test_a_non_ascii_authorization_header_is_a_401(live):
+    server = live(api_keys=["k1"], ui_public=True)
+    r = httpx.post(f"{server.url}/api/ask", json={"question": "停车位多少个？"}, timeout=30,
+                   headers=[(b"Authorization", "Bearer 密钥".encode())])
+    assert r.status_code == 401 and r.json()["error"]["status"] == 401
+
+
+def _docx(paragraphs: int) -> bytes:
+    """A Word file whose document.xml holds `paragraphs` paragraphs (a few KB zipped, huge unzipped)."""
+    ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    body = "<w:p><w:r><w:t>甲</w:t></w:r></w:p>" * paragraphs
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/>'
+                   '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+                   'officedocument.wordprocessingml.document.main+xml"/></Types>')
+        z.writestr("_rels/.rels", '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/'
+                   'package/2006/relationships"><Relationship Id="r1" Type="http://schemas.openxmlformats.org/'
+                   'officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>')
+        z.writestr("word/document.xml", f'<?xml version="1.0"?><w:document {ns}><w:body>{body}</w:body></w:document>')
+    return buf.getvalue()
+
+
+def test_a_docx_that_expands_to_too_many_paragraphs_is_refused_before_it_is_parsed():
+    assert "甲" in parse_name("ok.docx", _docx(3)).text
+    with pytest.raises(UnsupportedDocument, match="paragraphs"):
+        parse_name("bomb.docx", _docx(300_000))
+
+
+def test_a_parser_failing_in_an_unexpected_way_is_that_files_error(monkeypatch):
+    import pypdf
+
+    class Exploding:
+        def __init__(self, *a, **k):
+            raise pypdf.errors.LimitReachedError("limit reached")
+    monkeypatch.setattr(pypdf, "PdfReader", Exploding)
+    with pytest.raises(UnsupportedDocument, match="PDF"):
+        parse_name("x.pdf", b"%PDF-1.7\n")
+
+
+def parse_name(name: str, data: bytes):
+    from pathlib import Path
+
+    return parse(Path(name), data)
+
+
+def test_a_batch_with_broken_files_lands_the_rest(server):
+    auth = {"Authorization": "Bearer adm"}
+    files = [("files", ("bomb.docx", _docx(300_000))),
+             ("files", ("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer")),
+             ("files", ("公告.txt", "title: 丙办法\n---\n第一条 丙办法规定的停车位为333个。\n".encode()))]
+    r = httpx.post(f"{server.url}/api/documents?wait=false", files=files, headers=auth, timeout=30)
+    assert r.status_code == 202
+    job = r.json()["id"]
+    deadline = time.time() + 60
+    while (j := httpx.get(f"{server.url}/api/jobs/{job}", headers=auth, timeout=10).json())["status"] in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    by_file = {d["path"]: d for d in j["report"]["documents"]}  # the file name the client sent
+    assert by_file["公告.txt"]["status"] == "added"
+    assert by_file["bomb.docx"]["status"] == "failed" and "paragraphs" in by_file["bomb.docx"]["error"]
+    assert by_file["broken.pdf"]["status"] == "failed" and by_file["broken.pdf"]["error"]
+    assert "333" in httpx.post(f"{server.url}/api/ask", json={"question": "丙办法规定的停车位是多少个？"},
+                               timeout=30).json()["answer"]
+
+
+def test_error_bodies_have_one_shape(server):
+    for r in (httpx.get(f"{server.url}/api/nope", timeout=10),
+              httpx.post(f"{server.url}/api/ask", content=b"{not json", timeout=10,
+                         headers={"Content-Type": "application/json"}),
+              httpx.get(f"{server.url}/api/documents/none", timeout=10),
+              httpx.delete(f"{server.url}/api/documents/parking", timeout=10)):
+        body = r.json()
+        assert set(body) == {"error"} and body["error"]["status"] == r.status_code >= 400, (r.status_code, body)
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+        json.dumps(body)
