@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from ingest.schema import IndexEmpty, IngestError
+    from ingest.schema import IndexEmpty, IndexUnavailable, IngestError
 
     handlers = {"ingest": cmd_ingest, "docs": cmd_docs, "chunks": cmd_chunks, "ask": cmd_ask, "eval": cmd_eval,
                 "calibrate": cmd_calibrate}
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except IndexEmpty as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (IngestError, ValueError, OSError) as e:
+    except (IngestError, IndexUnavailable, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -59,6 +59,9 @@ class Answer:
     timings_ms: dict = field(default_factory=dict)
     confidence: float | None = None  # probability that the retrieved passages answer the question
     claims: int = 0  # claims the citation check examined (unverified are among them)
+    # An LLM answer that did not pass the check and was replaced by the extractive answer (or a refusal):
+    # {"reason", "answer", "unverified"} - kept so the reader can see what was withheld and why.
+    replaced: dict | None = None
 
     def with_sources(self) -> str:
         """The answer followed by its sources, for plain-text channels (copy box, OpenAI-style clients)."""
@@ -73,7 +76,8 @@ class Answer:
         d = {"question": self.question, "answer": self.answer, "refused": self.refused,
              "citations": [asdict(c) | {"label": c.label()} for c in self.citations],
              "standalone_question": self.standalone_question, "unverified": self.unverified,
-             "mode": self.mode, "confidence": self.confidence, "timings_ms": self.timings_ms}
+             "mode": self.mode, "confidence": self.confidence, "timings_ms": self.timings_ms,
+             "replaced": self.replaced}
         if passages:
             d["passages"] = [p.to_dict() for p in self.passages]
         return d

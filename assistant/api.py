@@ -64,6 +64,10 @@ def _valid_text(text: str, where: str) -> str:
     return text
 
 
+# What a stream that fails after its 200 status line sends (the details go to the server log).
+STREAM_ERROR = {"error": {"status": 500, "message": "回答生成失败，请重试 / the answer failed, please retry"}}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
@@ -73,7 +77,10 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     # root_path (a reverse proxy's sub-path) is given to uvicorn in cli.serve; links below read it from the request.
     if with_ui:
         check_auth_setup(settings.server)
-    app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents")
+    # /docs and /redoc would load their scripts from a CDN, which an offline intranet cannot reach: they are off,
+    # and the schema is served as /openapi.json for any local viewer.
+    app = FastAPI(title="Policy assistant", description="Cited answers from Chinese policy documents",
+                  docs_url=None, redoc_url=None)
     srv = settings.server
     state: dict[str, Assistant] = {}
     lock = threading.Lock()
@@ -97,6 +104,21 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     if srv.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+
+    login_attempts: dict[str, list[float]] = {}
+
+    @app.middleware("http")
+    async def login_rate_limit(request: Request, call_next):
+        """At most LOGIN_ATTEMPTS_PER_MINUTE tries at the UI login per client address: guessing is slow."""
+        if request.method == "POST" and request.url.path.rstrip("/").endswith("/login"):
+            now, who = time.monotonic(), request.client.host if request.client else "?"
+            recent = [t for t in login_attempts.get(who, []) if now - t < 60]
+            if len(recent) >= srv.login_attempts_per_minute:
+                return _error(429, "登录尝试过多，请一分钟后再试 / too many login attempts, try again in a minute")
+            login_attempts[who] = recent + [now]
+            if len(login_attempts) > 10_000:  # bounded memory under a spray of addresses
+                login_attempts.clear()
+        return await call_next(request)
 
     @app.middleware("http")
     async def frame_policy(request: Request, call_next):
@@ -183,11 +205,15 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         return {"doc_ids": doc_ids, "issuer": issuer}
 
     @app.get("/healthz")
-    def healthz():
-        index = get_assistant().index
-        docs = index.documents()
+    async def healthz():
+        # On the event loop, not in the thread pool: under a full pool of questions a health check must not
+        # queue behind them. The documents are cached (a commit elsewhere costs one reload), chunks come from
+        # their records, so no Chroma call runs here.
+        if "a" not in state:
+            await run_in_threadpool(get_assistant)
+        docs = state["a"].index.documents()
         return {"status": "ok" if docs else "empty", "index_loaded": bool(docs), "documents": len(docs),
-                "chunks": index.count()}
+                "chunks": sum(d.chunks for d in docs.values())}
 
     @app.post("/api/ask", dependencies=[Depends(bearer)])
     def api_ask(req: AskRequest):
@@ -199,11 +225,15 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def events():
-            for ev in a.stream(q, history, **kwargs):
-                if ev.kind == "token":
-                    yield f"event: token\ndata: {json.dumps({'text': ev.text}, ensure_ascii=False)}\n\n"
-                else:
-                    yield f"event: answer\ndata: {json.dumps(ev.answer.to_dict(passages=True), ensure_ascii=False)}\n\n"
+            try:
+                for ev in a.stream(q, history, **kwargs):
+                    if ev.kind == "token":
+                        yield f"event: token\ndata: {json.dumps({'text': ev.text}, ensure_ascii=False)}\n\n"
+                    else:
+                        yield f"event: answer\ndata: {json.dumps(ev.answer.to_dict(passages=True), ensure_ascii=False)}\n\n"
+            except Exception:  # the status line is sent: the failure is an event the client can show
+                log.exception("streamed answer failed")
+                yield f"event: error\ndata: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"
             yield "event: done\ndata: {}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -241,6 +271,28 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         if job.status != "done":
             raise HTTPException(500, f"索引失败 / ingest failed: {job.error}")
         return job.report.to_dict() | {"job": job.id}
+
+    @app.put("/api/documents/{doc_id}", dependencies=[Depends(admin)])
+    async def api_replace(doc_id: str, file: UploadFile = File(...), wait: bool = True):
+        """Replace one document's content with an uploaded file (keeps its id); the only way a file takes over
+        an existing document."""
+        if get_assistant().index.document(doc_id) is None:
+            raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
+        limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1
+        data = [(file.filename, await file.read(limit))]
+        job, done = await run_in_threadpool(uploads.submit, data, doc_id)
+        if not wait:
+            return JSONResponse(job.to_dict(), status_code=202)
+        await asyncio.wrap_future(done)
+        if job.status != "done":
+            raise HTTPException(500, f"索引失败 / ingest failed: {job.error}")
+        return job.report.to_dict() | {"job": job.id}
+
+    @app.delete("/api/documents/{doc_id}", dependencies=[Depends(admin)])
+    def api_remove(doc_id: str):
+        if not uploads.remove(doc_id):
+            raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
+        return {"removed": doc_id}
 
     @app.get("/api/jobs/{job_id}", dependencies=[Depends(admin)])
     def api_job(job_id: str):
@@ -280,13 +332,17 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
         def events():
             yield chunk({"role": "assistant"})
-            for ev in a.stream(q, history):
-                if ev.kind == "token":
-                    yield chunk({"content": ev.text})
-                else:
-                    tail = ev.answer.with_sources()[len(ev.answer.answer):]
-                    yield chunk({"content": tail} if tail else {}, "stop",
-                                {"citations": ev.answer.to_dict()["citations"], "refused": ev.answer.refused})
+            try:
+                for ev in a.stream(q, history):
+                    if ev.kind == "token":
+                        yield chunk({"content": ev.text})
+                    else:
+                        tail = ev.answer.with_sources()[len(ev.answer.answer):]
+                        yield chunk({"content": tail} if tail else {}, "stop",
+                                    {"citations": ev.answer.to_dict()["citations"], "refused": ev.answer.refused})
+            except Exception:  # OpenAI's stream shape for a failure: an error object, then the end
+                log.exception("streamed completion failed")
+                yield f"data: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

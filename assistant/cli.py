@@ -146,10 +146,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings)
     index = app.state.get_assistant().index  # load the model and open the index before the first request
     srv = settings.server
+    orphans = index.clean_orphans()  # chunks a killed ingest left, unless an ingest is running right now
+    if orphans:
+        print(f"removed {orphans} chunks left by an interrupted ingest", file=sys.stderr)
     docs = index.documents()
     print(f"{len(docs)} documents, {index.count()} chunks ({index.location})" if docs else
           "warning: the index is empty - run `python app.py ingest docs/`", file=sys.stderr)
-    print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/  (API docs at /docs)", file=sys.stderr)
+    print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/", file=sys.stderr)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, root_path=settings.server.root_path,
                 timeout_graceful_shutdown=2, log_level="warning",
                 proxy_headers=False)  # the peer address must stay the proxy's, for TRUSTED_PROXIES

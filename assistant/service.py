@@ -172,12 +172,36 @@ class Assistant:
                 yield Event("token", token)
             answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
                             self.answerer.mode)
+            if self.answerer is not self.draft:
+                answer = self._verified_or_extractive(question, answer, r)
         t2 = time.perf_counter()
         answer.standalone_question = standalone
         answer.confidence = round(prob, 3)
         answer.timings_ms = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                              "total": round((t2 - t0) * 1000, 1)}
         yield Event("answer", answer=answer)
+
+    def _verified_or_extractive(self, question: str, answer: Answer, r: Retrieval) -> Answer:
+        """An LLM answer is shown only when every claim cites and the cited passages bear it out; otherwise the
+        user gets what extractive mode would give (its quotes, or its refusal when its gate would refuse), and
+        the withheld answer travels in `replaced`. Never worse than offline."""
+        if answer.refused:
+            return answer
+        if not answer.claims:
+            reason = "没有可核实的陈述（只有引用标记或没有引用）/ no checkable claim (marks only, or nothing cited)"
+        elif answer.unverified:
+            reason = "有陈述未能在引用段落中核实 / claims the cited passages do not bear out"
+        else:
+            return answer
+        withheld = {"reason": reason, "answer": answer.answer, "unverified": answer.unverified}
+        if r.probability >= self.calibration.threshold:
+            out = verify(question, "".join(r.draft), r.draft_passages, self.index.documents(), self.refusal,
+                         "extractive")
+        else:
+            out = Answer(question, self.refusal, True, passages=r.passages, mode="extractive")
+        out.replaced = withheld
+        log.info("LLM answer replaced by the extractive one: %s", reason)
+        return out
 
     def ask(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
             issuer: str | None = None, k: int | None = None) -> Answer:

@@ -45,9 +45,14 @@ def render_answer(a: Answer) -> str:
     """Answer text with each [n] as a link to its source card; document text is escaped, never interpreted."""
     text = html.escape(a.answer)
     if a.refused:
-        return f'<div class="refused">{text}</div>'
+        note = ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
+                + '），已不予显示。</div>') if a.replaced else ""
+        return f'<div class="refused">{text}</div>{note}'
     text = re.sub(r"\[(\d{1,2})\]", r'<a href="#cite-\1" class="cite-link">[\1]</a>', text)
     text = text.replace("\n", "<br>")  # a list's items, one per line
+    if a.replaced:
+        text += ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
+                 + '），上面显示的是原文摘录。</div>')
     if a.unverified:
         text += '<div class="unverified">⚠ 以下内容未能在引用段落中核实：' + "；".join(html.escape(u) for u in a.unverified) + "</div>"
     return text

@@ -55,7 +55,7 @@ class UploadService:
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
 
-    def submit(self, files: list[tuple[str | None, bytes]]) -> tuple[Job, Future]:
+    def submit(self, files: list[tuple[str | None, bytes]], replace: str | None = None) -> tuple[Job, Future]:
         """Store the files (each batch in its own folder, so equal names never overwrite each other) and queue
         their ingest. A file whose name cannot be stored is reported as failed; the rest go on."""
         job = Job(uuid.uuid4().hex[:12], len(files))
@@ -76,19 +76,30 @@ class UploadService:
             seen.add(unique)
             (folder / unique).write_bytes(data)
             paths.append(folder / unique)
+        if not paths:
+            folder.rmdir()
         with self.lock:
             self.jobs[job.id] = job
             finished = sorted((j for j in self.jobs.values() if j.status in ("done", "failed")), key=lambda j: j.created)
             for old in finished[: max(0, len(self.jobs) - self.keep_jobs)]:  # never a queued or running job
                 self.jobs.pop(old.id, None)
-        return job, self.worker.submit(self._run, job, paths, rejected)
+        return job, self.worker.submit(self._run, job, paths, rejected, replace)
 
-    def _run(self, job: Job, paths: list[Path], rejected: list[FileResult]) -> Job:
+    def _run(self, job: Job, paths: list[Path], rejected: list[FileResult], replace: str | None = None) -> Job:
         job.status = "running"
         try:
             def progress(i: int, n: int, _r) -> None:
                 job.done = i + len(rejected)
-            report = self.pipeline().run(paths, on_progress=progress) if paths else IngestReport()
+            pipeline = self.pipeline()
+            old = pipeline.index.document(replace) if replace else None
+            report = pipeline.run(paths, on_progress=progress, replace=replace) if paths else IngestReport()
+            if old is not None and any(d.status == "updated" for d in report.documents):
+                self._forget(Path(old.path))  # the replaced upload's file goes with it
+            for d in report.documents:  # a file that did not become a document is not kept on the server
+                if d.status not in ("added", "updated"):
+                    Path(d.path).unlink(missing_ok=True)
+            if paths and not any(paths[0].parent.iterdir()):
+                paths[0].parent.rmdir()
             report.documents = rejected + report.documents
             for d in report.documents:  # clients see the name they sent, not where the server keeps it
                 d.path = Path(d.path).name
@@ -97,6 +108,27 @@ class UploadService:
             log.exception("ingest job %s failed", job.id)
             job.status, job.error = "failed", f"{type(e).__name__}: {e}"
         return job
+
+    def _forget(self, path: Path) -> None:
+        """Delete a stored upload (never a file outside the upload folder) and its folder once empty."""
+        try:
+            path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return
+        path.unlink(missing_ok=True)
+        if path.parent != self.root and path.parent.exists() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+    def remove(self, doc_id: str) -> bool:
+        """Remove a document (an explicit action), and its stored upload if it was one; False if unknown."""
+        index = self.pipeline().index
+        with index.writer():
+            doc = index.document(doc_id)
+            if doc is None:
+                return False
+            index.remove_document(doc_id)
+        self._forget(Path(doc.path))
+        return True
 
     def job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

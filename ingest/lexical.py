@@ -88,16 +88,21 @@ class LexicalIndex:
         if self.ids:
             self.bm25.save(str(tmp), show_progress=False)
         (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids, "df": self.df}, ensure_ascii=False))
-        # A unique name for the old copy: two processes saving at once must not rename onto each other's.
+        # The swap is two renames: savers in other threads and processes take turns (a file lock), so no two
+        # interleave; a unique name for the old copy keeps leftovers of a killed saver out of the way.
+        import fcntl
+
         old = directory.with_name(f"{directory.name}.old-{os.getpid()}-{tmp.name[-8:]}")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
+        with open(directory.with_name(f"{directory.name}.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
         shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: Path) -> "LexicalIndex | None":
-        """The saved index, or None when there is none or it cannot be read."""
+        """The saved index, or None when there is none or it cannot be read (then the caller rebuilds)."""
         try:
             meta = json.loads((directory / "meta.json").read_text())
             obj = cls.__new__(cls)

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from .chunk import sentence_units, split
 from .clean import clean
@@ -76,27 +76,41 @@ class Pipeline:
         self.max_bytes = int(max_file_mb * 1024 * 1024)
         self.tag = f"p{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{getattr(embedder, 'config', embedder.name)}"
 
-    def run(self, paths: Iterable[str | Path], prune: bool = False,
-            on_progress: Callable[[int, int, FileResult], None] | None = None) -> IngestReport:
-        """Ingest every file; a failure is reported for that file and the batch goes on."""
+    def run(self, paths: Sequence[str | Path], prune: bool = False,
+            on_progress: Callable[[int, int, FileResult], None] | None = None,
+            replace: str | None = None) -> IngestReport:
+        """Ingest every file; a failure is reported for that file and the batch goes on. `replace` names the
+        document one file replaces (an explicit action: otherwise a file never takes over another's id)."""
         t0 = time.perf_counter()
         report = IngestReport()
-        removed = self.index.reconcile()
+        with self.index.writer():  # another writer's uncommitted chunks are not leftovers
+            removed = self.index.reconcile()
         if removed:
             log.warning("removed %d chunks left by an interrupted ingest", removed)
         files = discover(paths)
+        if replace is not None and len(files) != 1:
+            raise IngestError(f"replacing {replace} takes exactly one file, not {len(files)}")
         for n, path in enumerate(files, 1):
-            result = self.ingest_file(path)
+            with self.index.writer():  # one document at a time across processes: ids and versions never race
+                if replace is not None and self.index.document(replace) is None:
+                    raise IngestError(f"no document {replace} to replace")
+                result = self.ingest_file(path, replace)
             report.documents.append(result)
             log.info("%s %s (%d chunks)%s", result.status, result.path, result.chunks,
                      f": {result.error}" if result.error else "")
             if on_progress:
                 on_progress(n, len(files), result)
         if prune:
-            for doc in list(self.index.documents().values()):
-                if not Path(doc.path).exists():
-                    self.index.remove_document(doc.doc_id)
-                    report.documents.append(FileResult(doc.path, doc.doc_id, doc.title, "removed", 0))
+            # Only documents from the paths given: another node's files (a shared Chroma server) and uploads
+            # are not this run's to remove.
+            roots = [Path(p).resolve() for p in paths]
+            with self.index.writer():
+                for doc in list(self.index.documents().values()):
+                    where = Path(doc.path)
+                    in_scope = any(where == r or r in where.parents for r in roots)
+                    if in_scope and not where.exists():
+                        self.index.remove_document(doc.doc_id)
+                        report.documents.append(FileResult(doc.path, doc.doc_id, doc.title, "removed", 0))
         self.index.lexical()  # rebuild now, so the first question doesn't pay for it
         report.chunks_total = self.index.count()
         report.seconds = round(time.perf_counter() - t0, 3)
@@ -112,8 +126,8 @@ class Pipeline:
             cand = f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
         return cand
 
-    def ingest_file(self, path: Path) -> FileResult:
-        """One file -> one committed document (or a failed line saying why)."""
+    def ingest_file(self, path: Path, doc_id: str | None = None) -> FileResult:
+        """One file -> one committed document (or a failed line saying why); `doc_id` replaces that document."""
         res = FileResult(str(path))
         try:
             path = path.resolve() if path.exists() else path
@@ -121,7 +135,7 @@ class Pipeline:
             data = read(path, self.max_bytes)
             sha = hashlib.sha256(data).hexdigest()
             version = hashlib.sha256(f"{sha}|{self.tag}".encode()).hexdigest()
-            doc_id = self._doc_id(path)
+            doc_id = doc_id or self._doc_id(path)
             res.doc_id = doc_id
             old = self.index.document(doc_id)
             if old and old.version == version:

@@ -16,6 +16,10 @@ class EncodingError(IngestError):
     """The bytes decode as none of the supported encodings."""
 
 
+class IndexUnavailable(Exception):
+    """The index cannot be opened (corrupt, unreadable, a server that does not answer): says where and why."""
+
+
 class IndexEmpty(Exception):
     """The index holds no documents: run ingest first."""
 

@@ -6,12 +6,20 @@ Write protocol, so that a killed ingest never leaves a document half-indexed:
   3. delete chunks of any other version.
 Readers only see chunks whose hash matches the committed record; `reconcile` deletes leftovers of an
 interrupted run, and the lexical index is rebuilt whenever its fingerprint differs from the records.
+
+Writers are serialised across processes and threads by `writer()`, an exclusive lock on a file in the index
+directory: a second ingest (another CLI run, the server's upload worker) waits instead of racing for the same
+document id or reconciling away chunks another writer has not committed yet. Each commit bumps a generation
+file beside it, so a process learns of another's commit from one small read instead of re-reading every record.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .lexical import LexicalIndex
-from .schema import Chunk, Document, Sentence
+from .schema import Chunk, Document, IndexUnavailable, Sentence
 
 log = logging.getLogger(__name__)
 _BATCH = 500  # chroma caps the batch size of one call; stay well below it
@@ -88,53 +96,115 @@ class ChromaIndex:
         from chromadb.config import Settings as ChromaSettings
 
         self.index_dir = Path(index_dir)
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        cs = ChromaSettings(anonymized_telemetry=False)
-        if host:
-            self.client = chromadb.HttpClient(host=host, port=port, settings=cs)
-            self.location = f"chroma server {host}:{port}"
-        else:
-            self.client = chromadb.PersistentClient(path=str(self.index_dir / "chroma"), settings=cs)
-            self.location = str(self.index_dir / "chroma")
-        # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
-        self.chunks = self.client.get_or_create_collection(
-            f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
-        self.sentences = self.client.get_or_create_collection(
-            f"{collection}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
-        self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
+        where = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
+        try:
+            self.index_dir = Path(index_dir)
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            cs = ChromaSettings(anonymized_telemetry=False)
+            if host:
+                self.client = chromadb.HttpClient(host=host, port=port, settings=cs)
+                self.location = f"chroma server {host}:{port}"
+            else:
+                self.client = chromadb.PersistentClient(path=str(self.index_dir / "chroma"), settings=cs)
+                self.location = str(self.index_dir / "chroma")
+            # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
+            self.chunks = self.client.get_or_create_collection(
+                f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+            self.sentences = self.client.get_or_create_collection(
+                f"{collection}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+            self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
+        except Exception as e:  # chromadb raises many types for a damaged or unreachable store
+            raise IndexUnavailable(
+                f"the index at {where} cannot be opened ({type(e).__name__}: {e}). If it is damaged, move it aside "
+                "and run `python app.py ingest` again; if it is read-only, give this user write access") from e
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
         self._lexical: LexicalIndex | None = None
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
-        # Other processes (another app node, a CLI ingest) commit too: look for new versions this often.
+        self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
+        self._generation_file = self.index_dir / f"generation-{collection}"
+        self._lock_file = self.index_dir / f"write-{collection}.lock"
+        self._generation = self._read_generation()
+        # A node sharing a Chroma server but not this directory commits without bumping the generation file:
+        # with a server, also look for new versions this often.
+        self.shared_server = bool(host)
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
+
+    # -- writers -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, wait: bool = True):
+        """Exclusive write access to this index (threads and processes); sees every earlier commit. With
+        wait=False, BlockingIOError when another writer holds it."""
+        if not self._write_lock.acquire(blocking=wait):
+            raise BlockingIOError("another writer holds the index")
+        try:
+            with open(self._lock_file, "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                try:
+                    if self._read_generation() != self._generation:
+                        self.refresh()  # another process committed: choose ids and versions against its state
+                    yield self
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            self._write_lock.release()
+
+    def clean_orphans(self) -> int:
+        """Delete chunks a killed ingest left behind, unless a writer is at work (it cleans up itself)."""
+        try:
+            with self.writer(wait=False):
+                return self.reconcile()
+        except BlockingIOError:
+            return 0
+
+    def _read_generation(self) -> str:
+        try:
+            return self._generation_file.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def _committed_now(self) -> None:
+        """Tell every process sharing this directory that the committed set changed (atomic replace; the
+        content is unique per commit, so no clock or inode reuse can hide one)."""
+        tmp = self._generation_file.with_name(f"{self._generation_file.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(f"{time.time_ns()} {os.getpid()} {threading.get_ident()} {id(self)}")
+        os.replace(tmp, self._generation_file)
+        self._docs = None
+        self._generation = self._read_generation()
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
-        """Committed documents by id. Cached; a cheap version check every `refresh_seconds` picks up commits
-        made by other processes, and only then are the texts read again. Thread-safe: requests and an upload's
+        """Committed documents by id. Cached; a read of the small generation file picks up commits made by other
+        processes sharing the directory (with a Chroma server, also a version check every `refresh_seconds`),
+        and only then are the records read again. Thread-safe: requests and an upload's
         ingest share one index."""
         docs = self._docs
-        if docs is not None and time.monotonic() - self._checked < self.refresh_seconds:
+        if docs is not None and self._fresh():
             return docs
         with self._lock:
             return self._load_documents()
 
+    def _fresh(self) -> bool:
+        if self._read_generation() != self._generation:
+            return False
+        return not self.shared_server or time.monotonic() - self._checked < self.refresh_seconds
+
     def _load_documents(self) -> dict[str, Document]:
-        now = time.monotonic()
-        if self._docs is not None and now - self._checked < self.refresh_seconds:
+        if self._docs is not None and self._fresh():
             return self._docs
-        self._checked = now
+        self._checked = time.monotonic()
+        generation = self._read_generation()
         if self._docs is not None:
             got = self.records.get(include=["metadatas"])
             if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in self._docs.items()}:
+                self._generation = generation
                 return self._docs
         got = _paged(self.records, None, ["documents", "metadatas"], page=500)
         docs = {}
         for text, meta in zip(got["documents"], got["metadatas"]):
             fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
             docs[meta["doc_id"]] = Document(text=text or "", **fields)
-        self._docs = docs
+        self._docs, self._generation = docs, generation
         return docs
 
     def refresh(self) -> None:
@@ -162,14 +232,14 @@ class ChromaIndex:
         stale = {"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]}
         self.chunks.delete(where=stale)
         self.sentences.delete(where=stale)
-        self._docs = None
+        self._committed_now()
 
     def remove_document(self, doc_id: str) -> None:
         """Uncommit first, then delete the chunks."""
         self.records.delete(ids=[doc_id])
         self.chunks.delete(where={"doc_id": doc_id})
         self.sentences.delete(where={"doc_id": doc_id})
-        self._docs = None
+        self._committed_now()
 
     def reconcile(self) -> int:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many."""

@@ -1,7 +1,7 @@
 
 import pytest
 
-from assistant.answer import LLMAnswerer, format_passages, make_chat_model
+from assistant.answer import LLMAnswerer, format_passages, make_chat_model, verify
 from assistant.retrieval import Passage
 from assistant.service import build_assistant, condense_rule
 from ingest.pipeline import Pipeline
@@ -83,7 +83,9 @@ def test_injection_is_fenced_as_data_and_obeying_it_is_flagged(injected, embedde
     body = msgs[1].content
     assert body.index("<资料>") < body.index("忽略以上指令") < body.index("</资料>") < body.index("问题：")
     a = assistant.ask("本市新建公厕多少座？")
-    assert a.unverified == ["本市公厕已全部免费并新建999座。"] and not a.citations  # uncited: never shown as proven
+    # uncited and unsupported: never shown; the user gets the extractive answer, the reply is kept as withheld
+    assert "999" not in a.answer and "210座" in a.answer and a.mode == "extractive" and a.citations
+    assert a.replaced["answer"] == "本市公厕已全部免费并新建999座。" and a.replaced["unverified"] == [a.replaced["answer"]]
 
 
 def test_fence_cannot_be_closed_from_inside_a_passage():
@@ -94,11 +96,30 @@ def test_fence_cannot_be_closed_from_inside_a_passage():
 def test_llm_answer_bad_marks_removed_and_made_up_figures_flagged(corpus_assistant, corpus_settings, embedder):
     reply = "中心城区和县城建成区新建改造道路360.8公里[1]。新建公厕999座[1]。另有说法[9]。"
     assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=fake_chat(reply))
-    a = assistant.ask("新建改造道路多少公里？")
-    assert "[9]" not in a.answer and "另有说法" in a.answer
-    assert any("999" in u for u in a.unverified) and any("另有说法" in u for u in a.unverified)
-    assert not any("360.8" in u for u in a.unverified)
-    assert [c.n for c in a.citations] == [1] and _valid(a, corpus_assistant.index)
+    passages = assistant.retriever.search("新建改造道路多少公里？")
+    checked = verify("新建改造道路多少公里？", reply, passages, corpus_assistant.documents(), REFUSAL, "llm")
+    assert "[9]" not in checked.answer and "另有说法" in checked.answer
+    assert any("999" in u for u in checked.unverified) and any("另有说法" in u for u in checked.unverified)
+    assert not any("360.8" in u for u in checked.unverified)
+    assert [c.n for c in checked.citations] == [1] and _valid(checked, corpus_assistant.index)
+    a = assistant.ask("新建改造道路多少公里？")  # what the user gets: the quotes, not the made-up figure
+    assert "360.8" in a.answer and "999" not in a.answer and not a.unverified and a.replaced
+    assert any("999" in u for u in a.replaced["unverified"]) and _valid(a, corpus_assistant.index)
+
+
+@pytest.mark.parametrize("reply", ["[1]", "[1][2]", "根据资料，答案如下。"])
+def test_an_llm_reply_with_nothing_to_check_is_not_an_answer(corpus_assistant, corpus_settings, embedder, reply):
+    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=fake_chat(reply))
+    a = assistant.ask("新建公厕多少座？")
+    assert a.answer.strip() != reply and "210" in a.answer and a.citations and a.replaced["answer"]
+
+
+def test_an_unverifiable_llm_reply_to_what_extractive_mode_refuses_is_a_refusal(corpus_assistant, corpus_settings,
+                                                                                embedder):
+    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder,
+                                llm=fake_chat("本届欧洲杯足球赛的冠军是西班牙队[1]。"))
+    a = assistant.ask("本届欧洲杯足球赛的冠军是哪个国家？")
+    assert a.refused and "西班牙" not in a.answer and a.replaced
 
 
 def test_llm_refusal_is_a_refusal(corpus_assistant, corpus_settings, embedder):
@@ -128,7 +149,9 @@ def test_http_round_trip_through_chat_openai(corpus_assistant, corpus_settings, 
         answer = events[-1].answer
         assert len(tokens) > 3  # streamed in pieces
         assert "[7]" not in answer.answer and answer.citations and _valid(answer, assistant.index)
-        assert any("5万" in u for u in answer.unverified) and not any("80.1%" in u and "5万" not in u for u in answer.unverified)
+        withheld = answer.replaced["unverified"]  # 5万 is made up: the reply is withheld, the quotes shown
+        assert any("5万" in u for u in withheld) and not any("80.1%" in u and "5万" not in u for u in withheld)
+        assert not answer.unverified and "5万" not in answer.answer
         assert server.requests[0]["stream"] is True and server.requests[0]["model"] == "fake-model"
         assert "<资料>" in server.requests[0]["messages"][-1]["content"]
     finally:

@@ -222,3 +222,107 @@ def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
     final = ChromaIndex(idx)
     assert len(final.documents()) == 6 and final.reconcile() == 0
     assert final.chunks.count() == sum(d.chunks for d in final.documents().values())
+
+
+SLOW_WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from ingest.embed import HashEmbedder
+from ingest.pipeline import Pipeline
+from ingest.store import ChromaIndex
+
+class Slow(HashEmbedder):
+    def embed_passages(self, texts):
+        time.sleep(0.4)  # a wide window between choosing the document id and committing it
+        return super().embed_passages(texts)
+
+while time.time() < {start}:
+    time.sleep(0.005)
+report = Pipeline(ChromaIndex({index!r}), Slow()).run([{path!r}])
+print(report.documents[0].status, report.documents[0].doc_id)
+"""
+
+
+def test_two_processes_ingesting_the_same_file_name_both_land(tmp_path):
+    """Two CLI-like writers, one index, two different notice.txt at the same moment: both are committed under
+    different ids (the writer lock serialises them), and each process sees the other's commit."""
+    idx = tmp_path / "shared-index"
+    ChromaIndex(idx)  # create the collections once, before the race
+    start = time.time() + 3
+    procs = []
+    for name, words in (("a", "甲单位"), ("b", "乙单位")):
+        path = tmp_path / name / "notice.txt"
+        write(path, f"title: {words}通知\n---\n第一条 {words}的停车位为{len(words)}00个。\n")
+        code = SLOW_WRITER.format(root=str(ROOT), start=start, index=str(idx), path=str(path))
+        procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in outs]
+    statuses = [o.split() for o, _ in outs]
+    assert [s[0] for s in statuses] == ["added", "added"] and statuses[0][1] != statuses[1][1], statuses
+    docs = ChromaIndex(idx).documents()
+    assert {d.title for d in docs.values()} == {"甲单位通知", "乙单位通知"}
+
+
+def test_a_commit_in_another_process_is_seen_without_waiting(tmp_path, small_docs):
+    """The generation file: a reader learns of a writer's commit at once, with no refresh interval."""
+    reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    assert reader.documents() == {}
+    Pipeline(ChromaIndex(tmp_path / "index"), HashEmbedder()).run([small_docs])
+    assert len(reader.documents()) == 2
+
+
+def test_a_corrupt_index_is_a_clear_message_not_a_traceback(tmp_path):
+    (tmp_path / "idx" / "chroma").mkdir(parents=True)
+    (tmp_path / "idx" / "chroma" / "chroma.sqlite3").write_bytes(b"not a database" * 1000)
+    proc = subprocess.run([sys.executable, "app.py", "docs", "--index", str(tmp_path / "idx")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "cannot be opened" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_orphans_are_cleaned_at_start_unless_a_writer_is_at_work(tmp_path, small_docs):
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    doc = next(iter(index.documents().values()))
+    chunk = index.all_chunks(doc.doc_id)[0][1]
+    index.chunks.upsert(ids=["orphan"], embeddings=[HashEmbedder().embed_query("x").tolist()], documents=["x"],
+                        metadatas=[index._chunk_meta(chunk, "uncommitted-version")])
+    other = ChromaIndex(tmp_path / "index")
+    with index.writer():  # an ingest at work in this directory: its uncommitted chunks are not orphans
+        assert other.clean_orphans() == 0
+    assert other.clean_orphans() == 1 and index.chunks.get(ids=["orphan"])["ids"] == []
+
+
+def test_concurrent_lexical_saves_never_fail_or_tear(tmp_path):
+    """Issue 8.11: 120 saves from 8 threads into one directory (each thread its own lock descriptor, as separate
+    processes would have): none fails, and the index left is whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ingest.lexical import LexicalIndex
+
+    target = tmp_path / "lexical-x"
+
+    def save(i: int) -> None:
+        LexicalIndex([f"c{i}", "d"], [f"第{i}条 停车位", "公共厕所"], f"fp{i}").save(target)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save, range(120)))  # an exception in any save is raised here
+    loaded = LexicalIndex.load(target)
+    assert loaded is not None and loaded.fingerprint.startswith("fp") and len(loaded.ids) == 2
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or p.name.startswith(".lexical-")]
+
+
+def test_prune_removes_only_documents_from_the_paths_given(tmp_path, small_docs):
+    """Another node's documents (paths that do not exist here) and uploads are not this run's to prune."""
+    index = ChromaIndex(tmp_path / "index")
+    pipe = Pipeline(index, HashEmbedder())
+    other = tmp_path / "other-node"
+    write(other / "remote.txt", "title: 外地文件\n---\n第一条 外地文件的内容。\n")
+    pipe.run([other])
+    import shutil
+
+    shutil.rmtree(other)  # as seen from this node: that path does not exist here
+    pipe.run([small_docs])
+    (small_docs / "notice.md").unlink()
+    report = pipe.run([small_docs], prune=True)
+    assert [d.status for d in report.documents].count("removed") == 1
+    assert "外地文件" in {d.title for d in index.documents().values()}

@@ -85,7 +85,7 @@ def parse_name(name: str, data: bytes):
     return parse(Path(name), data)
 
 
-def test_a_batch_with_broken_files_lands_the_rest(server):
+def test_a_batch_with_broken_files_lands_the_rest(server, small_settings):
     auth = {"Authorization": "Bearer adm"}
     files = [("files", ("bomb.docx", _docx(300_000))),
              ("files", ("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer")),
@@ -101,6 +101,10 @@ def test_a_batch_with_broken_files_lands_the_rest(server):
     assert by_file["公告.txt"]["status"] == "added"
     assert by_file["bomb.docx"]["status"] == "failed" and "paragraphs" in by_file["bomb.docx"]["error"]
     assert by_file["broken.pdf"]["status"] == "failed" and by_file["broken.pdf"]["error"]
+    from pathlib import Path
+
+    kept = {p.name for p in (Path(small_settings.store.index_dir) / "uploads").rglob("*") if p.is_file()}
+    assert "公告.txt" in kept and not kept & {"bomb.docx", "broken.pdf"}  # rejected files are not kept
     assert "333" in httpx.post(f"{server.url}/api/ask", json={"question": "丙办法规定的停车位是多少个？"},
                                timeout=30).json()["answer"]
 
@@ -115,3 +119,64 @@ def test_error_bodies_have_one_shape(server):
         assert set(body) == {"error"} and body["error"]["status"] == r.status_code >= 400, (r.status_code, body)
         assert isinstance(body["error"]["message"], str) and body["error"]["message"]
         json.dumps(body)
+
+
+def test_ui_login_is_rate_limited_per_address(live):
+    server = live(ui_user="u", ui_password="right", login_attempts_per_minute=5)
+    codes = [httpx.post(f"{server.url}/login", data={"username": "u", "password": f"guess{i}"}, timeout=10).status_code
+             for i in range(7)]
+    assert codes[:5].count(429) == 0 and codes[5:] == [429, 429], codes
+
+
+def test_api_docs_need_no_cdn(server):
+    assert httpx.get(f"{server.url}/openapi.json", timeout=10).json()["info"]["title"]
+    page = httpx.get(f"{server.url}/docs", timeout=10)
+    assert "cdn.jsdelivr.net" not in page.text and "unpkg.com" not in page.text
+
+
+def test_replacing_and_removing_are_explicit_actions(server, small_settings):
+    from pathlib import Path
+
+    auth = {"Authorization": "Bearer adm"}
+    uploads = Path(small_settings.store.index_dir) / "uploads"
+    first = httpx.post(f"{server.url}/api/documents", headers=auth, timeout=60,
+                       files=[("files", ("规定.txt", "title: 丁规定\n---\n第一条 丁规定的停车位为444个。\n".encode()))]).json()
+    doc_id = first["documents"][0]["doc_id"]
+    again = httpx.post(f"{server.url}/api/documents", headers=auth, timeout=60,
+                       files=[("files", ("规定.txt", "title: 戊规定\n---\n第一条 戊规定的停车位为555个。\n".encode()))]).json()
+    assert again["documents"][0]["doc_id"] != doc_id  # the same name again is another document, not a replace
+    r = httpx.put(f"{server.url}/api/documents/{doc_id}", headers=auth, timeout=60,
+                  files={"file": ("规定-新.txt", "title: 丁规定\n---\n第一条 丁规定的停车位为666个。\n".encode())})
+    assert r.status_code == 200 and r.json()["documents"][0]["status"] == "updated"
+    text = httpx.get(f"{server.url}/api/documents/{doc_id}", timeout=10).json()["text"]
+    assert "666" in text and "444" not in text
+    assert "规定.txt" in {p.name for p in uploads.rglob("*")}  # 戊's file stays; 丁's old file went with it
+    assert sum(1 for p in uploads.rglob("规定.txt")) == 1
+    assert httpx.put(f"{server.url}/api/documents/nope", headers=auth, timeout=10,
+                     files={"file": ("x.txt", b"x")}).status_code == 404
+    assert httpx.delete(f"{server.url}/api/documents/{doc_id}", timeout=10).status_code == 401
+    assert httpx.delete(f"{server.url}/api/documents/{doc_id}", headers=auth, timeout=10).json() == {"removed": doc_id}
+    assert httpx.get(f"{server.url}/api/documents/{doc_id}", timeout=10).status_code == 404
+    assert not list(uploads.rglob("规定-新.txt"))
+    assert httpx.delete(f"{server.url}/api/documents/{doc_id}", headers=auth, timeout=10).status_code == 404
+
+
+def test_a_stream_that_fails_sends_an_error_event(server):
+    """After the 200 status line a failure cannot be a status: it is an `error` event, then the end."""
+    from assistant.service import Assistant
+
+    original = Assistant.stream
+
+    def failing(self, *a, **k):
+        yield from ()
+        raise RuntimeError("the model went away")
+    Assistant.stream = failing
+    try:
+        r = httpx.post(f"{server.url}/api/ask", json={"question": "停车位多少个？", "stream": True}, timeout=30)
+        assert r.status_code == 200 and "event: error" in r.text and r.text.rstrip().endswith("data: {}")
+        assert "the model went away" not in r.text  # details stay in the server log
+        v1 = httpx.post(f"{server.url}/v1/chat/completions", timeout=30,
+                        json={"stream": True, "messages": [{"role": "user", "content": "停车位多少个？"}]})
+        assert '"error"' in v1.text and v1.text.rstrip().endswith("[DONE]")
+    finally:
+        Assistant.stream = original
