@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import copy
+import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -81,8 +83,14 @@ class Assistant:
     """Questions in, cited answers out. Built once by build_assistant(settings)."""
 
     def __init__(self, retriever: HybridRetriever, answerer: Answerer, refusal: str,
-                 calibration: calib.Calibration, condenser=None, draft: ExtractiveAnswerer | None = None) -> None:
+                 calibration: calib.Calibration, condenser=None, draft: ExtractiveAnswerer | None = None,
+                 max_concurrent: int = 0) -> None:
         self.retriever, self.answerer, self.refusal = retriever, answerer, refusal
+        # Retrieval is CPU work: running more of it at once than there are cores only makes every question (and
+        # the event loop's health checks, which need the GIL) wait longer. Extra questions queue here, asleep.
+        # Four per core measured best on 2 cores (bench/load.py: 1 per core halves throughput, unbounded lets
+        # /healthz p95 reach 1.6 s).
+        self._cpu = threading.BoundedSemaphore(max_concurrent or 4 * (os.cpu_count() or 2))
         # The extractive answer is drafted for every question: in extractive mode it is the answer; in every
         # mode, whether it states the kind of fact asked for is an answerability signal.
         self.draft = answerer if isinstance(answerer, ExtractiveAnswerer) else (draft or ExtractiveAnswerer())
@@ -145,13 +153,14 @@ class Assistant:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
         standalone = self.standalone(question, history)
-        r = self.retrieve(standalone, k, doc_ids, issuer)
-        if history and standalone == question and r.probability < self.threshold and _user_turns(history):
-            # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
-            joined = join_subject(question, history)
-            alt = self.retrieve(joined, k, doc_ids, issuer)
-            if alt.probability > r.probability:
-                standalone, r = joined, alt
+        with self._cpu:
+            r = self.retrieve(standalone, k, doc_ids, issuer)
+            if history and standalone == question and r.probability < self.threshold and _user_turns(history):
+                # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
+                joined = join_subject(question, history)
+                alt = self.retrieve(joined, k, doc_ids, issuer)
+                if alt.probability > r.probability:
+                    standalone, r = joined, alt
         prob = r.probability
         t1 = time.perf_counter()
         if prob < self.threshold:
@@ -267,4 +276,5 @@ def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedd
 
             answerer = LLMAnswerer(llm, settings.answer.refusal_text)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
-    return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive)
+    return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive,
+                     r.max_concurrent)

@@ -36,6 +36,8 @@ class RetrievalSettings(BaseModel):
                                   "empty = the file shipped for the configured embedder")
     merge_adjacent: bool = Field(True, description="Show adjacent chunks of the same section as context")
     reranker_path: str = Field("", description="Local sentence-transformers CrossEncoder directory; empty = no reranking")
+    max_concurrent: int = Field(0, description="Questions retrieved at the same time; more wait their turn, so the "
+                                "server stays responsive under load. 0 = four per CPU core")
 
 
 class LLMSettings(BaseModel):

@@ -28,12 +28,12 @@ from tests.live import free_port  # noqa: E402
 ADMIN = "load-admin"
 
 
-def start_server(index_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(index_dir: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, ASSISTANT_INDEX_DIR=index_dir, ASSISTANT_SERVER__ADMIN_KEY=ADMIN,
                HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     proc = subprocess.Popen([sys.executable, "app.py", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -42,7 +42,7 @@ def start_server(index_dir: str) -> tuple[subprocess.Popen, str]:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read()[-2000:])
+            raise RuntimeError(log_path.read_text()[-2000:])
         time.sleep(0.2)
     raise RuntimeError("the server did not start")
 
@@ -119,7 +119,8 @@ def main() -> None:
         shutil.copytree(corpus_settings(None).store.index_dir, index)
     qs, _ = load_questions(ROOT / "tests" / "data" / "questions.jsonl")
     questions = [q.turns[-1] for q in qs]
-    proc, url = start_server(index)
+    log_path = Path(work) / "server.log"
+    proc, url = start_server(index, log_path)
     try:
         before = {d["doc_id"] for d in httpx.get(f"{url}/api/documents", timeout=30).json()["documents"]}
         out = asyncio.run(main_async(url, args.askers, args.seconds, args.heavy, questions))
@@ -127,6 +128,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        server_log = log_path.read_text()
         shutil.rmtree(work, ignore_errors=True)
     ms = lambda xs: {"n": len(xs), "p50": percentile(xs, 50), "p95": percentile(xs, 95), "max": round(max(xs), 1)} if xs else {}  # noqa: E731
     print(json.dumps({
@@ -135,6 +137,7 @@ def main() -> None:
         "first_errors": out["errors"][:5], "ask_ms": ms(out["ask_ms"]), "max_length_ask_ms": ms(out["heavy_ms"]),
         "healthz_ms": ms(out["health_ms"]), "upload": out.get("upload"),
         "documents_before": len(before), "documents_after": len(after), "lost": sorted(before - after),
+        "server_errors": [ln for ln in server_log.splitlines() if "Error" in ln or "error" in ln][-10:],
     }, ensure_ascii=False, indent=1))
 
 
