@@ -100,7 +100,8 @@ def _plain_turns(turns) -> list[dict]:
 
 def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService,
              doc_token: Callable[[str], str] = lambda d: "") -> gr.Blocks:
-    with gr.Blocks(title="政策文件问答", analytics_enabled=False) as ui:
+    # delete_cache: files clients upload (question files, documents) leave Gradio's cache within two hours.
+    with gr.Blocks(title="政策文件问答", analytics_enabled=False, delete_cache=(600, 3600)) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         with gr.Tab("问答"):
             with gr.Row():
