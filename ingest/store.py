@@ -169,8 +169,9 @@ class ChromaIndex:
         tmp = self._generation_file.with_name(f"{self._generation_file.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(f"{time.time_ns()} {os.getpid()} {threading.get_ident()} {id(self)}")
         os.replace(tmp, self._generation_file)
-        self._docs = None
-        self._generation = self._read_generation()
+        with self._lock:
+            self._docs = None
+            self._generation = self._read_generation()
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
@@ -190,15 +191,16 @@ class ChromaIndex:
         return not self.shared_server or time.monotonic() - self._checked < self.refresh_seconds
 
     def _load_documents(self) -> dict[str, Document]:
-        if self._docs is not None and self._fresh():
-            return self._docs
+        cached = self._docs  # read once: a commit on another thread may reset the attribute meanwhile
+        if cached is not None and self._fresh():
+            return cached
         self._checked = time.monotonic()
         generation = self._read_generation()
-        if self._docs is not None:
+        if cached is not None:
             got = self.records.get(include=["metadatas"])
-            if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in self._docs.items()}:
+            if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in cached.items()}:
                 self._generation = generation
-                return self._docs
+                return cached
         got = _paged(self.records, None, ["documents", "metadatas"], page=500)
         docs = {}
         for text, meta in zip(got["documents"], got["metadatas"]):
