@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ingest.embed import Embedder, make_embedder
 from ingest.pipeline import Pipeline
-from ingest.store import ChromaIndex
+from ingest.store import ChromaIndex, Store
 
 from .settings import Settings
 
@@ -18,6 +18,6 @@ def build_embedder(s: Settings) -> Embedder:
     return make_embedder(e.backend, e.model_path, e.query_prefix, e.passage_prefix, e.batch_size)
 
 
-def build_pipeline(s: Settings, index: ChromaIndex | None = None, embedder: Embedder | None = None) -> Pipeline:
+def build_pipeline(s: Settings, index: Store | None = None, embedder: Embedder | None = None) -> Pipeline:
     return Pipeline(index or open_index(s), embedder or build_embedder(s), s.ingest.chunk_size,
                     s.ingest.chunk_overlap, s.ingest.max_file_mb)

@@ -18,7 +18,7 @@ from ingest.chunk import references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
-from ingest.store import ChromaIndex, chunk_key
+from ingest.store import Store, chunk_key
 
 from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
 
@@ -178,7 +178,7 @@ class HybridRetriever:
     """Chunk vectors, sentence vectors and BM25 (with everyday->official expansions) give candidates; every
     candidate is scored by every signal, normalised per query, and fused by weights; adjacent chunks merge."""
 
-    def __init__(self, index: ChromaIndex, embedder: Embedder, k: int = 5, candidates: int = 30,
+    def __init__(self, index: Store, embedder: Embedder, k: int = 5, candidates: int = 30,
                  reranker: Reranker | None = None, merge_adjacent: bool = True, weights: Weights | None = None) -> None:
         self.index, self.embedder = index, embedder
         self.k, self.candidates = k, candidates
@@ -211,20 +211,18 @@ class HybridRetriever:
         pool = Pool(query, vector, query_terms(query), expanded, {}, [], [])
         if allowed is not None and not allowed:
             return pool
-        where = {"doc_id": {"$in": sorted(allowed)}} if allowed is not None else None
         n = self.candidates
         cands = pool.candidates
-        for h in self.index.dense(vector, n, where):
+        for h in self.index.dense(vector, n, allowed):
             cands[chunk_key(h.chunk.doc_id, h.chunk.ordinal)] = Candidate(h.chunk, dense=h.score)
         pool.dense_background = sorted((c.dense for c in cands.values()), reverse=True)
-        sentence_hits = self.index.dense_sentences(vector, n * 3, where)
+        sentence_hits = self.index.dense_sentences(vector, n * 3, allowed)
         pool.sentence_background = sorted((h.score for h in sentence_hits), reverse=True)
         best_sentence: dict[str, float] = {}
         for h in sentence_hits:
             best_sentence[h.chunk_key] = max(best_sentence.get(h.chunk_key, -1.0), h.score)
         def lexical(text: str) -> dict[str, float]:
-            return {k: v for k, v in self.index.lexical_scores(text).items()
-                    if allowed is None or k.rpartition(":")[0] in allowed} if text.strip() else {}
+            return self.index.lexical_scores(text, allowed) if text.strip() else {}
         lex, exp = lexical(query), lexical(" ".join(expanded))
         lex_top = sorted(lex, key=lambda k: -lex[k])[:n]
         exp_top = sorted(exp, key=lambda k: -exp[k])[: n // 2]
@@ -236,7 +234,7 @@ class HybridRetriever:
             # "第十一条" names an addressable unit: its chunks join, the document the question names first.
             # Every document has a 第九条: the one whose title the question names best is the one meant (1.0);
             # the others stay candidates, well below (0.3 at most).
-            arts = [c for c in self.index.article_chunks(ref) if allowed is None or c.doc_id in allowed]
+            arts = self.index.article_chunks(ref, allowed)
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}
             best = max(named.values(), default=0.0)
             for c in arts:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from ingest.store import ChromaIndex
+from ingest.store import Store
 
 from . import calibration as calib
 from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
@@ -110,7 +110,7 @@ class Assistant:
         return out
 
     @property
-    def index(self) -> ChromaIndex:
+    def index(self) -> Store:
         return self.retriever.index
 
     @property
@@ -249,7 +249,7 @@ def _history_lines(history: Sequence) -> list[str]:
     return out
 
 
-def build_assistant(settings: Settings, index: ChromaIndex | None = None, embedder=None, llm=None,
+def build_assistant(settings: Settings, index: Store | None = None, embedder=None, llm=None,
                     reranker=None) -> Assistant:
     """Wire the assistant from settings; tests pass a fake chat model as `llm`."""
     from .components import build_embedder, open_index

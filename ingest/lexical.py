@@ -115,3 +115,46 @@ class LexicalIndex:
             return None
 
 
+
+
+class LexicalCache:
+    """The BM25 lifecycle of one store, apart from the store: the index for exactly the committed documents,
+    loaded from its directory when it is current there, rebuilt when the store's fingerprint has moved (one
+    rebuild at a time per process; saves across processes take turns in `LexicalIndex.save`).
+
+    `rows()` gives (chunk_id, text) of every committed chunk and `fingerprint()` names the committed set; a
+    store with an incremental index would replace `rebuild` and nothing else."""
+
+    def __init__(self, directory: Path, rows, fingerprint) -> None:
+        import threading
+
+        self.directory, self.rows, self.fingerprint = Path(directory), rows, fingerprint
+        self._index: LexicalIndex | None = None
+        self._lock = threading.RLock()
+
+    def current(self) -> LexicalIndex:
+        fp, lex = self.fingerprint(), self._index
+        if lex is not None and lex.fingerprint == fp:
+            return lex
+        with self._lock:  # concurrent requests after a commit: one rebuilds, the others wait and reuse it
+            fp, lex = self.fingerprint(), self._index
+            if lex is not None and lex.fingerprint == fp:
+                return lex
+            lex = LexicalIndex.load(self.directory)
+            if lex is None or lex.fingerprint != fp:
+                return self.rebuild()
+            self._index = lex
+            return lex
+
+    def rebuild(self) -> LexicalIndex:
+        with self._lock:
+            fp = self.fingerprint()
+            rows = self.rows()
+            lex = LexicalIndex([i for i, _ in rows], [t for _, t in rows], fp)
+            lex.save(self.directory)
+            self._index = lex
+            log.info("lexical index rebuilt: %d chunks", len(rows))
+            return lex
+
+    def forget(self) -> None:
+        self._index = None

@@ -15,7 +15,7 @@ from .clean import clean
 from .embed import Embedder
 from .loaders import parse, read
 from .schema import Document, IngestError
-from .store import ChromaIndex, index_text
+from .store import Store, index_text
 
 log = logging.getLogger(__name__)
 PIPELINE_VERSION = "4"  # 4: tables and copyright articles kept; 3: sentences embedded  # bump when cleaning or chunking rules change, so every document is redone
@@ -67,9 +67,9 @@ def _slug(stem: str) -> str:
 
 
 class Pipeline:
-    """Ingests files into a ChromaIndex with one embedder and one set of chunking settings."""
+    """Ingests files into a Store (ChromaIndex) with one embedder and one set of chunking settings."""
 
-    def __init__(self, index: ChromaIndex, embedder: Embedder, chunk_size: int = 300, chunk_overlap: int = 60,
+    def __init__(self, index: Store, embedder: Embedder, chunk_size: int = 300, chunk_overlap: int = 60,
                  max_file_mb: float = 20.0) -> None:
         self.index, self.embedder = index, embedder
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap

@@ -24,10 +24,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection, ContextManager, Protocol
 
 import numpy as np
 
-from .lexical import LexicalIndex
+from .lexical import LexicalCache, LexicalIndex
 from .schema import Chunk, Document, IndexUnavailable, Sentence
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,43 @@ def index_text(chunk: Chunk) -> str:
     return f"{head}\n{chunk.text}" if head else chunk.text
 
 
+class Store(Protocol):
+    """The seam between the index and everything above it: what the pipeline, retrieval and the edges use.
+    Filters are neutral (a collection of document ids, or None for all); keys are chunk keys
+    ("doc_id:ordinal", `chunk_key`) everywhere above the store. ChromaIndex is the implementation; a store is
+    only ever written inside `writer()`, one writer at a time across threads and processes."""
+
+    location: str
+
+    # documents and writing
+    def writer(self, wait: bool = True) -> ContextManager: ...
+    def documents(self) -> dict[str, Document]: ...
+    def document(self, doc_id: str) -> Document | None: ...
+    def fingerprint(self) -> str: ...
+    def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
+                     sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None: ...
+    def remove_document(self, doc_id: str) -> None: ...
+    def reconcile(self) -> int: ...
+    def clean_orphans(self) -> int: ...
+    def refresh(self) -> None: ...
+    def count(self) -> int: ...
+
+    # reading
+    def all_chunks(self, doc_id: str | None = None) -> list[tuple[str, Chunk]]: ...
+    def chunks_by_key(self, keys: list[str]) -> dict[str, Chunk]: ...
+    def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]: ...
+    def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]: ...
+    def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]: ...
+    def sentence_vectors(self, doc_id: str, start: int, end: int) -> list[tuple[Sentence, np.ndarray]]: ...
+
+    # searching
+    def dense(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list["Hit"]: ...
+    def dense_sentences(self, vector: np.ndarray, n: int,
+                        doc_ids: Collection[str] | None = None) -> list["SentenceHit"]: ...
+    def lexical(self) -> LexicalIndex: ...
+    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]: ...
+
+
 class ChromaIndex:
     """Chunks and their vectors in Chroma, document records beside them, BM25 in the index directory."""
 
@@ -119,7 +157,8 @@ class ChromaIndex:
                 "and run `python app.py ingest` again; if it is read-only, give this user write access") from e
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
-        self._lexical: LexicalIndex | None = None
+        self._bm25 = LexicalCache(self.lexical_dir, lambda: [(i, index_text(c)) for i, c in self.all_chunks()],
+                                  self.fingerprint)
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
         self._generation_file = self.index_dir / f"generation-{collection}"
@@ -211,7 +250,8 @@ class ChromaIndex:
 
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
-        self._docs, self._lexical = None, None
+        self._docs = None
+        self._bm25.forget()
 
     def document(self, doc_id: str) -> Document | None:
         return self.documents().get(doc_id)
@@ -291,12 +331,17 @@ class ChromaIndex:
     def count(self) -> int:
         return sum(d.chunks for d in self.documents().values())
 
-    def dense(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[Hit]:
-        """Nearest chunks by cosine similarity (1 - chroma's cosine distance)."""
+    @staticmethod
+    def _where(doc_ids: Collection[str] | None) -> dict | None:
+        """The store's own filter dialect, from the neutral one (a set of document ids, or None for all)."""
+        return None if doc_ids is None else {"doc_id": {"$in": sorted(doc_ids)}}
+
+    def dense(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[Hit]:
+        """Nearest chunks by cosine similarity (1 - chroma's cosine distance), within doc_ids when given."""
         total = self.count()
-        if total == 0:
+        if total == 0 or (doc_ids is not None and not doc_ids):
             return []
-        got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=where,
+        got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=self._where(doc_ids),
                                 include=["documents", "metadatas", "distances"])
         return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
                 zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
@@ -313,11 +358,11 @@ class ChromaIndex:
         return [(self._sentence(t, m), np.asarray(v, dtype=np.float32))
                 for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])]
 
-    def dense_sentences(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[SentenceHit]:
-        """Nearest sentences by cosine similarity (empty for an index built before sentences were stored)."""
-        if self.sentences.count() == 0:
+    def dense_sentences(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[SentenceHit]:
+        """Nearest sentences by cosine similarity, within doc_ids when given."""
+        if self.sentences.count() == 0 or (doc_ids is not None and not doc_ids):
             return []
-        got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=where,
+        got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=self._where(doc_ids),
                                    include=["documents", "metadatas", "distances"])
         return [SentenceHit(self._sentence(t, m), 1.0 - d)
                 for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
@@ -332,28 +377,11 @@ class ChromaIndex:
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
-        """The BM25 index for exactly the committed documents, rebuilt if it is missing or stale."""
-        fp, lex = self.fingerprint(), self._lexical
-        if lex is not None and lex.fingerprint == fp:
-            return lex
-        with self._lock:  # concurrent requests after a commit: one rebuilds, the others wait and reuse it
-            fp, lex = self.fingerprint(), self._lexical
-            if lex is not None and lex.fingerprint == fp:
-                return lex
-            lex = LexicalIndex.load(self.lexical_dir)
-            if lex is None or lex.fingerprint != fp:
-                lex = self.rebuild_lexical()
-            self._lexical = lex
-            return lex
+        """The BM25 index for exactly the committed documents (its lifecycle: LexicalCache)."""
+        return self._bm25.current()
 
     def rebuild_lexical(self) -> LexicalIndex:
-        with self._lock:
-            rows = self.all_chunks()
-            lex = LexicalIndex([i for i, _ in rows], [index_text(c) for _, c in rows], self.fingerprint())
-            lex.save(self.lexical_dir)
-            self._lexical = lex
-            log.info("lexical index rebuilt: %d chunks", len(rows))
-            return lex
+        return self._bm25.rebuild()
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:
@@ -368,17 +396,21 @@ class ChromaIndex:
                               include=["documents", "metadatas"])
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
 
-    def article_chunks(self, article: str) -> list[Chunk]:
-        """Committed chunks of every document's article with this number (e.g. '第十一条')."""
-        got = self.chunks.get(where={"article": article}, include=["documents", "metadatas"])
+    def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]:
+        """Committed chunks of the article with this number (e.g. '第十一条') in every document, or in doc_ids."""
+        if doc_ids is not None and not doc_ids:
+            return []
+        where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
+        got = self.chunks.get(where=where, include=["documents", "metadatas"])
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
 
-    def lexical_scores(self, query: str) -> dict[str, float]:
-        """BM25 scores by chunk key for every committed chunk sharing a bigram with the query."""
+    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
+        """BM25 scores by chunk key for every committed chunk sharing a bigram with the query (within doc_ids)."""
         out = {}
         for cid, score in self.lexical().scores(query).items():
             doc_id, _, rest = cid.partition(":")
-            out[chunk_key(doc_id, int(rest.rpartition(":")[2]))] = score
+            if doc_ids is None or doc_id in doc_ids:
+                out[chunk_key(doc_id, int(rest.rpartition(":")[2]))] = score
         return out
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:

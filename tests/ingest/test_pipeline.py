@@ -326,3 +326,24 @@ def test_prune_removes_only_documents_from_the_paths_given(tmp_path, small_docs)
     report = pipe.run([small_docs], prune=True)
     assert [d.status for d in report.documents].count("removed") == 1
     assert "外地文件" in {d.title for d in index.documents().values()}
+
+
+def test_chroma_index_implements_the_store_seam_with_neutral_filters(tmp_path, small_docs):
+    import inspect
+
+    from ingest.store import Store
+
+    for name, member in vars(Store).items():
+        if callable(member) and not name.startswith("_"):
+            impl = getattr(ChromaIndex, name)
+            assert list(inspect.signature(impl).parameters) == list(inspect.signature(member).parameters), name
+    index = ChromaIndex(tmp_path / "index")
+    emb = HashEmbedder()
+    Pipeline(index, emb).run([small_docs])
+    v = emb.embed_query("停车位")
+    assert {h.chunk.doc_id for h in index.dense(v, 10, {"parking"})} == {"parking"}
+    assert index.dense(v, 10, set()) == [] and index.dense_sentences(v, 10, set()) == []
+    assert {h.sentence.doc_id for h in index.dense_sentences(v, 10, {"notice"})} == {"notice"}
+    assert all(k.startswith("parking:") for k in index.lexical_scores("停车位", {"parking"}))
+    everywhere = index.article_chunks("第一条")
+    assert everywhere and all(c.doc_id == "parking" for c in index.article_chunks("第一条", {"parking"}))
