@@ -18,6 +18,8 @@ from .schema import Document, IngestError
 from .store import Store, index_text
 
 log = logging.getLogger(__name__)
+# Chunks one document may make (each is embedded, with its sentences): bounds one file's ingest time.
+MAX_CHUNKS = 20_000
 PIPELINE_VERSION = "4"  # 4: tables and copyright articles kept; 3: sentences embedded  # bump when cleaning or chunking rules change, so every document is redone
 
 
@@ -157,6 +159,8 @@ class Pipeline:
                            date=raw.meta.get("date", ""), source=raw.meta.get("source", ""),
                            ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             chunks = split(text, doc_id, title, self.chunk_size, self.chunk_overlap)
+            if len(chunks) > MAX_CHUNKS:
+                raise IngestError(f"the document makes {len(chunks):,} chunks, over the {MAX_CHUNKS:,} limit: split it")
             sents = sentence_units(text, chunks)
             vectors = self.embedder.embed_passages([index_text(c) for c in chunks])
             sentence_vectors = self.embedder.embed_passages([x.index_text() for x in sents])

@@ -347,3 +347,12 @@ def test_chroma_index_implements_the_store_seam_with_neutral_filters(tmp_path, s
     assert all(k.startswith("parking:") for k in index.lexical_scores("停车位", {"parking"}))
     everywhere = index.article_chunks("第一条")
     assert everywhere and all(c.doc_id == "parking" for c in index.article_chunks("第一条", {"parking"}))
+
+
+def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_docs, monkeypatch):
+    import ingest.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "MAX_CHUNKS", 1)
+    report = Pipeline(ChromaIndex(tmp_path / "index"), HashEmbedder()).run([small_docs])
+    failed = [d for d in report.documents if d.status == "failed"]
+    assert failed and all("chunks, over the 1 limit" in d.error for d in failed)
