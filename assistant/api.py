@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -119,6 +120,18 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             if len(login_attempts) > 10_000:  # bounded memory under a spray of addresses
                 login_attempts.clear()
         return await call_next(request)
+
+    @app.middleware("http")
+    async def chinese_page(request: Request, call_next):
+        """Gradio's page says <html lang="en">: Chinese would be drawn with Japanese glyph forms and read aloud
+        as English. The chat's own page is rewritten to zh-CN (only that HTML, nothing streamed)."""
+        response = await call_next(request)
+        if request.method != "GET" or not response.headers.get("content-type", "").startswith("text/html"):
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        body = re.sub(rb'<html(\s+)lang="en"', rb'<html\1lang="zh-CN"', body, count=1)
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
 
     @app.middleware("http")
     async def frame_policy(request: Request, call_next):
@@ -372,7 +385,8 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         else:
             body = h.escape(t)
         meta = " · ".join(h.escape(x) for x in (doc.issuer, doc.doc_number, doc.date) if x)
-        return (f"<!doctype html><html lang='zh'><meta charset='utf-8'><title>{h.escape(doc.title)}</title>"
+        return (f"<!doctype html><html lang='zh-CN'><meta charset='utf-8'>"
+                "<meta name='viewport' content='width=device-width, initial-scale=1'><title>{h.escape(doc.title)}</title>"
                 "<style>body{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.8}"
                 "mark{background:#ffe082}</style>"
                 f"<h1>{h.escape(doc.title)}</h1><p><small>{meta}</small></p><div style='white-space:pre-wrap'>{body}</div></html>")
@@ -413,7 +427,7 @@ WIDGET_JS = """(function(){
   document.body.appendChild(b);
 })();"""
 
-EMBED_HTML = """<!doctype html><html lang="zh"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+EMBED_HTML = """<!doctype html><html lang="zh-CN"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>政策问答</title>
 <style>body{font-family:sans-serif;margin:0;padding:8px;font-size:14px}#log{height:420px;overflow:auto;border:1px solid #ddd;padding:6px}
 .q{color:#333;font-weight:bold;margin-top:8px}.a{white-space:pre-wrap}.refused{color:#888;font-style:italic}.src{font-size:12px;color:#555;border-left:3px solid #b71c1c;padding-left:6px;margin:4px 0}

@@ -289,7 +289,7 @@ def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = 
         f"<td>{e(r['question'])}</td><td>{r['rank'] or '-'}</td><td>{r['refused']}</td>"
         f"<td>{'-' if r['fact_recall'] is None else r['fact_recall']}</td><td>{e(r['answer'])}</td>"
         f"<td>{e('; '.join(r['cited']))}</td><td>{e(r['why'])}</td></tr>" for r in _rows(report))
-    return (f"<!doctype html><html lang='zh'><meta charset='utf-8'><title>Evaluation report</title>"
+    return (f"<!doctype html><html lang='zh-CN'><meta charset='utf-8'><title>Evaluation report</title>"
             "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}"
             "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}tr.fail{background:#fff0f0}</style>"
             f"<h1>Evaluation report</h1><table>{head}{rows}</table>"

@@ -19,12 +19,15 @@ from .uploads import UploadService
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
 EXAMPLES = ["五项治理指哪五项？", "这两年修了多少公里路？", "市容环卫责任区由谁负责？", "无废城市试点要达到什么目标？",
             "业委会任期几年？", "禁烟场所吸烟怎样处罚？", "名城保护的对象有哪些？"]
+# Colours from the theme's variables, so light and dark themes both keep text readable on its background;
+# the highlight keeps its own dark text on yellow in either.
 CSS = """
-.refused {color:#777;font-style:italic;border-left:4px solid #aaa;padding-left:8px}
-.cite {border-left:4px solid #b71c1c;padding:6px 10px;margin:8px 0;background:#fafafa}
-.cite mark {background:#ffe082}
-.unverified {color:#b71c1c}
-.cite.active {outline:2px solid #b71c1c}
+.refused {color:var(--body-text-color-subdued);font-style:italic;border-left:4px solid var(--border-color-primary);padding-left:8px}
+.cite {border-left:4px solid #c62828;padding:6px 10px;margin:8px 0;background:var(--background-fill-secondary);color:var(--body-text-color)}
+.cite mark {background:#ffe082;color:#1a1a1a}
+.unverified {color:#c62828}
+.dark .unverified {color:#ef9a9a}
+.cite.active {outline:2px solid #c62828}
 """
 # [n] in an answer scrolls the sources panel to its card and marks it (the chatbot would otherwise open links in a tab).
 HEAD_JS = """<script>

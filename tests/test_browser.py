@@ -247,3 +247,35 @@ def test_penalty_answer_cites_the_duty_and_the_fine(page, app_url):
         assert "active" in card.get_attribute("class")
         marks.append(card.locator("mark").inner_text())
     assert any("第五条" in m for m in marks) and any("罚款" in m for m in marks), marks
+
+
+def _luminance(css: str) -> float:
+    import re
+
+    r, g, b = (int(x) / 255 for x in re.findall(r"\d+", css)[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser, app_url, theme):
+    """Issue 14.2 and 14.3: a source card's text keeps WCAG AA contrast on its background in the light and the
+    dark theme; the chat, /embed and /doc declare zh-CN."""
+    import httpx
+
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN", color_scheme=theme)
+    page = ctx.new_page()
+    try:
+        page.goto(app_url[0] + f"/?__theme={theme}")
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        _ask(page, "新建公厕多少座？")
+        card = page.locator(".cite").first
+        card.wait_for(timeout=60000)
+        fg, bg = page.evaluate("el => { const s = getComputedStyle(el); return [s.color, s.backgroundColor]; }",
+                               card.element_handle())
+        hi, lo = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, (theme, fg, bg)
+    finally:
+        ctx.close()
+    for path in ("/embed", "/doc/dogs"):
+        assert "lang=\"zh-CN\"" in httpx.get(app_url[0] + path, timeout=10).text.replace("'", '"')
