@@ -111,27 +111,34 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     @app.middleware("http")
     async def login_rate_limit(request: Request, call_next):
         """At most LOGIN_ATTEMPTS_PER_MINUTE tries at the UI login per client address: guessing is slow."""
-        if request.method == "POST" and request.url.path.rstrip("/").endswith("/login"):
-            now, who = time.monotonic(), request.client.host if request.client else "?"
-            recent = [t for t in login_attempts.get(who, []) if now - t < 60]
-            if len(recent) >= srv.login_attempts_per_minute:
-                return _error(429, "登录尝试过多，请一分钟后再试 / too many login attempts, try again in a minute")
+        if not (request.method == "POST" and request.url.path.rstrip("/").endswith("/login")):
+            return await call_next(request)
+        now, who = time.monotonic(), request.client.host if request.client else "?"
+        recent = [t for t in login_attempts.get(who, []) if now - t < 60]
+        if len(recent) >= srv.login_attempts_per_minute:
+            return _error(429, "登录尝试过多，请一分钟后再试 / too many login attempts, try again in a minute")
+        response = await call_next(request)
+        if response.status_code >= 400:  # only failed tries count: a proxy's many users logging in are fine
             login_attempts[who] = recent + [now]
-            if len(login_attempts) > 10_000:  # bounded memory under a spray of addresses
-                login_attempts.clear()
-        return await call_next(request)
+            if len(login_attempts) > 10_000:  # bounded memory under a spray of addresses: drop the quiet ones
+                for k in [k for k, ts in login_attempts.items() if not ts or now - ts[-1] >= 60]:
+                    login_attempts.pop(k, None)
+        return response
 
     @app.middleware("http")
     async def chinese_page(request: Request, call_next):
         """Gradio's page says <html lang="en">: Chinese would be drawn with Japanese glyph forms and read aloud
         as English. The chat's own page is rewritten to zh-CN (only that HTML, nothing streamed)."""
         response = await call_next(request)
-        if request.method != "GET" or not response.headers.get("content-type", "").startswith("text/html"):
+        if (request.method != "GET" or response.status_code != 200 or request.url.path.rstrip("/") != ""
+                or not response.headers.get("content-type", "").startswith("text/html")):
             return response
         body = b"".join([chunk async for chunk in response.body_iterator])
         body = re.sub(rb'<html(\s+)lang="en"', rb'<html\1lang="zh-CN"', body, count=1)
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return Response(body, status_code=response.status_code, headers=headers, media_type=response.media_type)
+        out = Response(body, status_code=200, media_type=response.media_type)
+        out.raw_headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-length"] + [
+            (b"content-length", str(len(body)).encode())]
+        return out
 
     @app.middleware("http")
     async def frame_policy(request: Request, call_next):
@@ -224,7 +231,10 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         # their records, so no Chroma call runs here.
         if "a" not in state:
             await run_in_threadpool(get_assistant)
-        docs = state["a"].index.documents()
+        index = state["a"].index
+        docs = index.cached_documents()
+        if docs is None:  # before the first load only
+            docs = await run_in_threadpool(index.documents)
         return {"status": "ok" if docs else "empty", "index_loaded": bool(docs), "documents": len(docs),
                 "chunks": sum(d.chunks for d in docs.values())}
 
@@ -289,7 +299,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     async def api_replace(doc_id: str, file: UploadFile = File(...), wait: bool = True):
         """Replace one document's content with an uploaded file (keeps its id); the only way a file takes over
         an existing document."""
-        if get_assistant().index.document(doc_id) is None:
+        if await run_in_threadpool(lambda: get_assistant().index.document(doc_id)) is None:
             raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
         limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1
         data = [(file.filename, await file.read(limit))]
@@ -320,6 +330,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     @app.post("/v1/chat/completions", dependencies=[Depends(bearer)])
     def v1_chat(req: ChatRequest):
+        _valid_text(req.model, "model")
         users = [m for m in req.messages if m.role == "user"]
         if not users:
             raise HTTPException(422, "messages 中没有用户问题 / no user message")

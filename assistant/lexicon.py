@@ -88,7 +88,9 @@ def holds_type(kind: str, text: str) -> bool:
     if kind.startswith("unit:"):
         unit = kind[5:]
         units = _SAME_UNIT.get(unit, unit.removeprefix("个"))
-        return bool(re.search(_NUM + r"\s*(?:个|余|多)?(?:" + units + ")", text))
+        # A count of days is not the day of a date: "3月1日" states no number of days.
+        after_month = r"(?<![月\d〇零一二三四五六七八九十两])" if unit in ("天", "日") else ""
+        return bool(re.search(after_month + _NUM + r"\s*(?:个|余|多)?(?:" + units + ")", text))
     return bool(ANSWER_TYPES[kind][1].search(text))
 
 

@@ -176,13 +176,21 @@ class Assistant:
                 tokens, passages = iter(r.draft), r.draft_passages
             else:
                 tokens = self.answerer.stream(standalone, passages)
-            for token in tokens:
-                parts.append(token)
-                yield Event("token", token)
-            answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
-                            self.answerer.mode)
-            if self.answerer is not self.draft:
+            if self.answerer is self.draft:
+                for token in tokens:
+                    parts.append(token)
+                    yield Event("token", token)
+                answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
+                                self.answerer.mode)
+            else:
+                # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text,
+                # and a reply that fails the check is never shown. What streams is the text that passed.
+                answer = verify(question, "".join(tokens), passages, self.index.documents(), self.refusal,
+                                self.answerer.mode)
                 answer = self._verified_or_extractive(question, answer, r)
+                for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
+                    if piece:
+                        yield Event("token", piece)
         t2 = time.perf_counter()
         answer.standalone_question = standalone
         answer.confidence = round(prob, 3)

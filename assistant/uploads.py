@@ -107,6 +107,8 @@ class UploadService:
         except Exception as e:  # the job reports it; the worker and the server go on
             log.exception("ingest job %s failed", job.id)
             job.status, job.error = "failed", f"{type(e).__name__}: {e}"
+            for path in paths:  # nothing of a failed batch became a document: keep none of its files
+                self._forget(path)
         return job
 
     def _forget(self, path: Path) -> None:

@@ -90,7 +90,7 @@ def join_broken_lines(lines: list[str]) -> list[str]:
     """Join a line to the next when the sentence plainly continues (no end mark, next is not a heading)."""
     out: list[str] = []
     for ln in lines:
-        if out and out[-1] and ln:
+        if out and out[-1] and ln and not (ln.startswith("|") or out[-1].startswith("|")):  # table rows stay rows
             prev = out[-1]
             continues = prev[-1] not in SENTENCE_END and len(prev) >= 20
             if continues and not HEADING.match(ln) and not HEADING.match(prev[:12]) or (

@@ -65,7 +65,7 @@ def _model_files_digest(path: str) -> str:
     from pathlib import Path
 
     root = Path(path)
-    h = hashlib.sha256(str(root.resolve()).encode())
+    h = hashlib.sha256()  # the files, not where they are: moving the directory re-embeds nothing
     for f in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else ():
         size = f.stat().st_size
         h.update(f"{f.relative_to(root)}|{size}".encode())

@@ -103,6 +103,21 @@ class LexicalIndex:
     @classmethod
     def load(cls, directory: Path) -> "LexicalIndex | None":
         """The saved index, or None when there is none or it cannot be read (then the caller rebuilds)."""
+        import fcntl
+
+        lock_path = directory.with_name(f"{directory.name}.lock")
+        try:
+            lock = open(lock_path, "a+")
+        except OSError:
+            return None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # not between a saver's two renames
+            return cls._load(directory)
+        finally:
+            lock.close()
+
+    @classmethod
+    def _load(cls, directory: Path) -> "LexicalIndex | None":
         try:
             meta = json.loads((directory / "meta.json").read_text())
             obj = cls.__new__(cls)

@@ -16,7 +16,9 @@ HEADER_KEYS = ("title", "issuer", "doc_number", "date", "source")
 MAX_TEXT_CHARS = 5_000_000
 MAX_PARAGRAPHS = 200_000
 MAX_PAGES = 3_000
-MAX_DOCX_XML_BYTES = 100 * 1024 * 1024
+MAX_DOCX_XML_BYTES = 50 * 1024 * 1024
+# A paragraph element under any namespace prefix, empty (<w:p/>) or not (<w:p>, <w:p w:rsidR=…>): 4+ bytes.
+_PARAGRAPH_TAG = re.compile(rb"<(?:\w{1,10}:)?p[\s/>]")
 
 
 @dataclass
@@ -181,9 +183,9 @@ def _check_docx_size(data: bytes) -> None:
                 with z.open(info) as f:
                     tail = b""
                     while block := f.read(1 << 20):
-                        joined = tail + block  # a tag split across two blocks is whole here (4 bytes < a tag)
-                        paragraphs += joined.count(b"<w:p>") + joined.count(b"<w:p ")
-                        tail = block[-4:]
+                        joined = tail + block  # a tag split across two blocks is whole here (a tail < a tag)
+                        paragraphs += len(_PARAGRAPH_TAG.findall(joined))
+                        tail = block[-3:]
                 if paragraphs > MAX_PARAGRAPHS:
                     raise UnsupportedDocument(f"the Word file holds over {MAX_PARAGRAPHS:,} paragraphs, over the limit")
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:

@@ -99,6 +99,7 @@ class Store(Protocol):
     # documents and writing
     def writer(self, wait: bool = True) -> ContextManager: ...
     def documents(self) -> dict[str, Document]: ...
+    def cached_documents(self) -> dict[str, Document] | None: ...
     def document(self, doc_id: str) -> Document | None: ...
     def fingerprint(self) -> str: ...
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
@@ -161,6 +162,7 @@ class ChromaIndex:
                                   self.fingerprint)
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
+        self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
         self._generation_file = self.index_dir / f"generation-{collection}"
         self._lock_file = self.index_dir / f"write-{collection}.lock"
         self._generation = self._read_generation()
@@ -176,20 +178,33 @@ class ChromaIndex:
         wait=False, BlockingIOError when another writer holds it."""
         if not self._write_lock.acquire(blocking=wait):
             raise BlockingIOError("another writer holds the index")
+        depth = getattr(self._held, "depth", 0)
         try:
+            if depth:  # this thread already holds the file lock: nested use is re-entrant
+                self._held.depth = depth + 1
+                yield self
+                return
             with open(self._lock_file, "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                self._held.depth = 1
                 try:
-                    if self._read_generation() != self._generation:
-                        self.refresh()  # another process committed: choose ids and versions against its state
+                    if self.shared_server or self._read_generation() != self._generation:
+                        # another process committed (or, with a shared server, may have): decide against its state
+                        self.refresh()
                     yield self
                 finally:
+                    self._held.depth = 0
                     fcntl.flock(f, fcntl.LOCK_UN)
         finally:
+            if depth:
+                self._held.depth = depth
             self._write_lock.release()
 
     def clean_orphans(self) -> int:
-        """Delete chunks a killed ingest left behind, unless a writer is at work (it cleans up itself)."""
+        """Delete chunks a killed ingest left behind, unless a writer is at work (it cleans up itself). Not with
+        a shared Chroma server: a writer on another machine holds no lock here, and its chunks await their commit."""
+        if self.shared_server:
+            return 0
         try:
             with self.writer(wait=False):
                 return self.reconcile()
@@ -248,6 +263,11 @@ class ChromaIndex:
         self._docs, self._generation = docs, generation
         return docs
 
+    def cached_documents(self) -> dict[str, Document] | None:
+        """The documents as last loaded, without checking for newer commits (None before the first load): for
+        callers that must never wait on the store, such as a health check on the event loop."""
+        return self._docs
+
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
         self._docs = None
@@ -271,17 +291,21 @@ class ChromaIndex:
         meta = {k: v for k, v in doc.meta().items() if v is not None}
         meta["chunks"] = len(chunks)
         self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
-        stale = {"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]}
-        self.chunks.delete(where=stale)
-        self.sentences.delete(where=stale)
-        self._committed_now()
+        try:  # committed: whatever happens to the clean-up, every process must learn of the commit
+            stale = {"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]}
+            self.chunks.delete(where=stale)
+            self.sentences.delete(where=stale)
+        finally:
+            self._committed_now()
 
     def remove_document(self, doc_id: str) -> None:
         """Uncommit first, then delete the chunks."""
         self.records.delete(ids=[doc_id])
-        self.chunks.delete(where={"doc_id": doc_id})
-        self.sentences.delete(where={"doc_id": doc_id})
-        self._committed_now()
+        try:
+            self.chunks.delete(where={"doc_id": doc_id})
+            self.sentences.delete(where={"doc_id": doc_id})
+        finally:
+            self._committed_now()
 
     def reconcile(self) -> int:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many."""

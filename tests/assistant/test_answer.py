@@ -147,7 +147,8 @@ def test_http_round_trip_through_chat_openai(corpus_assistant, corpus_settings, 
         events = list(assistant.stream("中心城区和县城集中供热率分别提升到多少？"))
         tokens = [e.text for e in events if e.kind == "token"]
         answer = events[-1].answer
-        assert len(tokens) > 3  # streamed in pieces
+        assert len(tokens) > 1 and "".join(tokens) == answer.answer  # what streams is what passed the check
+        assert "5万" not in "".join(tokens)  # the withheld reply never reaches the client
         assert "[7]" not in answer.answer and answer.citations and _valid(answer, assistant.index)
         withheld = answer.replaced["unverified"]  # 5万 is made up: the reply is withheld, the quotes shown
         assert any("5万" in u for u in withheld) and not any("80.1%" in u and "5万" not in u for u in withheld)

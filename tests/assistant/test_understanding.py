@@ -28,6 +28,7 @@ def test_asked_types(question, kinds):
 
 @pytest.mark.parametrize("kind, text, holds", [
     ("unit:天", "自收到通知之日起15日内提出", True),  # regulations write 天 as 日
+    ("unit:天", "自2024年3月1日起施行", False),  # a date's day is not a number of days
     ("unit:钱", "处二百元以上一千元以下罚款", True),  # money is stated in 元
     ("unit:钱", "按照有关规定缴纳", False),
     ("year", "到2025年底基本建成", True),

@@ -45,10 +45,10 @@ def test_a_non_ascii_authorization_header_is_a_401(live):
     assert r.status_code == 401 and r.json()["error"]["status"] == 401
 
 
-def _docx(paragraphs: int) -> bytes:
+def _docx(paragraphs: int, empty: bool = False) -> bytes:
     """A Word file whose document.xml holds `paragraphs` paragraphs (a few KB zipped, huge unzipped)."""
     ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
-    body = "<w:p><w:r><w:t>甲</w:t></w:r></w:p>" * paragraphs
+    body = ("<w:p/>" if empty else "<w:p><w:r><w:t>甲</w:t></w:r></w:p>") * paragraphs
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
@@ -66,6 +66,8 @@ def test_a_docx_that_expands_to_too_many_paragraphs_is_refused_before_it_is_pars
     assert "甲" in parse_name("ok.docx", _docx(3)).text
     with pytest.raises(UnsupportedDocument, match="paragraphs"):
         parse_name("bomb.docx", _docx(300_000))
+    with pytest.raises(UnsupportedDocument, match="paragraphs"):
+        parse_name("empty-bomb.docx", _docx(300_000, empty=True))  # <w:p/> counts too
 
 
 def test_a_parser_failing_in_an_unexpected_way_is_that_files_error(monkeypatch):
