@@ -103,7 +103,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     uploads = UploadService(Path(settings.store.index_dir) / "uploads", pipeline)
 
     if srv.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
 
     login_attempts: dict[str, list[float]] = {}
