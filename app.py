@@ -29,6 +29,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return s
 
 
+def _existing(s: Settings) -> Settings:
+    """Read-only commands read an index; they never create an empty one where none is (a typo in --index)."""
+    from ingest.schema import IndexEmpty
+
+    if not s.store.chroma_host and not (Path(s.store.index_dir) / "chroma").exists():
+        raise IndexEmpty(f"no index at {s.store.index_dir}: run `python app.py ingest docs/` first, or pass --index")
+    return s
+
+
 def _emit(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=None))
 
@@ -66,7 +75,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_docs(args: argparse.Namespace) -> int:
     from assistant.components import open_index
 
-    docs = sorted(open_index(_settings(args)).documents().values(), key=lambda d: d.doc_id)
+    docs = sorted(open_index(_existing(_settings(args))).documents().values(), key=lambda d: d.doc_id)
     fields = ("doc_id", "title", "path", "issuer", "date", "chunks", "sha256", "ingested_at")
     rows = [{f: getattr(d, f) for f in fields} for d in docs]
     if args.json:
@@ -81,7 +90,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 def cmd_chunks(args: argparse.Namespace) -> int:
     from assistant.components import open_index
 
-    index = open_index(_settings(args))
+    index = open_index(_existing(_settings(args)))
     if index.document(args.doc_id) is None:
         print(f"error: no document with id {args.doc_id!r} (see `python app.py docs`)", file=sys.stderr)
         return 2
@@ -102,19 +111,19 @@ def cmd_chunks(args: argparse.Namespace) -> int:
 def cmd_ask(args: argparse.Namespace) -> int:
     from assistant.cli import ask
 
-    return ask(_settings(args), args)
+    return ask(_existing(_settings(args)), args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from assistant.cli import evaluate
 
-    return evaluate(_settings(args), args)
+    return evaluate(_existing(_settings(args)), args)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from assistant.cli import calibrate
 
-    return calibrate(_settings(args), args)
+    return calibrate(_existing(_settings(args)), args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -48,6 +48,13 @@ def test_empty_index_exit_code(tmp_path):
     assert out.returncode == 3 and "ingest" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("command", [["docs"], ["chunks", "x"], ["ask", "问题"], ["eval", "q.jsonl"]])
+def test_read_only_commands_never_create_an_index(tmp_path, command):
+    missing = tmp_path / "typo-index"
+    out = _run(*command, "--index", str(missing))
+    assert out.returncode == 3 and "no index at" in out.stderr and not missing.exists()
+
+
 def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     idx = str(tmp_path / "idx")
     assert _run("ingest", str(small_docs), "--index", idx).returncode == 0
