@@ -363,9 +363,21 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", "", normalise(text))
 
 
+# How models write a citation besides [1]: full-width brackets 【1】［1］, several numbers in one mark [1, 2] /
+# [1、2] / [1,2] (general notation, not one model's habit).
+_LOOSE_MARK = re.compile(r"[\[【［]\s*(\d{1,2}(?:\s*[,，、;；]\s*\d{1,2})*)\s*[\]】］]")
+
+
+def normalise_marks(text: str) -> str:
+    """Every citation mark written as [n], one number per mark: 【1】 -> [1], [1, 2] -> [1][2]."""
+    return _LOOSE_MARK.sub(lambda m: "".join(f"[{int(n)}]" for n in re.findall(r"\d{1,2}", m.group(1))), text)
+
+
 def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Document], refusal: str,
            mode: str) -> Answer:
     """Resolve [n] marks to verified quotes; drop marks that point nowhere; flag claims the passages don't bear."""
+    if mode != "extractive":  # an extractive answer's marks are ours; its quoted text keeps any brackets it has
+        raw = normalise_marks(raw)
     by_n = {p.n: p for p in passages}
     text = MARK.sub(lambda m: m.group(0) if int(m.group(1)) in by_n else "", raw).strip()
     if not text or _norm(text).startswith(_norm(refusal)) or (

@@ -37,3 +37,11 @@ def test_a_quoted_heading_is_covered_by_the_next_mark():
 def test_a_reply_starting_with_the_refusal_is_a_refusal():
     a = check(REFUSAL + "不过可以参考第一条[1]。")
     assert a.refused and a.answer == REFUSAL and not a.citations and NOT_STATED not in a.answer
+
+
+def test_marks_in_other_notations_are_citations():
+    for written in ("本市新建公厕210座【1】。", "本市新建公厕210座［1］。", "本市新建公厕210座[1, 2]。", "本市新建公厕210座[1、2]。"):
+        a = check(written)
+        assert not a.unverified and a.citations and a.citations[0].n == 1, written
+        assert "【" not in a.answer and "[1]" in a.answer
+    assert "[1][2]" in check("本市新建公厕210座[1，2]。").answer
