@@ -29,6 +29,21 @@ QUESTION_PHRASES = re.compile(
     r"(被称为|称为|指的是|是指|什么意思|意思|所说的|所说|有何|何时|哪天|哪年|多长时间|多久|是什么|是多少|有哪些|包括哪些"
     r"|是哪些|有什么|是否|为什么|怎么样|怎么|怎样|如何|多少|哪些|什么|哪个|哪里|几个|几项|请问|分别|吗|呢|了)")
 
+# How the asker wants the answer shaped ("请用表格回答", "分点列出", "用一句话概括"): says nothing about the subject, and
+# its words would pull retrieval toward passages about tables or summaries. Removed before retrieval; an LLM still
+# sees the whole question.
+FORMAT_INSTRUCTION = re.compile(
+    r"[，,。；;\s]*(?:请|麻烦|能否|可以)?(?:你)?(?:用|以|按)(?:表格|列表|要点|分点|条目|一句话|一段话|几句话|简短的话|简洁的语言|"
+    r"通俗的话|大白话|英文|中文|markdown)(?:的)?(?:形式|方式|格式)?(?:来)?(?:回答|作答|说明|列出|总结|概括|表示|输出|介绍)?(?:一下)?[。！!]?"
+    r"|[，,。；;\s]*(?:请)?(?:分点|逐条|简要|简单|简短|详细)(?:地)?(?:列出|回答|说明|介绍|概括|总结)(?:一下)?[。！!]?", re.I)
+
+
+def without_format_instructions(question: str) -> str:
+    """The question without instructions on the answer's shape (the rest unchanged; never empty)."""
+    out = FORMAT_INSTRUCTION.sub("", question).strip(" ：:，,；;")
+    return out or question
+
+
 # A question asking for several items is answered by an enumeration.
 LIST_CUE = re.compile(r"哪些|哪几|包括什么|包含什么|有什么|有几|几个方面|几项|都有")
 # A question asking for a figure: a count, a rate, an amount, a period, a date.

@@ -20,7 +20,7 @@ from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
 from ingest.store import Store, chunk_key
 
-from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified
+from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified, without_format_instructions
 
 log = logging.getLogger(__name__)
 _QSTOP = set(QUESTION_WORDS)
@@ -204,7 +204,7 @@ class HybridRetriever:
         self.require_documents()
         # The edges bound what users send; this bounds what any caller can make the embedder and BM25 do (e5
         # reads 512 tokens, about as many Chinese characters).
-        query = to_simplified(query[:MAX_QUERY_CHARS])
+        query = without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS]))
         allowed = self._doc_filter(doc_ids, issuer)
         expanded = expansions(query)
         vector = self.embedder.embed_query(query)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from assistant import calibration as calib
-from assistant.lexicon import asked_types, expansions, holds_type, to_simplified
+from assistant.lexicon import asked_types, expansions, holds_type, to_simplified, without_format_instructions
 from assistant.retrieval import Passage, Pool
 
 
@@ -102,3 +102,14 @@ def test_calibration_file_round_trip_mismatch_warning_and_broken_file(tmp_path, 
     with caplog.at_level(logging.WARNING):
         generic = calib.load("embedder-c", tmp_path / "missing.json")
     assert generic.features == ["coverage"] and "generic gate" in caplog.text
+
+
+@pytest.mark.parametrize("question, core", [
+    ("停车位新增了多少个？请用表格回答。", "停车位新增了多少个？"),
+    ("请分点列出城市更新的重点任务", "城市更新的重点任务"),
+    ("公厕由谁负责维护，用一句话回答", "公厕由谁负责维护"),
+    ("用英文回答：公厕由谁负责维护？", "公厕由谁负责维护？"),
+    ("表格里的数据是什么意思？", "表格里的数据是什么意思？"),  # a question about a table is not an instruction
+])
+def test_instructions_on_the_answers_shape_are_not_retrieved_on(question, core):
+    assert without_format_instructions(question) == core
