@@ -69,6 +69,11 @@ def _valid_text(text: str, where: str) -> str:
 STREAM_ERROR = {"error": {"status": 500, "message": "回答生成失败，请重试 / the answer failed, please retry"}}
 
 
+def _bearer_token(request: Request) -> str:
+    got = request.headers.get("authorization", "")
+    return got[7:] if got.lower().startswith("bearer ") else ""
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
@@ -173,16 +178,13 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             return
         if trusted_user(request):
             return  # a user the SSO proxy vouches for (the /embed page calls /api/ask from their browser)
-        got = request.headers.get("authorization", "")
-        token = got[7:] if got.lower().startswith("bearer ") else ""
-        if not any(same_secret(token, k) for k in srv.api_keys):
+        if not any(same_secret(_bearer_token(request), k) for k in srv.api_keys):
             raise HTTPException(401, "需要有效的 API 密钥 / a valid bearer key is required")
 
     def admin(request: Request) -> None:
         if not srv.admin_key:
             raise HTTPException(403, "上传未启用：未配置管理员密钥 / upload is disabled (no admin key configured)")
-        got = request.headers.get("authorization", "")
-        if not same_secret(got[7:] if got.lower().startswith("bearer ") else "", srv.admin_key):
+        if not same_secret(_bearer_token(request), srv.admin_key):
             raise HTTPException(401, "需要管理员密钥 / the admin key is required")
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and routing's 404/405 alike
@@ -282,12 +284,11 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
                   for cid, c in get_assistant().index.all_chunks(doc_id)]
         return public_meta(doc) | {"text": doc.text, "chunks": chunks}
 
-    @app.post("/api/documents", dependencies=[Depends(admin)])
-    async def api_upload(files: list[UploadFile] = File(...), wait: bool = True):
+    async def ingest(files: list[UploadFile], wait: bool, replace: str | None = None):
         """Ingest off the event loop (one batch at a time); `wait=false` returns 202 and the job to follow."""
         limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1  # one byte over: the pipeline names the limit
         data = [(f.filename, await f.read(limit)) for f in files]
-        job, done = await run_in_threadpool(uploads.submit, data)  # writing files is blocking work too
+        job, done = await run_in_threadpool(uploads.submit, data, replace)  # writing files is blocking work too
         if not wait:
             return JSONResponse(job.to_dict(), status_code=202)
         await asyncio.wrap_future(done)
@@ -295,21 +296,17 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
             raise HTTPException(500, f"索引失败 / ingest failed: {job.error}")
         return job.report.to_dict() | {"job": job.id}
 
+    @app.post("/api/documents", dependencies=[Depends(admin)])
+    async def api_upload(files: list[UploadFile] = File(...), wait: bool = True):
+        return await ingest(files, wait)
+
     @app.put("/api/documents/{doc_id}", dependencies=[Depends(admin)])
     async def api_replace(doc_id: str, file: UploadFile = File(...), wait: bool = True):
         """Replace one document's content with an uploaded file (keeps its id); the only way a file takes over
         an existing document."""
         if await run_in_threadpool(lambda: get_assistant().index.document(doc_id)) is None:
             raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
-        limit = int(settings.ingest.max_file_mb * 1024 * 1024) + 1
-        data = [(file.filename, await file.read(limit))]
-        job, done = await run_in_threadpool(uploads.submit, data, doc_id)
-        if not wait:
-            return JSONResponse(job.to_dict(), status_code=202)
-        await asyncio.wrap_future(done)
-        if job.status != "done":
-            raise HTTPException(500, f"索引失败 / ingest failed: {job.error}")
-        return job.report.to_dict() | {"job": job.id}
+        return await ingest([file], wait, doc_id)
 
     @app.delete("/api/documents/{doc_id}", dependencies=[Depends(admin)])
     def api_remove(doc_id: str):

@@ -65,7 +65,7 @@ _UNITS = ("个工作日", "工作日", "个月", "小时", "分钟", "平方米"
           "次", "届", "个")
 # (哪几个 / 哪几条 ask which ones, not how many: a list, not a count.)
 _ASKED_UNIT = re.compile(r"(?<!哪)(?:多少|几)(" + "|".join(_UNITS) + ")")
-# Units a text may state in another word: 天 is written 日 in regulations, money is stated in 元.
+# Units a text may state in another word: 天 is written 日 in legal texts, money is stated in 元.
 _SAME_UNIT = {"钱": "元", "天": "天|日", "日": "天|日", "个": "个|项|座|条|处|家|名"}
 ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # money: a fine or a price is stated in 元 (or as a share of a cost: 百分之五以上…罚款)

@@ -169,28 +169,20 @@ class Assistant:
                 text = f"{self.refusal}{NOT_STATED}"
             answer = Answer(question, text, True, passages=r.passages, mode=self.answerer.mode)
             yield Event("token", text)
+        elif self.answerer is self.draft:  # extractive: the draft is the answer
+            for token in r.draft:
+                yield Event("token", token)
+            answer = verify(question, "".join(r.draft), r.draft_passages, self.index.documents(), self.refusal,
+                            self.answerer.mode)
         else:
-            parts = []
-            passages = r.passages
-            if self.answerer is self.draft:  # the draft is the answer
-                tokens, passages = iter(r.draft), r.draft_passages
-            else:
-                tokens = self.answerer.stream(standalone, passages)
-            if self.answerer is self.draft:
-                for token in tokens:
-                    parts.append(token)
-                    yield Event("token", token)
-                answer = verify(question, "".join(parts), passages, self.index.documents(), self.refusal,
-                                self.answerer.mode)
-            else:
-                # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text,
-                # and a reply that fails the check is never shown. What streams is the text that passed.
-                answer = verify(question, "".join(tokens), passages, self.index.documents(), self.refusal,
-                                self.answerer.mode)
-                answer = self._verified_or_extractive(question, answer, r)
-                for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
-                    if piece:
-                        yield Event("token", piece)
+            # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text, and a
+            # reply that fails the check is never shown. What streams is the text that passed.
+            reply = "".join(self.answerer.stream(standalone, r.passages))
+            answer = verify(question, reply, r.passages, self.index.documents(), self.refusal, self.answerer.mode)
+            answer = self._verified_or_extractive(question, answer, r)
+            for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
+                if piece:
+                    yield Event("token", piece)
         t2 = time.perf_counter()
         answer.standalone_question = standalone
         answer.confidence = round(prob, 3)

@@ -1,6 +1,8 @@
 """The single Settings object. Built once in app.py and passed down; nothing reads the environment on import."""
 from __future__ import annotations
 
+import secrets
+
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -121,6 +123,4 @@ class Settings(BaseSettings):
 def same_secret(given: str, secret: str) -> bool:
     """Constant-time comparison that also takes non-ASCII input (a header, a form field): compare_digest on str
     raises for it, which would be a 500 instead of a 401."""
-    import secrets
-
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))

@@ -97,9 +97,7 @@ class UploadService:
                 self._forget(Path(old.path))  # the replaced upload's file goes with it
             for d in report.documents:  # a file that did not become a document is not kept on the server
                 if d.status not in ("added", "updated"):
-                    Path(d.path).unlink(missing_ok=True)
-            if paths and not any(paths[0].parent.iterdir()):
-                paths[0].parent.rmdir()
+                    self._forget(Path(d.path))
             report.documents = rejected + report.documents
             for d in report.documents:  # clients see the name they sent, not where the server keeps it
                 d.path = Path(d.path).name

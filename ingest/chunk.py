@@ -270,8 +270,8 @@ def _first_sentence(text: str, start: int, end: int, limit: int) -> tuple[int, i
     return start, end
 
 
-# A clause that points at another article of the same regulation: "违反第十六条", "依照本条例第三十条", "违反本条例
-# 第五十七条第二款规定". The reference graph of a regulation is how a duty finds its penalty.
+# A clause that points at another article of the same legal text: "违反第十六条", "依照本条例第三十条", "违反本条例
+# 第五十七条第二款规定". The reference graph of such a text is how a duty finds its penalty.
 ARTICLE_REFERENCE = re.compile(rf"(?:违反|依照|依据|根据|按照|适用)(?:本条例|本办法|本规定)?(第[{NUM}\d]+条)")
 
 

@@ -21,7 +21,7 @@ FURNITURE = re.compile(
     r")"
 )
 # A site footer: a short line with a copyright or ICP licence mark. A sentence or an article that mentions
-# 版权所有 (a copyright regulation) is body text, so only short lines that are not sentences count.
+# 版权所有 (an article of a copyright law) is body text, so only short lines that are not sentences count.
 FOOTER = re.compile(r"版权所有|ICP备|Copyright|©", re.I)
 # "下面是小编为大家整理的……供大家参考" and its variants: an editor's preface, not the document.
 PREFACE = re.compile(r"^(下面|以下)是.{0,12}(为大家|为您|给大家)(整理|收集|准备|精心).{0,200}(供大家|供您|希望|欢迎).{0,12}$")

@@ -1,6 +1,8 @@
 """BM25 over character bigrams, persisted beside the Chroma index."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import logging
@@ -8,11 +10,20 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 
 log = logging.getLogger(__name__)
 CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z]+|\d+(?:\.\d+)?%?")
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, mode: int):
+    """A file lock beside a saved index (exclusive to swap it in, shared to read it)."""
+    with open(directory.with_name(f"{directory.name}.lock"), "a+") as lock:
+        fcntl.flock(lock, mode)
+        yield
 
 
 def _bm25s():
@@ -90,11 +101,8 @@ class LexicalIndex:
         (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids, "df": self.df}, ensure_ascii=False))
         # The swap is two renames: savers in other threads and processes take turns (a file lock), so no two
         # interleave; a unique name for the old copy keeps leftovers of a killed saver out of the way.
-        import fcntl
-
         old = directory.with_name(f"{directory.name}.old-{os.getpid()}-{tmp.name[-8:]}")
-        with open(directory.with_name(f"{directory.name}.lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _locked(directory, fcntl.LOCK_EX):
             if directory.exists():
                 os.replace(directory, old)
             os.replace(tmp, directory)
@@ -103,18 +111,11 @@ class LexicalIndex:
     @classmethod
     def load(cls, directory: Path) -> "LexicalIndex | None":
         """The saved index, or None when there is none or it cannot be read (then the caller rebuilds)."""
-        import fcntl
-
-        lock_path = directory.with_name(f"{directory.name}.lock")
         try:
-            lock = open(lock_path, "a+")
-        except OSError:
+            with _locked(directory, fcntl.LOCK_SH):  # not between a saver's two renames
+                return cls._load(directory)
+        except OSError:  # no directory to hold the lock file: nothing saved
             return None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH)  # not between a saver's two renames
-            return cls._load(directory)
-        finally:
-            lock.close()
 
     @classmethod
     def _load(cls, directory: Path) -> "LexicalIndex | None":
@@ -141,8 +142,6 @@ class LexicalCache:
     store with an incremental index would replace `rebuild` and nothing else."""
 
     def __init__(self, directory: Path, rows, fingerprint) -> None:
-        import threading
-
         self.directory, self.rows, self.fingerprint = Path(directory), rows, fingerprint
         self._index: LexicalIndex | None = None
         self._lock = threading.RLock()

@@ -142,7 +142,6 @@ def _load_pdf(data: bytes) -> RawDocument:
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
@@ -156,7 +155,7 @@ def _load_pdf(data: bytes) -> RawDocument:
                 raise UnsupportedDocument(f"the PDF expands to over {MAX_TEXT_CHARS:,} characters: split it")
     except UnsupportedDocument:
         raise
-    except (PdfReadError, RecursionError, Exception) as e:  # a damaged PDF fails in many ways (LimitReachedError…)
+    except Exception as e:  # a damaged PDF fails in many ways (PdfReadError, LimitReachedError, RecursionError…)
         raise UnsupportedDocument(f"unreadable PDF (truncated or damaged): {type(e).__name__}: {e}") from e
     text = "\n".join(pages)
     if not text.strip():
@@ -194,16 +193,13 @@ def _check_docx_size(data: bytes) -> None:
 
 def _load_docx(data: bytes) -> RawDocument:
     import io
-    import zipfile
 
     import docx
-    import docx.opc.exceptions
 
     _check_docx_size(data)
     try:
         d = docx.Document(io.BytesIO(data))
-    except (docx.opc.exceptions.PackageNotFoundError, zipfile.BadZipFile, Exception) as e:
-        # lxml's XMLSyntaxError (an oversized node), zip errors, missing parts: all "this Word file is damaged"
+    except Exception as e:  # lxml's XMLSyntaxError (an oversized node), zip errors, missing parts: all "damaged"
         raise UnsupportedDocument(f"unreadable DOCX (damaged or not a Word file): {type(e).__name__}: {e}") from e
     lines = [p.text for p in d.paragraphs]
     for table in d.tables:

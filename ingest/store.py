@@ -135,17 +135,14 @@ class ChromaIndex:
         from chromadb.config import Settings as ChromaSettings
 
         self.index_dir = Path(index_dir)
-        where = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
+        self.location = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
         try:
-            self.index_dir = Path(index_dir)
             self.index_dir.mkdir(parents=True, exist_ok=True)
             cs = ChromaSettings(anonymized_telemetry=False)
             if host:
                 self.client = chromadb.HttpClient(host=host, port=port, settings=cs)
-                self.location = f"chroma server {host}:{port}"
             else:
-                self.client = chromadb.PersistentClient(path=str(self.index_dir / "chroma"), settings=cs)
-                self.location = str(self.index_dir / "chroma")
+                self.client = chromadb.PersistentClient(path=self.location, settings=cs)
             # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
             self.chunks = self.client.get_or_create_collection(
                 f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
@@ -154,7 +151,7 @@ class ChromaIndex:
             self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
         except Exception as e:  # chromadb raises many types for a damaged or unreachable store
             raise IndexUnavailable(
-                f"the index at {where} cannot be opened ({type(e).__name__}: {e}). If it is damaged, move it aside "
+                f"the index at {self.location} cannot be opened ({type(e).__name__}: {e}). If it is damaged, move it aside "
                 "and run `python app.py ingest` again; if it is read-only, give this user write access") from e
         self.lexical_dir = self.index_dir / f"lexical-{collection}"
         self._docs: dict[str, Document] | None = None
