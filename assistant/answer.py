@@ -101,9 +101,7 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
     low = sentence.lower()
     weights = {t: 0.2 if t in context else 1.0 for t in terms}
     score = sum(w for t, w in weights.items() if t in low) / sum(weights.values())
-    if wants and any(holds_type(t, sentence) for t in wants):
-        score += 0.25  # an amount / date / department question is answered by the sentence stating one
-    elif wants_number and FIGURE.search(sentence):
+    if wants_number and not wants and FIGURE.search(sentence):
         score += 0.25  # a number question is answered by the sentence holding the number
     if refers_to and set(refers_to) & set(references(sentence)):
         score += 0.3  # the penalty clause of the article that states the duty asked about
@@ -198,6 +196,11 @@ class ExtractiveAnswerer:
                 # (a document's own title line is close to any question naming the document, and answers none)
                 lexical = _sentence_score(terms, sent, wants_number, ctx, wants_list, wants, refers_to)
                 score = (1 - self.semantic) * lexical + self.semantic * sem + prior
+                if wants and any(holds_type(t, sent) for t in wants):
+                    # An amount / date / department question is answered by the sentence stating one, however
+                    # close another sentence's meaning (the bonus is the whole share of meaning): the asked-for
+                    # kind of fact leads the answer.
+                    score += self.semantic
                 scored.append((score, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
         chosen: list[tuple[float, int, int, int, str]] = []

@@ -63,8 +63,8 @@ _NUM = r"[\d一二三四五六七八九十百千万两半]+(?:\.\d+)?"
 _UNITS = ("个工作日", "工作日", "个月", "小时", "分钟", "平方米", "公顷", "公里", "千米", "万元", "元", "钱", "天", "日",
           "月", "年", "周", "米", "亩", "吨", "倍", "层", "辆", "座", "条", "项", "名", "位", "人", "户", "家", "所", "处",
           "次", "届", "个")
-# (哪几个 / 哪几条 ask which ones, not how many: a list, not a count.)
-_ASKED_UNIT = re.compile(r"(?<!哪)(?:多少|几)(" + "|".join(_UNITS) + ")")
+# (哪几个 / 哪几条 ask which ones, not how many: a list, not a count; 那几个 / 这几个 point at some, ask nothing.)
+_ASKED_UNIT = re.compile(r"(?<![哪那这])(?:多少|几)(" + "|".join(_UNITS) + ")")
 # Units a text may state in another word: 天 is written 日 in legal texts, money is stated in 元.
 _SAME_UNIT = {"钱": "元", "天": "天|日", "日": "天|日", "个": "个|项|座|条|处|家|名"}
 ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
@@ -83,9 +83,13 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # an organisation: 哪个部门 / 谁负责 / 由谁
     "who": (re.compile(r"哪(?:个|些|几个)(?:部门|单位|机关)|什么部门|谁负责|由谁|谁来|找谁|归谁|who", re.I),
             re.compile(r"部门|政府|委员会|机关|单位|企业|机构|办公室|局|厅|部|人员|负责人|主任|书记|市长")),
-    # a person: 哪位 / 谁讲的 is stated by a name with a title or 同志 (同志们 addresses an audience, names no one)
+    # a document's number (文号): the issuing office's abbreviation, the year in 〔〕 and a serial, 国办发〔2018〕128号
+    "docnum": (re.compile(r"文号|字号|文件号|document number", re.I),
+               re.compile(r"[\u4e00-\u9fff]{1,8}[〔［\[(（]\d{4}[〕］\])）]\s*\d+\s*号")),
+    # a person: 哪位 / 谁讲的 is stated by a name with a title or 同志 (同志们 addresses an audience and 有关同志 "those
+    # concerned": they name no one)
     "person": (re.compile(r"哪位|谁讲的|谁写的|谁作的|作者是谁|讲话人是谁"),
-               re.compile(r"书记|市长|省长|县长|区长|主任|部长|局长|厅长|总理|主席|同志(?!们)|先生|女士")),
+               re.compile(r"书记|市长|省长|县长|区长|主任|部长|局长|厅长|总理|主席|(?<!有关|各位|广大|全体|相关|其他)同志(?!们)|先生|女士")),
 }
 
 

@@ -224,4 +224,4 @@ def test_sources_panel_escapes_and_lists_every_passage(corpus_assistant):
     assert panel.count('class="cite"') == len(a.citations) and "<mark>" in panel
     assert f"未引用的段落（{len(a.passages) - len(a.citations)}）" in panel
     assert "<img" not in panel and "&lt;img src=x" in panel
-    assert 'href="#cite-1"' in render_answer(a)
+    assert f'href="#cite-{a.citations[0].n}"' in render_answer(a)

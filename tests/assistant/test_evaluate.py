@@ -9,17 +9,17 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.88, "refusal_accuracy": 0.7}
-REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.77, "pass_rate": 0.74}
+DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.91, "refusal_accuracy": 0.7}
+REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.79, "pass_rate": 0.76}
 KIND_GATE = {  # kind -> {metric: floor}
-    "everyday": {"pass_rate": 0.62},
+    "everyday": {"pass_rate": 0.65},
     "list": {"pass_rate": 0.7},
     "penalty": {"pass_rate": 0.83},
     "number": {"pass_rate": 0.83},
     "article_lookup": {"pass_rate": 0.87},
     "unanswerable_off_topic": {"refusal_accuracy": 1.0},
     "clutter": {"refusal_accuracy": 1.0},
-    "unanswerable_on_topic": {"refusal_accuracy": 0.42},
+    "unanswerable_on_topic": {"refusal_accuracy": 0.35},
 }
 
 

@@ -21,6 +21,8 @@ from assistant.retrieval import Passage, Pool
     ("报告是哪位同志作的？", ["person"]),
     ("这件事由谁负责？", ["who"]),
     ("为什么要这样做？", []),
+    ("那几个县以后怎么发展？", []),  # 那几个 points at some: no count asked
+    ("这份通知的文号是多少？", ["docnum"]),
 ])
 def test_asked_types(question, kinds):
     assert asked_types(question) == kinds
@@ -37,6 +39,9 @@ def test_asked_types(question, kinds):
     ("person", "同志们：今天我们召开会议", False),  # an audience, not a speaker
     ("person", "市长在会上指出", True),
     ("unit:个工作日", "应当在十二个月内开工", False),
+    ("person", "刚才，有关同志通报了情况", False),  # those concerned: no one named
+    ("docnum", "关于印发工作方案的通知国办发〔2018〕128号", True),
+    ("docnum", "依照本条例第十六号规定", False),
 ])
 def test_holds_type(kind, text, holds):
     assert holds_type(kind, text) is holds
