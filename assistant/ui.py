@@ -28,30 +28,56 @@ CSS = """
 .unverified {color:#c62828}
 .dark .unverified {color:#ef9a9a}
 .cite.active {outline:2px solid #c62828}
+.answer-sources {margin-top:6px;font-size:0.92em}
+.answer-sources summary {cursor:pointer;color:var(--body-text-color-subdued)}
+.answer-tools {margin-top:4px;font-size:0.85em}
+.answer-tools a {color:var(--body-text-color-subdued)}
+.copy-text {display:none}
 """
-# [n] in an answer scrolls the sources panel to its card and marks it (the chatbot would otherwise open links in a tab).
+# [n] in an answer shows that answer's own passage: its card in the sources panel when that answer is the latest
+# and the screen is wide, else its card under the answer (the collapsed 来源 block opens). Keys are "turn-n", so
+# an earlier answer's [1] never points at a later answer's first source. 复制 copies the answer as plain text.
 HEAD_JS = """<script>
+function __copyText(text, el) {
+  function done() { el.textContent = '已复制'; setTimeout(function () { el.textContent = '复制'; }, 1500); }
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done); return; }
+  var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t); t.select();
+  try { document.execCommand('copy'); done(); } finally { t.remove(); }
+}
 document.addEventListener('click', function (e) {
+  var c = e.target.closest && e.target.closest('.copy-answer');
+  if (c) {
+    e.preventDefault(); e.stopPropagation();
+    var src = c.parentNode.querySelector('.copy-text');
+    __copyText(src ? src.textContent : '', c); return;
+  }
   var a = e.target.closest && e.target.closest('a[href^="#cite-"]');
   if (!a) return;
   e.preventDefault(); e.stopPropagation();
-  var card = document.getElementById(a.getAttribute('href').slice(1));
-  if (!card) return;
-  document.querySelectorAll('.cite.active').forEach(function (c) { c.classList.remove('active'); });
-  card.classList.add('active');
-  card.scrollIntoView({behavior: 'smooth', block: 'center'});
+  var key = a.getAttribute('href').slice(6);
+  document.querySelectorAll('.cite.active').forEach(function (x) { x.classList.remove('active'); });
+  var panel = document.getElementById('cite-' + key);
+  var inline = document.querySelector('.cite.cite-' + key);
+  var narrow = window.matchMedia('(max-width: 768px)').matches;
+  var target = (panel && !narrow) ? panel : (inline || panel);
+  if (!target) return;
+  if (panel) panel.classList.add('active');
+  if (inline) inline.classList.add('active');
+  var d = target.closest('details'); if (d) d.open = true;
+  target.scrollIntoView({behavior: 'smooth', block: 'center'});
 }, true);
 </script>"""
 
 
-def render_answer(a: Answer) -> str:
-    """Answer text with each [n] as a link to its source card; document text is escaped, never interpreted."""
+def render_answer(a: Answer, turn: int = 1) -> str:
+    """Answer text with each [n] as a link to this turn's source card ("#cite-{turn}-{n}"); document text is
+    escaped, never interpreted."""
     text = html.escape(a.answer)
     if a.refused:
         note = ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
                 + '），已不予显示。</div>') if a.replaced else ""
         return f'<div class="refused">{text}</div>{note}'
-    text = re.sub(r"\[(\d{1,2})\]", r'<a href="#cite-\1" class="cite-link">[\1]</a>', text)
+    text = re.sub(r"\[(\d{1,2})\]", rf'<a href="#cite-{turn}-\1" class="cite-link">[\1]</a>', text)
     text = text.replace("\n", "<br>")  # a list's items, one per line
     if a.replaced:
         text += ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
@@ -61,15 +87,10 @@ def render_answer(a: Answer) -> str:
     return text
 
 
-def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "") -> str:
-    """One card per citation: title, section or article, and the quote highlighted inside its passage.
-    `token(doc_id)` signs the reader link, so it opens for this UI's users when the API needs a key."""
-    if a.refused and NOT_STATED in a.answer and a.passages:
-        items = "".join(f"<li><b>《{html.escape(p.title)}》{html.escape(p.article or p.section_path)}</b>"
-                        f"<div>{html.escape(p.text)}</div></li>" for p in a.passages[:3])
-        return f"<p>最接近的段落（仅供参考，不是回答）：</p><ul>{items}</ul>"
-    if a.refused or not a.citations:
-        return "<p>（本次回答没有引用）</p>"
+def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], anchor: Callable[[int], str],
+           klass: Callable[[int], str] = lambda n: "") -> list[str]:
+    """One card per citation: title, section or article, and the quote highlighted inside its passage;
+    `anchor(n)` and `klass(n)` give the card's identifying attribute and extra class."""
     cards = []
     for c in a.citations:
         doc = docs.get(c.doc_id)
@@ -79,10 +100,24 @@ def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str],
         full = doc.text if doc else c.quote
         before, quote, after = full[start:c.char_start], full[c.char_start:c.char_end], full[c.char_end:end]
         cards.append(
-            f'<div class="cite" id="cite-{c.n}"><b>[{c.n}] {html.escape(c.label())}</b>'
+            f'<div class="cite{klass(c.n)}" {anchor(c.n)}><b>[{c.n}] {html.escape(c.label())}</b>'
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
             f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
+    return cards
+
+
+def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "",
+                   turn: int = 1) -> str:
+    """The sources panel for one answer. `token(doc_id)` signs the reader link, so it opens for this UI's users
+    when the API needs a key."""
+    if a.refused and NOT_STATED in a.answer and a.passages:
+        items = "".join(f"<li><b>《{html.escape(p.title)}》{html.escape(p.article or p.section_path)}</b>"
+                        f"<div>{html.escape(p.text)}</div></li>" for p in a.passages[:3])
+        return f"<p>最接近的段落（仅供参考，不是回答）：</p><ul>{items}</ul>"
+    if a.refused or not a.citations:
+        return "<p>（本次回答没有引用）</p>"
+    cards = _cards(a, docs, root, token, lambda n: f'id="cite-{turn}-{n}"')
     cited = {c.n for c in a.citations}
     others = [p for p in a.passages if p.n not in cited]
     if others:
@@ -90,6 +125,24 @@ def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str],
                         f"<div>{html.escape(p.text)}</div></li>" for p in others)
         cards.append(f"<details><summary>其他检索到但未引用的段落（{len(others)}）</summary><ul>{items}</ul></details>")
     return "".join(cards)
+
+
+def render_turn(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "",
+                turn: int = 1) -> str:
+    """An answer as the chat shows it: its text, then its own sources in a collapsed block (so an earlier
+    answer's [n] still opens that answer's passage, and on a phone the passage opens beside the answer), and a
+    copy control that copies plain text with the 来源 list, never HTML."""
+    body = render_answer(a, turn)
+    # (newlines as &#10;: the chat renders messages as Markdown, where a raw newline would end the tag)
+    plain = html.escape(a.with_sources(), quote=True).replace("\n", "&#10;")
+    # (the text rides in a hidden element: the chat's sanitiser drops data- attributes)
+    copy = f'<span class="copy-text">{plain}</span><a href="#" class="copy-answer">复制</a>'
+    if a.refused or not a.citations:
+        return f'{body}<div class="answer-tools">{copy}</div>'
+    # (a class, not an id or a data- attribute: the chat's sanitiser keeps only classes)
+    cards = "".join(_cards(a, docs, root, token, lambda n: "", lambda n: f" cite-{turn}-{n}"))
+    return (f'{body}<details class="answer-sources"><summary>来源（{len(a.citations)}）</summary>{cards}</details>'
+            f'<div class="answer-tools">{copy}</div>')
 
 
 def _plain_turns(turns) -> list[dict]:
@@ -109,7 +162,8 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
         with gr.Tab("问答"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    chat = gr.Chatbot(label="对话", height=460, sanitize_html=True)
+                    # No built-in copy buttons: they copy the message's HTML; each answer has its own 复制.
+                    chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[])
                     q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
                     with gr.Row():
                         send = gr.Button("提问", variant="primary")
@@ -149,9 +203,12 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
                         yield pending, hist, shown, gr.update(), gr.update(), ""
                     else:
                         ans = ev.answer
-                pending[-1] = {"role": "assistant", "content": render_answer(ans)}
+                turn = len(pending) // 2
+                docs = a.documents()
+                pending[-1] = {"role": "assistant",
+                               "content": render_turn(ans, docs, settings.server.root_path, doc_token, turn)}
                 hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
-                sources_html = render_sources(ans, a.documents(), settings.server.root_path, doc_token)
+                sources_html = render_sources(ans, docs, settings.server.root_path, doc_token, turn)
                 yield pending, hist, pending, sources_html, ans.with_sources(), ""
             except IndexEmpty:
                 note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"

@@ -105,15 +105,15 @@ def test_ask_stream_click_citation_and_follow_up(page, app_url, artifacts):
             break
     assert box.input_value() == EXAMPLES[0]
     box.press("Enter")
-    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    page.locator("a[href='#cite-1-1']").first.wait_for(timeout=60000)
     states = page.evaluate("window.__states")
     assert len(states) >= 2, states  # the answer arrived in pieces, then was replaced by the verified text
     assert "治违" in states[-1]["t"]
     timing = {"first_token_ms": round(states[0]["at"] - page.evaluate("window.__t0")),
               "full_answer_ms": round(states[-1]["at"] - page.evaluate("window.__t0"))}
     (artifacts / "browser-timing.json").write_text(json.dumps(timing))
-    page.locator("a[href='#cite-1']").first.click()
-    card = page.locator("#cite-1")
+    page.locator("a[href='#cite-1-1']").first.click()
+    card = page.locator("#cite-1-1")
     card.wait_for()
     assert "active" in card.get_attribute("class")
     assert "《2023年度在全市百城建设提质暨文明城市创建工作推进会上讲话》" in card.inner_text()
@@ -218,7 +218,7 @@ def _answer(page, app_url, question: str) -> None:
     page.goto(app_url[0] + "/")
     page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
     _ask(page, question)
-    page.locator("a[href='#cite-1']").first.wait_for(timeout=60000)
+    page.locator("a[href='#cite-1-1']").first.wait_for(timeout=60000)
 
 
 def test_list_answer_shows_every_item_with_its_citation(page, app_url):
@@ -232,7 +232,7 @@ def test_list_answer_shows_every_item_with_its_citation(page, app_url):
     last = bot.locator("a.cite-link").last
     n = last.inner_text().strip("[]")
     last.click()
-    card = page.locator(f"#cite-{n}")
+    card = page.locator(f"#cite-1-{n}")
     assert "active" in card.get_attribute("class") and "四是锤炼了干部队伍" in card.locator("mark").inner_text()
 
 
@@ -243,10 +243,62 @@ def test_penalty_answer_cites_the_duty_and_the_fine(page, app_url):
     marks = []
     for link in page.locator(".bot a.cite-link, [data-testid='bot'] a.cite-link").all():
         link.click()
-        card = page.locator(f"#cite-{link.inner_text().strip('[]')}")
+        card = page.locator(f"#cite-1-{link.inner_text().strip('[]')}")
         assert "active" in card.get_attribute("class")
         marks.append(card.locator("mark").inner_text())
     assert any("第五条" in m for m in marks) and any("罚款" in m for m in marks), marks
+
+
+def test_an_earlier_answers_citation_opens_its_own_source(browser, app_url):
+    """Issue 14.1 and 14.6: each answer keeps its sources. [1] of the first answer opens the first answer's passage
+    (under that answer) after a second answer from another document filled the panel; on a phone-sized screen a
+    tapped [n] opens its passage right under the answer."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = ctx.new_page()
+    try:
+        _answer(page, app_url, "遛狗不牵绳罚多少？")
+        _ask(page, "新建公厕多少座？")
+        page.locator("a[href='#cite-2-1']").first.wait_for(timeout=60000)
+        assert "测试市养犬管理规定" not in page.locator("#cite-2-1").inner_text()  # the panel: the latest answer
+        page.locator("a[href='#cite-1-1']").first.click()
+        active = page.locator(".cite.active")
+        active.first.wait_for(timeout=10000)
+        assert active.count() == 1 and active.first.is_visible()
+        assert "测试市养犬管理规定" in active.first.inner_text(), active.first.inner_text()
+        assert "active" not in (page.locator("#cite-2-1").get_attribute("class") or "")
+    finally:
+        ctx.close()
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    try:
+        _answer(page, app_url, "新建公厕多少座？")
+        link = page.locator("a[href='#cite-1-1']").first
+        link.click()
+        inline = page.locator(".cite.cite-1-1")
+        inline.wait_for(timeout=10000)  # visible: its 来源 block opened
+        assert "active" in inline.get_attribute("class")
+        box, at = inline.bounding_box(), link.bounding_box()
+        assert 0 <= box["y"] - at["y"] < 844, (box, at)  # right below the answer, not a page further down
+    finally:
+        ctx.close()
+
+
+def test_copy_gives_plain_text_with_its_sources(browser, app_url):
+    """Issue 14.5: an answer's 复制 puts plain text and its 来源 list on the clipboard, never HTML."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url[0])
+    page = ctx.new_page()
+    try:
+        _answer(page, app_url, "新建公厕多少座？")
+        assert page.locator(".bot button[aria-label*='opy'], [data-testid='bot'] button[aria-label*='opy']").count() == 0
+        page.locator(".copy-answer").last.click()
+        page.wait_for_function("() => document.querySelector('.copy-answer:last-of-type').textContent === '已复制'",
+                               timeout=5000)
+        text = page.evaluate("navigator.clipboard.readText()")
+        assert "210" in text and "来源：" in text and "[1]" in text, text
+        assert "<a" not in text and "cite-link" not in text and "<mark>" not in text, text
+    finally:
+        ctx.close()
 
 
 def _luminance(css: str) -> float:
@@ -269,7 +321,7 @@ def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser,
         page.goto(app_url[0] + f"/?__theme={theme}")
         assert page.evaluate("document.documentElement.lang") == "zh-CN"
         _ask(page, "新建公厕多少座？")
-        card = page.locator(".cite").first
+        card = page.locator("[id^='cite-']").first  # the sources panel's card
         card.wait_for(timeout=60000)
         fg, bg = page.evaluate("el => { const s = getComputedStyle(el); return [s.color, s.backgroundColor]; }",
                                card.element_handle())
