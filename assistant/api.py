@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -11,8 +12,10 @@ import secrets
 import threading
 import time
 import uuid
+from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -240,13 +243,22 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         return {"status": "ok" if docs else "empty", "index_loaded": bool(docs), "documents": len(docs),
                 "chunks": sum(d.chunks for d in docs.values())}
 
+    def answer_json(ans, root: str) -> dict:
+        """An answer for the API, each citation with a signed link to its place in the reader page."""
+        d = ans.to_dict(passages=True)
+        for c in d["citations"]:
+            c["url"] = (f"{root}/doc/{quote(c['doc_id'])}?s={c['char_start']}&e={c['char_end']}"
+                        f"&t={doc_token(c['doc_id'])}#hl")
+        return d
+
     @app.post("/api/ask", dependencies=[Depends(bearer)])
-    def api_ask(req: AskRequest):
+    def api_ask(req: AskRequest, request: Request):
         q = check_question(req.question)
         history, kwargs = check_history(req.history), check_filters(req.filters)
         a = get_assistant()
+        root = request.scope.get("root_path", "")
         if not req.stream:
-            return a.ask(q, history, **kwargs).to_dict(passages=True)
+            return answer_json(a.ask(q, history, **kwargs), root)
         a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def events():
@@ -255,7 +267,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
                     if ev.kind == "token":
                         yield f"event: token\ndata: {json.dumps({'text': ev.text}, ensure_ascii=False)}\n\n"
                     else:
-                        yield f"event: answer\ndata: {json.dumps(ev.answer.to_dict(passages=True), ensure_ascii=False)}\n\n"
+                        yield f"event: answer\ndata: {json.dumps(answer_json(ev.answer, root), ensure_ascii=False)}\n\n"
             except Exception:  # the status line is sent: the failure is an event the client can show
                 log.exception("streamed answer failed")
                 yield f"event: error\ndata: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"
@@ -401,14 +413,17 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
 
     @app.get("/widget.js")
     def widget(request: Request):
-        # base_url (it includes root_path) comes from the Host header: written as a JS string literal, escaped.
+        # Its own address (base_url includes root_path, from the Host header) and the sites allowed to frame
+        # /embed, written as JS string literals, escaped.
         base = json.dumps(str(request.base_url).rstrip("/")).replace("<", "\\u003c")
-        js = WIDGET_JS.replace("'__BASE__'", base)
+        allowed = json.dumps(" ".join(srv.frame_ancestors)).replace("<", "\\u003c")
+        js = _static("static/widget.js").replace("'__BASE__'", base).replace("'__ALLOWED__'", allowed)
         return Response(js, media_type="application/javascript")
 
     @app.get("/embed", response_class=HTMLResponse)
     def embed(request: Request):
-        return EMBED_HTML.replace("__ROOT__", request.scope.get("root_path", ""))
+        root = json.dumps(request.scope.get("root_path", "")).replace("<", "\\u003c")
+        return _static("templates/embed.html").replace("'__ROOT__'", root)
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
@@ -424,37 +439,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     return app
 
 
-WIDGET_JS = """(function(){
-  var base='__BASE__';
-  var b=document.createElement('button');b.textContent='政策问答';b.setAttribute('aria-label','打开政策问答');
-  b.style.cssText='position:fixed;right:20px;bottom:20px;z-index:99999;padding:10px 16px;border-radius:20px;border:0;background:#b71c1c;color:#fff;cursor:pointer';
-  var f=null;b.onclick=function(){ if(f){f.remove();f=null;return;}
-    f=document.createElement('iframe');f.src=base+'/embed';f.title='政策问答';
-    f.style.cssText='position:fixed;right:20px;bottom:70px;width:380px;height:560px;border:1px solid #ccc;border-radius:8px;z-index:99999;background:#fff';
-    document.body.appendChild(f);};
-  document.body.appendChild(b);
-})();"""
-
-EMBED_HTML = """<!doctype html><html lang="zh-CN"><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>政策问答</title>
-<style>body{font-family:sans-serif;margin:0;padding:8px;font-size:14px}#log{height:420px;overflow:auto;border:1px solid #ddd;padding:6px}
-.q{color:#333;font-weight:bold;margin-top:8px}.a{white-space:pre-wrap}.refused{color:#888;font-style:italic}.src{font-size:12px;color:#555;border-left:3px solid #b71c1c;padding-left:6px;margin:4px 0}
-mark{background:#ffe082}form{display:flex;gap:4px;margin-top:6px}input{flex:1;padding:6px}</style>
-<div id="log" aria-live="polite"></div>
-<form id="f"><input id="q" placeholder="请输入问题，例如：“五项治理”包括哪些？" maxlength="2000"><button>提问</button></form>
-<script>
-const root='__ROOT__';const log=document.getElementById('log');let history=[];
-function el(tag,cls,text){const e=document.createElement(tag);if(cls)e.className=cls;if(text!==undefined)e.textContent=text;return e;}
-document.getElementById('f').onsubmit=async(ev)=>{ev.preventDefault();const qi=document.getElementById('q');const q=qi.value.trim();if(!q)return;qi.value='';
- log.appendChild(el('div','q',q));const a=el('div','a','');log.appendChild(a);
- const r=await fetch(root+'/api/ask',{method:'POST',headers:{'Content-Type':'application/json'},body:JSON.stringify({question:q,history:history,stream:true})});
- if(!r.ok){const j=await r.json();a.textContent=j.error?j.error.message:'出错了';return;}
- const reader=r.body.getReader();const dec=new TextDecoder();let buf='';
- while(true){const {value,done}=await reader.read();if(done)break;buf+=dec.decode(value,{stream:true});let i;
-  while((i=buf.indexOf('\\n\\n'))>=0){const block=buf.slice(0,i);buf=buf.slice(i+2);const ev=(block.match(/^event: (.*)$/m)||[])[1];const data=JSON.parse((block.match(/^data: (.*)$/m)||[])[1]||'{}');
-   if(ev==='token'){a.textContent+=data.text;}
-   if(ev==='answer'){a.textContent=data.answer;if(data.refused)a.className='a refused';
-     for(const c of data.citations){const s=el('div','src');s.appendChild(el('b',null,'['+c.n+'] '+c.label+' '));s.appendChild(el('mark',null,c.quote));a.appendChild(s);}
-     history.push({role:'user',content:q},{role:'assistant',content:data.answer});}}
-  log.scrollTop=log.scrollHeight;}};
-</script></html>"""
+@functools.lru_cache(maxsize=None)
+def _static(name: str) -> str:
+    """A file shipped in the package (assistant/static, assistant/templates)."""
+    return resources.files("assistant").joinpath(name).read_text(encoding="utf-8")

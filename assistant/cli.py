@@ -153,6 +153,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{len(docs)} documents, {index.count()} chunks ({index.location})" if docs else
           "warning: the index is empty - run `python app.py ingest docs/`", file=sys.stderr)
     print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/", file=sys.stderr)
+    if not srv.frame_ancestors:
+        print("the chat widget on another site opens in a new tab; to show it framed there, set "
+              "ASSISTANT_SERVER__FRAME_ANCESTORS='[\"https://your.intranet\"]'", file=sys.stderr)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, root_path=settings.server.root_path,
                 timeout_graceful_shutdown=2, log_level="warning",
                 proxy_headers=False)  # the peer address must stay the proxy's, for TRUSTED_PROXIES

@@ -45,7 +45,7 @@ def app_url(tmp_path_factory, embedder):
     url = f"http://127.0.0.1:{app_port}"
     (d / "host").mkdir()
     (d / "host" / "index.html").write_text(
-        f"<!doctype html><meta charset='utf-8'><h1>内网门户</h1><iframe id='chat' src='{url}/embed' width='420' height='600'></iframe>"
+        f"<!doctype html><meta charset='utf-8'><meta name='viewport' content='width=device-width'><h1>内网门户</h1><iframe id='chat' src='{url}/embed' width='420' height='600'></iframe>"
         f"<script src='{url}/widget.js'></script>", encoding="utf-8")
     handler = lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=str(d / "host"), **k)  # noqa: E731
     host = ThreadingHTTPServer(("127.0.0.1", host_port), handler)
@@ -169,6 +169,93 @@ def test_embed_in_an_iframe_and_widget_on_another_origin(page, app_url, artifact
     page.get_by_role("button", name="打开政策问答").click()
     page.wait_for_selector(f"iframe[src='{url}/embed']")
     page.screenshot(path=str(artifacts / "embed.png"))
+
+
+def test_embed_marks_open_their_quote_errors_are_said_and_the_log_fills_the_frame(page, app_url):
+    """Issue 14.7: in /embed a [n] opens its quote with a 查看全文 link to the reader page; the button is busy while
+    an answer comes; an unreachable server gets a message, not an empty answer forever; the log fills the frame."""
+    url, _ = app_url
+    page.set_viewport_size({"width": 420, "height": 600})
+    page.goto(url + "/embed")
+    assert page.get_by_label("问题").count() == 1  # the input has a label
+    page.locator("#q").fill("新建公厕多少座？")
+    held = []
+    page.route("**/api/ask", lambda route: held.append(route))  # hold the request: the page must show it is busy
+    page.locator("#send").click()
+    page.wait_for_function("() => document.getElementById('send').disabled", timeout=5000)
+    assert "正在" in page.locator(".a.busy").inner_text()
+    held[0].continue_()
+    page.unroute("**/api/ask")
+    page.locator(".a .cite-link").first.wait_for(timeout=60000)
+    assert not page.locator("#send").is_disabled()
+    page.locator(".a .cite-link").first.click()
+    card = page.locator(".src.active")
+    assert card.count() == 1 and "210" in card.inner_text()
+    link = card.locator("a").get_attribute("href")
+    assert link.startswith("/doc/") and "&t=" in link
+    import httpx
+
+    assert "<mark id='hl'>" in httpx.get(url + link, timeout=10).text  # the signed link opens the reader page
+    log_h = page.evaluate("document.getElementById('log').getBoundingClientRect().height")
+    assert log_h > 0.75 * 600, log_h
+    page.route("**/api/ask", lambda route: route.abort())
+    page.locator("#q").fill("业委会任期几年？")
+    page.locator("#send").click()
+    page.locator(".a.error").wait_for(timeout=10000)
+    assert "无法连接" in page.locator(".a.error").inner_text()
+    assert not page.locator("#send").is_disabled()
+
+
+def test_widget_is_full_screen_on_a_phone_and_closes_with_esc(browser, app_url, artifacts):
+    """Issue 14.6: on a 360 px screen the widget's panel takes the whole screen, with a close button; Esc closes
+    it, inside the frame too."""
+    _, host = app_url
+    ctx = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN", is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    try:
+        page.goto(host + "/index.html")
+        page.get_by_role("button", name="打开政策问答").click()
+        dialog = page.get_by_role("dialog", name="政策问答")
+        dialog.wait_for(timeout=10000)
+        box = dialog.bounding_box()
+        screen = page.evaluate("[window.innerWidth, window.innerHeight]")  # the portal's wide frame widens it
+        assert box["x"] == 0 and box["y"] == 0 and [box["width"], box["height"]] == screen, (box, screen)
+        frame = page.frame_locator("div[role=dialog] iframe")
+        frame.locator("#q").wait_for(timeout=30000)
+        page.screenshot(path=str(artifacts / "widget-360.png"))  # README: assets/widget-360.png
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="detached", timeout=5000)
+        page.get_by_role("button", name="打开政策问答").click()
+        frame.locator("#q").click()
+        page.keyboard.press("Escape")  # pressed inside the frame
+        dialog.wait_for(state="detached", timeout=5000)
+        page.get_by_role("button", name="打开政策问答").click()
+        page.get_by_role("button", name="关闭").click()
+        dialog.wait_for(state="detached", timeout=5000)
+    finally:
+        ctx.close()
+
+
+def test_widget_on_a_site_not_allowed_to_frame_opens_a_tab(browser, app_url, tmp_path):
+    """Issue 14.8: where frame-ancestors would refuse the frame, the widget opens the chat in a new tab instead
+    of a broken frame."""
+    url, _ = app_url
+    (tmp_path / "index.html").write_text(f"<!doctype html><meta charset='utf-8'><h1>别的站点</h1>"
+                                         f"<script src='{url}/widget.js'></script>", encoding="utf-8")
+    handler = lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=str(tmp_path), **k)  # noqa: E731
+    other = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    ctx = browser.new_context(locale="zh-CN")
+    page = ctx.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{other.server_address[1]}/index.html")
+        with ctx.expect_page(timeout=10000) as tab:
+            page.get_by_role("button", name="打开政策问答").click()
+        assert tab.value.url.startswith(url + "/embed")
+        assert page.locator("iframe").count() == 0
+    finally:
+        ctx.close()
+        other.shutdown()
 
 
 def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):

@@ -79,7 +79,7 @@ def test_reader_page_needs_the_key_like_the_document_api(keyed_server):
 def test_widget_escapes_the_host_header(open_server):
     host = "evil';alert(1);'"
     r = httpx.get(f"{open_server.url}/widget.js", headers={"Host": host}, timeout=10)
-    literal = re.search(r"var base=(\"(?:[^\"\\\\]|\\\\.)*\");", r.text).group(1)
+    literal = re.search(r"var base = (\"(?:[^\"\\\\]|\\\\.)*\");", r.text).group(1)
     assert json.loads(literal).startswith("http://evil';alert(1);'")  # the host is data inside one string literal
     assert "</script>" not in r.text
 
