@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 from ingest.store import Store
 
 from . import calibration as calib
+from . import starters
 from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
@@ -152,6 +153,12 @@ class Assistant:
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
+        starter = self._starter(question, doc_ids)
+        if starter is not None:
+            yield Event("token", starter.answer)
+            starter.timings_ms = {"total": round((time.perf_counter() - t0) * 1000, 1)}
+            yield Event("answer", answer=starter)
+            return
         standalone = self.standalone(question, history)
         with self._cpu:
             r = self.retrieve(standalone, k, doc_ids, issuer)
@@ -211,6 +218,25 @@ class Assistant:
         out.replaced = withheld
         log.info("LLM answer replaced by the extractive one: %s", reason)
         return out
+
+    def _starter(self, question: str, doc_ids: list[str] | None) -> Answer | None:
+        """A greeting gets what can be asked; "这篇讲话的主要内容" gets the named document's outline from its own
+        headings, each line cited and checked like any answer. None for everything else."""
+        docs = self.index.documents()
+        if doc_ids:
+            docs = {k: d for k, d in docs.items() if k in doc_ids}
+        if starters.is_greeting(question):
+            return Answer(question, starters.greeting(question, docs), False, mode="greeting")
+        doc = starters.outline_target(question, docs)
+        if doc is None:
+            return None
+        lead, lines, passages = starters.outline(doc, (c for _, c in self.index.all_chunks(doc.doc_id)))
+        if not lines:
+            return None
+        answer = verify(question, lines, passages, self.index.documents(), self.refusal, "outline")
+        answer.answer = f"{lead}\n{answer.answer}"  # the lead names the document; every line after it is checked
+        answer.standalone_question = question
+        return answer
 
     def ask(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
             issuer: str | None = None, k: int | None = None) -> Answer:

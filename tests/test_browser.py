@@ -388,6 +388,22 @@ def test_copy_gives_plain_text_with_its_sources(browser, app_url):
         ctx.close()
 
 
+def test_a_greeting_and_an_outline_question_in_the_chat(page, app_url):
+    """Issue 14.11: "你好" gets what can be asked (the indexed titles), not the refusal; "这篇讲话讲了什么" gets the
+    speech's outline, each heading a citation that opens its place in the text."""
+    page.goto(app_url[0] + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    _ask(page, "你好")
+    page.wait_for_function("() => document.body.innerText.includes('测试市养犬管理规定》')", timeout=60000)
+    assert "没有找到" not in page.locator(".bot, [data-testid='bot']").last.inner_text()
+    _ask(page, "这篇讲话讲了什么？")
+    page.locator("a[href='#cite-2-1']").first.wait_for(timeout=60000)
+    text = page.locator(".bot, [data-testid='bot']").last.inner_text()
+    assert "主要内容" in text and "一、回看走过的路" in text and "二、远眺前行的路" in text, text
+    page.locator("a[href='#cite-2-1']").first.click()
+    assert "一、回看走过的路" in page.locator("#cite-2-1 mark").inner_text()
+
+
 def _luminance(css: str) -> float:
     import re
 
