@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -301,7 +302,7 @@ class LLMAnswerer:
 
     mode = "llm"
 
-    def __init__(self, llm, refusal: str) -> None:
+    def __init__(self, llm, refusal: str, timeout: float | None = None) -> None:
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.prompts import ChatPromptTemplate
 
@@ -310,20 +311,36 @@ class LLMAnswerer:
             ("human", "{context}\n\n问题：{question}"),
         ])
         self.chain = self.prompt | llm | StrOutputParser()
+        # Streaming reads the model's chunks itself: a step after the model (the parser) would, when the stream is
+        # closed early, read the model's whole remaining output first - a deadline could not cut a slow answer.
+        self._streaming = self.prompt | llm
+        self.timeout = timeout  # for the whole answer; the HTTP client's own timeout applies per read
 
     def inputs(self, question: str, passages: list[Passage]) -> dict:
         return {"context": format_passages(passages), "question": question}
 
     def stream(self, question: str, passages: list[Passage]) -> Iterator[str]:
-        yield from self.chain.stream(self.inputs(question, passages))
+        """The reply as it comes; TimeoutError once the whole answer has taken longer than `timeout`."""
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        pieces = self._streaming.stream(self.inputs(question, passages))
+        try:
+            for chunk in pieces:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the LLM answer took longer than {self.timeout:g} s")
+                text = chunk.content if isinstance(getattr(chunk, "content", None), str) else str(chunk)
+                if text:
+                    yield text
+        finally:
+            pieces.close()  # ends the HTTP stream now
 
 
-def make_chat_model(base_url: str, model: str, api_key: str, temperature: float = 0.0, timeout: float = 60.0):
-    """Any OpenAI-compatible server through langchain-openai."""
+def make_chat_model(base_url: str, model: str, api_key: str, temperature: float = 0.0, timeout: float = 60.0,
+                    retries: int = 0):
+    """Any OpenAI-compatible server through langchain-openai; `retries` failed calls are retried."""
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(base_url=base_url, model=model, api_key=api_key, temperature=temperature, timeout=timeout,
-                      streaming=True, max_retries=1)
+                      streaming=True, max_retries=retries)
 
 
 # -- citation check --------------------------------------------------------------------------
@@ -379,7 +396,7 @@ def normalise_marks(text: str) -> str:
 def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Document], refusal: str,
            mode: str) -> Answer:
     """Resolve [n] marks to verified quotes; drop marks that point nowhere; flag claims the passages don't bear."""
-    if mode != "extractive":  # an extractive answer's marks are ours; its quoted text keeps any brackets it has
+    if mode == LLMAnswerer.mode:  # an extractive answer's marks are ours; its quoted text keeps any brackets it has
         raw = normalise_marks(raw)
     by_n = {p.n: p for p in passages}
     text = MARK.sub(lambda m: m.group(0) if int(m.group(1)) in by_n else "", raw).strip()

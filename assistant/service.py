@@ -184,9 +184,16 @@ class Assistant:
         else:
             # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text, and a
             # reply that fails the check is never shown. What streams is the text that passed.
-            reply = "".join(self.answerer.stream(standalone, r.passages))
-            answer = verify(question, reply, r.passages, self.index.documents(), self.refusal, self.answerer.mode)
-            answer = self._verified_or_extractive(question, answer, r)
+            try:
+                reply = "".join(self.answerer.stream(standalone, r.passages))
+            except Exception as e:  # down, refused, timed out: the user still gets the offline answer
+                log.warning("the LLM failed (%s); answering extractively", e)
+                reason = f"大模型不可用或超时 / the LLM failed: {type(e).__name__}: {str(e)[:200]}"
+                answer = self._extractive_instead(question, r, {"reason": reason, "answer": "", "unverified": []})
+            else:
+                answer = verify(question, reply, r.passages, self.index.documents(), self.refusal,
+                                self.answerer.mode)
+                answer = self._verified_or_extractive(question, answer, r)
             for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
                 if piece:
                     yield Event("token", piece)
@@ -209,14 +216,19 @@ class Assistant:
             reason = "有陈述未能在引用段落中核实 / claims the cited passages do not bear out"
         else:
             return answer
-        withheld = {"reason": reason, "answer": answer.answer, "unverified": answer.unverified}
+        log.info("LLM answer replaced by the extractive one: %s", reason)
+        return self._extractive_instead(question, r, {"reason": reason, "answer": answer.answer,
+                                                      "unverified": answer.unverified})
+
+    def _extractive_instead(self, question: str, r: Retrieval, withheld: dict) -> Answer:
+        """What extractive mode gives for the same retrieval (its quotes, or its refusal when its gate refuses),
+        marked `extractive-fallback`, with the reason and the withheld reply in `replaced`."""
         if r.probability >= self.calibration.threshold:
             out = verify(question, "".join(r.draft), r.draft_passages, self.index.documents(), self.refusal,
-                         "extractive")
+                         "extractive-fallback")
         else:
-            out = Answer(question, self.refusal, True, passages=r.passages, mode="extractive")
+            out = Answer(question, self.refusal, True, passages=r.passages, mode="extractive-fallback")
         out.replaced = withheld
-        log.info("LLM answer replaced by the extractive one: %s", reason)
         return out
 
     def _starter(self, question: str, doc_ids: list[str] | None) -> Answer | None:
@@ -289,7 +301,7 @@ def build_assistant(settings: Settings, index: Store | None = None, embedder=Non
     calibration = calib.load(embedder.name, r.calibration_file or None)
     if llm is None and settings.llm.base_url:
         c = settings.llm
-        llm = make_chat_model(c.base_url, c.model, c.api_key, c.temperature, c.timeout)
+        llm = make_chat_model(c.base_url, c.model, c.api_key, c.temperature, c.timeout, c.retries)
     condenser = None
     extractive = ExtractiveAnswerer(settings.answer.max_sentences,
                                     document_text=lambda d: getattr(index.document(d), "text", None))
@@ -300,7 +312,7 @@ def build_assistant(settings: Settings, index: Store | None = None, embedder=Non
             from langchain_core.output_parsers import StrOutputParser
             from langchain_core.prompts import ChatPromptTemplate
 
-            answerer = LLMAnswerer(llm, settings.answer.refusal_text)
+            answerer = LLMAnswerer(llm, settings.answer.refusal_text, settings.llm.timeout)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
     return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive,
                      r.max_concurrent)

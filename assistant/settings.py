@@ -47,7 +47,8 @@ class LLMSettings(BaseModel):
     model: str = Field("", description="Model name sent to the server")
     api_key: str = Field("not-needed", description="API key for the LLM server")
     temperature: float = Field(0.0, description="Sampling temperature")
-    timeout: float = Field(60.0, description="Seconds before an LLM call is abandoned")
+    timeout: float = Field(60.0, description="Seconds one answer may take, in all; past it the extractive answer is shown")
+    retries: int = Field(0, description="Retries of a failed LLM call (0: interactive users get the fallback at once)")
 
 
 class AnswerSettings(BaseModel):

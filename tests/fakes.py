@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -17,8 +18,9 @@ def fake_chat(*replies: str) -> GenericFakeChatModel:
 class FakeOpenAI:
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 with canned replies, SSE when asked."""
 
-    def __init__(self, replies: list[str]) -> None:
+    def __init__(self, replies: list[str], delay: float = 0.0) -> None:
         self.replies, self.requests = list(replies), []
+        self.delay = delay  # seconds before each streamed piece: a slow model that never stalls a whole read
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,9 +36,14 @@ class FakeOpenAI:
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
                     for i in range(0, len(reply), 4):
+                        time.sleep(outer.delay)
                         chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
                                  "choices": [{"index": 0, "delta": {"content": reply[i:i + 4]}, "finish_reason": None}]}
-                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                        try:
+                            self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
                     end = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                     self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())

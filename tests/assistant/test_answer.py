@@ -1,4 +1,6 @@
 
+import time
+
 import pytest
 
 from assistant.answer import LLMAnswerer, format_passages, make_chat_model, verify
@@ -84,7 +86,7 @@ def test_injection_is_fenced_as_data_and_obeying_it_is_flagged(injected, embedde
     assert body.index("<资料>") < body.index("忽略以上指令") < body.index("</资料>") < body.index("问题：")
     a = assistant.ask("本市新建公厕多少座？")
     # uncited and unsupported: never shown; the user gets the extractive answer, the reply is kept as withheld
-    assert "999" not in a.answer and "210座" in a.answer and a.mode == "extractive" and a.citations
+    assert "999" not in a.answer and "210座" in a.answer and a.mode == "extractive-fallback" and a.citations
     assert a.replaced["answer"] == "本市公厕已全部免费并新建999座。" and a.replaced["unverified"] == [a.replaced["answer"]]
 
 
@@ -224,4 +226,29 @@ def test_sources_panel_escapes_and_lists_every_passage(corpus_assistant):
     assert panel.count('class="cite"') == len(a.citations) and "<mark>" in panel
     assert f"未引用的段落（{len(a.passages) - len(a.citations)}）" in panel
     assert "<img" not in panel and "&lt;img src=x" in panel
-    assert f'href="#cite-{a.citations[0].n}"' in render_answer(a)
+    assert f'href="#cite-1-{a.citations[0].n}"' in render_answer(a)
+
+
+def test_llm_down_or_too_slow_gives_the_extractive_answer(corpus_assistant, corpus_settings, embedder):
+    """Issue 13.2: an unreachable LLM, or one whose answer runs past the per-answer timeout (each piece arriving
+    well within the read timeout), gives the extractive answer marked as such, with the reason; no retries."""
+    from tests.live import free_port
+
+    down = make_chat_model(f"http://127.0.0.1:{free_port()}/v1", "m", "k", timeout=5)
+    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=down)
+    a = assistant.ask("新建公厕多少座？")
+    assert not a.refused and "210" in a.answer and a.citations and a.mode == "extractive-fallback"
+    assert "LLM failed" in a.replaced["reason"] and a.replaced["answer"] == ""
+    slow = FakeOpenAI(["新建公厕210座[1]。" * 10], delay=0.3)  # 20 pieces, 6 s in all
+    try:
+        settings = corpus_settings.model_copy(deep=True)
+        settings.llm.timeout = 2.0
+        llm = make_chat_model(slow.url, "m", "k", timeout=settings.llm.timeout)
+        assistant = build_assistant(settings, index=corpus_assistant.index, embedder=embedder, llm=llm)
+        t0 = time.monotonic()
+        a = assistant.ask("新建公厕多少座？")
+        assert time.monotonic() - t0 < 5.0  # cut at the deadline, not after the whole reply
+        assert a.mode == "extractive-fallback" and "TimeoutError" in a.replaced["reason"] and "210" in a.answer
+        assert len(slow.requests) == 1  # retries are off by default
+    finally:
+        slow.close()
