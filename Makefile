@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test ingest bench clean
+.PHONY: run test ingest bench llm-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(DEV)
 bench: $(DEV)
 	$(PY) -m bench.ingest
 	$(PY) -m bench.ask
+
+# Not part of `make test`: builds llama.cpp's server and a 1.5B model into .cache/llm once (see bench/llm_check.py).
+llm-check: $(DEV)
+	$(PY) -m bench.llm_check $${ASSISTANT_INDEX_DIR:+--index $$ASSISTANT_INDEX_DIR}
 
 clean:
 	rm -rf .index artifacts

@@ -55,6 +55,8 @@ class Result:
     ends_at_lead_in: bool = False  # the answer stops at "…以下几个方面：" without the items
     passed: bool = False
     why: str = ""
+    mode: str = ""  # extractive, llm, extractive-fallback (an LLM reply withheld or the LLM failed), outline…
+    withheld: str = ""  # why an LLM reply was not shown, when it was not
 
 
 def norm(text: str) -> str:
@@ -191,6 +193,7 @@ def score(q: Question, ans: Answer, docs: dict[str, Document], k: int, latency_m
     if valid < len(ans.citations):
         why.append("invalid citation")
     r.passed, r.why = not why, "; ".join(why)
+    r.mode, r.withheld = ans.mode, (ans.replaced or {}).get("reason", "")
     return r
 
 

