@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test ingest bench llm-check clean
+.PHONY: run test test-fast ingest bench llm-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ run: ingest
 
 test: $(DEV)
 	$(PY) -m pytest -q -rs
+
+# The unit tests only: no model, no browser, no corpus index, no subprocess (~30 s).
+test-fast: $(DEV)
+	$(PY) -m pytest -q -m "not integration and not browser and not slow and not st and not server"
 
 bench: $(DEV)
 	$(PY) -m bench.ingest

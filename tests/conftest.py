@@ -105,3 +105,10 @@ def copy(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)
     return dst
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that loads the real embedder is slow (the model takes seconds to load): `make test-fast` skips it."""
+    for item in items:
+        if "embedder" in getattr(item, "fixturenames", ()) or "corpus_assistant" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

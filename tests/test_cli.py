@@ -55,6 +55,7 @@ def test_read_only_commands_never_create_an_index(tmp_path, command):
     assert out.returncode == 3 and "no index at" in out.stderr and not missing.exists()
 
 
+@pytest.mark.slow
 def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     idx = str(tmp_path / "idx")
     assert _run("ingest", str(small_docs), "--index", idx).returncode == 0

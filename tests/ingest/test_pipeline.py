@@ -156,6 +156,7 @@ def _cli(*args, **kw):
     return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT, **kw)
 
 
+@pytest.mark.slow
 def test_cli_ingest_json_docs_and_chunks(tmp_path, small_docs):
     idx = str(tmp_path / "cli-index")
     out = _cli("ingest", str(small_docs), "--index", idx, "--json")
@@ -193,6 +194,7 @@ sys.exit(app.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
     """Kill a real ingest between a document's chunk writes and its commit; every committed document must be
     whole, the half-written one invisible, and the next run completes."""
@@ -243,6 +245,7 @@ print(report.documents[0].status, report.documents[0].doc_id)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_ingesting_the_same_file_name_both_land(tmp_path):
     """Two CLI-like writers, one index, two different notice.txt at the same moment: both are committed under
     different ids (the writer lock serialises them), and each process sees the other's commit."""
