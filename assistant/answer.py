@@ -1,7 +1,9 @@
 """Answerers (LLM via LangChain, extractive) and the citation check every answer passes before it is returned."""
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
@@ -24,6 +26,8 @@ CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*"
 
 
 # Said with a refusal when the closest passages are on the topic but none states the kind of fact asked for.
+TYPED_MIN = 0.25  # the least a sentence stating the asked-for kind of fact gains (with no share of meaning too)
+MAX_LIST_ITEMS = 12  # items of one list in an answer; a longer list ends with "……"
 NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
 
 
@@ -201,7 +205,7 @@ class ExtractiveAnswerer:
                     # An amount / date / department question is answered by the sentence stating one, however
                     # close another sentence's meaning (the bonus is the whole share of meaning): the asked-for
                     # kind of fact leads the answer.
-                    score += self.semantic
+                    score += max(self.semantic, TYPED_MIN)
                 scored.append((score, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
         chosen: list[tuple[float, int, int, int, str]] = []
@@ -256,8 +260,9 @@ class ExtractiveAnswerer:
         text = self.document_text(parent.doc_id) if self.document_text else None
         if not text:
             return
+        found = list_items(text, lead_end, max_items=MAX_LIST_ITEMS + 1)
         groups: list[list[tuple[int, int]]] = []
-        for s, e in list_items(text, lead_end):
+        for s, e in found[:MAX_LIST_ITEMS]:
             if groups and not text[groups[-1][-1][1]:s].strip(" \n；;，,。"):
                 groups[-1].append((s, e))  # contiguous items share one passage
             else:
@@ -273,6 +278,8 @@ class ExtractiveAnswerer:
                 passages.append(host)
             for s, e in group:
                 yield f"\n{text[s:e]}[{host.n}]", (parent.doc_id, s, e)
+        if len(found) > MAX_LIST_ITEMS:
+            yield "\n……", (parent.doc_id, 0, 0)  # a long list is cut: the rest is in the reader page (查看全文)
 
 
 # -- LLM -------------------------------------------------------------------------------------
@@ -320,18 +327,52 @@ class LLMAnswerer:
         return {"context": format_passages(passages), "question": question}
 
     def stream(self, question: str, passages: list[Passage]) -> Iterator[str]:
-        """The reply as it comes; TimeoutError once the whole answer has taken longer than `timeout`."""
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        pieces = self._streaming.stream(self.inputs(question, passages))
+        """The reply as it comes; TimeoutError once the whole answer - waiting for the first piece included - has
+        taken longer than `timeout`. The model is read in a worker thread, so a stalled server cannot hold the
+        caller past the deadline; the worker stops reading (and closes the stream) at its next piece."""
+        if not self.timeout:
+            for chunk in self._streaming.stream(self.inputs(question, passages)):
+                yield _text(chunk)
+            return
+        pieces: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        inputs = self.inputs(question, passages)
+
+        def read() -> None:
+            try:
+                stream = self._streaming.stream(inputs)
+                try:
+                    for chunk in stream:
+                        if stop.is_set():
+                            break
+                        pieces.put(("piece", _text(chunk)))
+                finally:
+                    stream.close()
+                pieces.put(("end", None))
+            except Exception as e:  # handed to the caller
+                pieces.put(("error", e))
+
+        threading.Thread(target=read, daemon=True, name="llm-reader").start()
+        deadline = time.monotonic() + self.timeout
         try:
-            for chunk in pieces:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the LLM answer took longer than {self.timeout:g} s")
-                text = chunk.content if isinstance(getattr(chunk, "content", None), str) else str(chunk)
-                if text:
-                    yield text
+            while True:
+                try:
+                    kind, value = pieces.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise TimeoutError(f"the LLM answer took longer than {self.timeout:g} s") from None
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                if value:
+                    yield value
         finally:
-            pieces.close()  # ends the HTTP stream now
+            stop.set()
+
+
+def _text(chunk) -> str:
+    content = getattr(chunk, "content", chunk)
+    return content if isinstance(content, str) else str(content)
 
 
 def make_chat_model(base_url: str, model: str, api_key: str, temperature: float = 0.0, timeout: float = 60.0,
@@ -410,8 +451,8 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
     for i, claim in enumerate(claims):
         marks = [int(m) for m in MARK.findall(claim)]
         bare = MARK.sub("", claim).strip()
-        if len(_norm(bare)) < 4:
-            continue
+        if len(_norm(bare)) < 4 or not re.search(r"\w", bare):
+            continue  # too short to claim anything, or punctuation only (the "……" that ends a cut list)
         if not marks:
             # A heading or lead-in quoted with the sentence after it ("一是完善了城市功能。着眼于…[1]"): the
             # next mark covers it when its passage holds it word for word.

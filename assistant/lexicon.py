@@ -84,7 +84,7 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     "who": (re.compile(r"哪(?:个|些|几个)(?:部门|单位|机关)|什么部门|谁负责|由谁|谁来|找谁|归谁|who", re.I),
             re.compile(r"部门|政府|委员会|机关|单位|企业|机构|办公室|局|厅|部|人员|负责人|主任|书记|市长")),
     # a document's number (文号): the issuing office's abbreviation, the year in 〔〕 and a serial, 国办发〔2018〕128号
-    "docnum": (re.compile(r"文号|字号|文件号|document number", re.I),
+    "docnum": (re.compile(r"文号|发文字号|文件号|document number", re.I),  # (字号 alone is also a trade name)
                re.compile(r"[\u4e00-\u9fff]{1,8}[〔［\[(（]\d{4}[〕］\])）]\s*\d+\s*号")),
     # a person: 哪位 / 谁讲的 is stated by a name with a title or 同志 (同志们 addresses an audience and 有关同志 "those
     # concerned": they name no one)

@@ -153,7 +153,7 @@ class Assistant:
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
         """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
         t0 = time.perf_counter()
-        starter = self._starter(question, doc_ids)
+        starter = self._starter(question, doc_ids, issuer)
         if starter is not None:
             yield Event("token", starter.answer)
             starter.timings_ms = {"total": round((time.perf_counter() - t0) * 1000, 1)}
@@ -231,12 +231,11 @@ class Assistant:
         out.replaced = withheld
         return out
 
-    def _starter(self, question: str, doc_ids: list[str] | None) -> Answer | None:
+    def _starter(self, question: str, doc_ids: list[str] | None, issuer: str | None = None) -> Answer | None:
         """A greeting gets what can be asked; "这篇讲话的主要内容" gets the named document's outline from its own
         headings, each line cited and checked like any answer. None for everything else."""
-        docs = self.index.documents()
-        if doc_ids:
-            docs = {k: d for k, d in docs.items() if k in doc_ids}
+        allowed = self.retriever._doc_filter(doc_ids, issuer)
+        docs = {k: d for k, d in self.index.documents().items() if allowed is None or k in allowed}
         if starters.is_greeting(question):
             return Answer(question, starters.greeting(question, docs), False, mode="greeting")
         doc = starters.outline_target(question, docs)

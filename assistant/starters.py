@@ -14,12 +14,16 @@ from .retrieval import Passage
 GREETING = re.compile(r"^(?:你好|您好|嗨|哈喽|hi|hello|hey|在吗|在不在|早上好|上午好|中午好|下午好|晚上好|早|"
                       r"谢谢|多谢|感谢|谢了|thanks|thank you)[呀啊哦吖！!。.~～，,\s]*$", re.I)
 THANKS = re.compile(r"谢|thank", re.I)
-# Asking for a document as a whole: its main content, gist, outline, or a summary of it.
-WHOLE = re.compile(r"主要内容|大意|要点|提纲|大纲|框架|结构|目录|主要讲|讲了(?:些|哪些)?什么|说了(?:些|哪些)?什么|写了(?:些)?什么|"
-                   r"(?:总结|概括|归纳|梳理)(?:一下)?(?:它|其|这篇|该|本)?[^的]{0,16}[？?。！!]*$|summar", re.I)
-# A document named by its kind, pointed at (这篇讲话, 该条例) or alone (讲话的主要内容).
-KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告")
-KIND = re.compile(r"(?:这篇|这份|这个|该|本|此)?(" + "|".join(KINDS) + r")")
+# Asking for a document as a whole: its main content, gist or outline, or a summary of it.
+WHOLE = re.compile(r"主要内容|大意|提纲|大纲|主要讲|讲了(?:些|哪些)?什么|说了(?:些|哪些)?什么|写了(?:些)?什么|"
+                   r"(?:总结|概括|归纳|梳理)(?:一下)?|summar", re.I)
+# A document pointed at by its kind (这篇讲话, 该条例, 本通知).
+KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告", "文章")
+POINTED = re.compile(r"(?:这篇|这份|这个|该|本|此|整篇|全文)(" + "|".join(KINDS) + r")?")
+# What may surround the document and the cue in such a request; anything else left over is a topic inside the
+# document ("关于物业费的主要内容", "讲话中关于安全生产讲了什么"), answered by retrieval, not by an outline.
+FILLER = re.compile(r"请|帮我|帮忙|给我|麻烦|你|能否|可以|一下|简要|简单|地|的|是|有|哪些|什么|吗|呢|了|全部|整体|"
+                    r"介绍|内容|文件|文章|《|》|[\s，,。.！!？?：:；;、“”\"'（）()]")
 MAX_LINES = 24
 
 
@@ -39,21 +43,50 @@ def greeting(question: str, docs: dict[str, Document]) -> str:
 
 
 def outline_target(question: str, docs: dict[str, Document]) -> Document | None:
-    """The document a "主要内容 / 讲了什么 / 总结一下" question asks about, when it names one unambiguously: by
-    (most of) its title, or by its kind when only one indexed document is of that kind."""
-    q = question.replace("《", "").replace("》", "")
-    if not WHOLE.search(q) or not docs:
+    """The document a "主要内容 / 讲了什么 / 总结一下" question asks about as a whole: named by its title, or
+    pointed at (这篇讲话) when one indexed document is of that kind; None when anything but the document and the
+    request is left (a topic inside it), or when the document is ambiguous."""
+    if not WHOLE.search(question) or not docs:
         return None
-    named = [d for d in docs.values() if d.title and (d.title in q or _shared(d.title, q) >= 0.6)]
-    if len(named) == 1:
-        return named[0]
-    if len(named) > 1:
-        return max(named, key=lambda d: (_shared(d.title, q), len(d.title)))
-    kinds = {m.group(1) for m in KIND.finditer(q)}
-    if len(docs) == 1 and (kinds or re.search(r"这篇|这份|该文|本文", q)):
-        return next(iter(docs.values()))
-    of_kind = [d for d in docs.values() if any(k in d.title for k in kinds)]
-    return of_kind[0] if len(of_kind) == 1 else None
+    q = question.replace("《", "").replace("》", "")
+    named = [d for d in docs.values() if d.title and d.title in q]
+    fuzzy = [d for d in docs.values() if d.title and _shared(d.title, q) >= 0.6]
+    if named or fuzzy:
+        candidates = named or fuzzy
+        if len(candidates) != 1:
+            return None
+        doc = candidates[0]
+        rest = _without(q, doc.title)
+    else:
+        pointed = POINTED.search(q)
+        if not pointed:
+            return None
+        kind = pointed.group(1)
+        of_kind = [d for d in docs.values() if kind and kind in d.title] if kind else []
+        if kind and len(of_kind) == 1:
+            doc = of_kind[0]
+        elif len(docs) == 1:
+            doc = next(iter(docs.values()))
+        else:
+            return None
+        rest = q[:pointed.start()] + q[pointed.end():]
+    rest = FILLER.sub("", WHOLE.sub("", rest))
+    return doc if len(rest) <= 1 else None
+
+
+def _without(text: str, title: str) -> str:
+    """The text without the runs (2+ characters) it shares with the title: a title quoted in part still goes."""
+    out, i = [], 0
+    while i < len(text):
+        j = i + 1
+        while j <= len(text) and text[i:j] in title:
+            j += 1
+        if j - 1 - i >= 2:
+            i = j - 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def _shared(title: str, text: str) -> float:

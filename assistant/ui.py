@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -40,9 +41,12 @@ CSS = """
 HEAD_JS = """<script>
 function __copyText(text, el) {
   function done() { el.textContent = '已复制'; setTimeout(function () { el.textContent = '复制'; }, 1500); }
-  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done); return; }
-  var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t); t.select();
-  try { document.execCommand('copy'); done(); } finally { t.remove(); }
+  function fallback() {
+    var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t); t.select();
+    try { if (document.execCommand('copy')) done(); else el.textContent = '复制失败'; } finally { t.remove(); }
+  }
+  if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(text).then(done, fallback); return; }
+  fallback();
 }
 document.addEventListener('click', function (e) {
   var c = e.target.closest && e.target.closest('.copy-answer');
@@ -74,14 +78,11 @@ def render_answer(a: Answer, turn: int = 1) -> str:
     escaped, never interpreted."""
     text = html.escape(a.answer)
     if a.refused:
-        note = ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
-                + '），已不予显示。</div>') if a.replaced else ""
-        return f'<div class="refused">{text}</div>{note}'
+        return f'<div class="refused">{text}</div>{_replaced_note(a, "已不予显示")}'
     text = re.sub(r"\[(\d{1,2})\]", rf'<a href="#cite-{turn}-\1" class="cite-link">[\1]</a>', text)
     text = text.replace("\n", "<br>")  # a list's items, one per line
     if a.replaced:
-        text += ('<div class="unverified">⚠ 大模型的回答未通过核实（' + html.escape(a.replaced["reason"].split(" / ")[0])
-                 + '），上面显示的是原文摘录。</div>')
+        text += _replaced_note(a, "上面显示的是原文摘录")
     if a.unverified:
         text += '<div class="unverified">⚠ 以下内容未能在引用段落中核实：' + "；".join(html.escape(u) for u in a.unverified) + "</div>"
     return text
@@ -102,9 +103,19 @@ def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], anchor
         cards.append(
             f'<div class="cite{klass(c.n)}" {anchor(c.n)}><b>[{c.n}] {html.escape(c.label())}</b>'
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
-            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(c.doc_id)}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
+            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(quote(c.doc_id))}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
     return cards
+
+
+def _replaced_note(a: Answer, then: str) -> str:
+    """Why the LLM's answer is not what is shown: it failed the check, or there was none (down, timed out)."""
+    if not a.replaced:
+        return ""
+    if not a.replaced.get("answer"):
+        return f'<div class="unverified">⚠ 大模型暂不可用或超时，{then.replace("已不予显示", "未能给出回答")}。</div>'
+    reason = html.escape(a.replaced["reason"].split(" / ")[0])
+    return f'<div class="unverified">⚠ 大模型的回答未通过核实（{reason}），{then}。</div>'
 
 
 def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "",

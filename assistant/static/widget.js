@@ -5,12 +5,13 @@
   var base = '__BASE__';
   var allowed = '__ALLOWED__';
   function allows(o) {  // an origin, '*', or a wildcard host (https://*.intranet)
-    if (o === '*' || o === location.origin) return true;
+    o = o.replace(/\/+$/, '');
+    if (o === '*' || o === location.origin || o === location.host) return true;
     if (o.indexOf('*') < 0) return false;
-    var rx = '^' + o.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace('*', '[^./]+') + '$';
-    return new RegExp(rx).test(location.origin);
+    var rx = '^(https?://)?' + o.replace(/^https?:\/\//, '').replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace('*', '.+') + '$';
+    return new RegExp(rx).test(location.origin) || new RegExp(rx).test(location.host);
   }
-  var framable = base.indexOf(location.origin) === 0 || allowed.split(' ').some(allows);
+  var framable = base.replace(/^(https?:\/\/[^\/]+).*$/, '$1') === location.origin || allowed.split(' ').some(allows);
   var b = document.createElement('button');
   b.type = 'button';
   b.textContent = '政策问答';

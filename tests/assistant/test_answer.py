@@ -239,7 +239,7 @@ def test_llm_down_or_too_slow_gives_the_extractive_answer(corpus_assistant, corp
     a = assistant.ask("新建公厕多少座？")
     assert not a.refused and "210" in a.answer and a.citations and a.mode == "extractive-fallback"
     assert "LLM failed" in a.replaced["reason"] and a.replaced["answer"] == ""
-    slow = FakeOpenAI(["新建公厕210座[1]。" * 10], delay=0.3)  # 20 pieces, 6 s in all
+    slow = FakeOpenAI(["新建公厕210座[1]。" * 10], delay=0.3)  # 28 pieces, 8.4 s in all
     try:
         settings = corpus_settings.model_copy(deep=True)
         settings.llm.timeout = 2.0
@@ -248,7 +248,42 @@ def test_llm_down_or_too_slow_gives_the_extractive_answer(corpus_assistant, corp
         t0 = time.monotonic()
         a = assistant.ask("新建公厕多少座？")
         assert time.monotonic() - t0 < 5.0  # cut at the deadline, not after the whole reply
-        assert a.mode == "extractive-fallback" and "TimeoutError" in a.replaced["reason"] and "210" in a.answer
+        assert a.mode == "extractive-fallback" and "took longer than 2 s" in a.replaced["reason"] and "210" in a.answer
         assert len(slow.requests) == 1  # retries are off by default
     finally:
         slow.close()
+
+
+def test_a_long_list_is_cut_with_an_ellipsis_and_every_item_shown_cites():
+    """Issue 11: a list longer than the answer holds ends with "……" (the reader page has the rest); the items
+    given each carry a citation that verifies."""
+    from assistant.answer import MAX_LIST_ITEMS, ExtractiveAnswerer
+    from ingest.schema import Document
+
+    nums = "一二三四五六七八九十"
+    names = [nums[i] if i < 10 else "十" + nums[i - 10] for i in range(15)]
+    lead = "第八条 本市城市市容和环境卫生管理工作包括下列事项：\n"
+    text = lead + "".join(f"（{n}）第{n}项事务的管理要求；\n" for n in names)
+    doc = Document("d", "d.txt", "测试管理办法", text)
+    p = Passage(1, "d", "测试管理办法", [], "第八条", text[:70], 0, 70, 1.0)
+    answerer = ExtractiveAnswerer(document_text=lambda d: text)
+    passages = [p]
+    out = "".join(answerer.stream("市容管理包括哪些事项？", passages))
+    lines = out.splitlines()
+    assert lines[-1] == "……" and sum(1 for ln in lines if ln.startswith("（")) == MAX_LIST_ITEMS, lines
+    checked = verify("市容管理包括哪些事项？", out, passages, {"d": doc}, REFUSAL, "extractive")
+    assert not checked.unverified and checked.citations
+    assert all(text[c.char_start:c.char_end] == c.quote for c in checked.citations)
+
+
+def test_the_deadline_holds_while_the_server_sends_nothing():
+    """The per-answer timeout covers the wait for the first piece too (a stalled or slow prompt)."""
+    stalled = FakeOpenAI(["迟到的回答[1]。"], delay=5.0)
+    try:
+        answerer = LLMAnswerer(make_chat_model(stalled.url, "m", "k", timeout=30), REFUSAL, timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="took longer than 1 s"):
+            "".join(answerer.stream("问", [Passage(1, "d", "T", [], "", "甲", 0, 1, 1.0)]))
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        stalled.close()

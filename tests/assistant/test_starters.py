@@ -33,6 +33,13 @@ def test_a_greeting_lists_what_is_indexed():
     ("讲话总结的“五个推进”分别是哪五个？", None),  # a list inside the speech
     ("心得体会15篇讲了什么？", None),  # no indexed document named
     ("这份条例的罚款标准是多少？", None),  # not about the whole document
+    ("讲话中关于安全生产讲了什么？", None),  # a topic inside the speech
+    ("这篇讲话总结了哪些成绩？", None),
+    ("《测试市养犬管理规定》关于犬只登记的主要内容是什么？", None),
+    ("试点方案对产业结构调整有什么要求？", None),
+    ("讲话的主要内容", None),  # a kind, not pointed at: which speech?
+    ("请概括一下本讲话", "speech"),
+    ("测试市养犬管理规定主要讲了什么", "regs"),
 ])
 def test_which_document_an_outline_question_names(question, doc_id):
     found = starters.outline_target(question, DOCS)
