@@ -19,7 +19,7 @@ WHOLE = re.compile(r"主要内容|大意|提纲|大纲|主要讲|讲了(?:些|�
                    r"(?:总结|概括|归纳|梳理)(?:一下)?|summar", re.I)
 # A document pointed at by its kind (这篇讲话, 该条例, 本通知).
 KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告", "文章")
-POINTED = re.compile(r"(?:这篇|这份|这个|该|本|此|整篇|全文)(" + "|".join(KINDS) + r")?")
+POINTED = re.compile(r"(?:这篇|这份|这个|该|本|此|整篇)(" + "|".join(KINDS) + r")|这篇|这份|整篇|全文")
 # What may surround the document and the cue in such a request; anything else left over is a topic inside the
 # document ("关于物业费的主要内容", "讲话中关于安全生产讲了什么"), answered by retrieval, not by an outline.
 FILLER = re.compile(r"请|帮我|帮忙|给我|麻烦|你|能否|可以|一下|简要|简单|地|的|是|有|哪些|什么|吗|呢|了|全部|整体|"

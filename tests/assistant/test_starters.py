@@ -46,6 +46,12 @@ def test_which_document_an_outline_question_names(question, doc_id):
     assert (found.doc_id if found else None) == doc_id
 
 
+def test_with_one_document_a_pointer_alone_names_it():
+    one = {"speech": SPEECH}
+    assert starters.outline_target("全文讲了什么？", one) is SPEECH
+    assert starters.outline_target("基本内容讲了什么？", one) is None  # 本 inside a word points at nothing
+
+
 def test_the_outline_quotes_each_heading_at_its_exact_place():
     t = SPEECH.text
     chunks = [Chunk("speech", 0, "", t.index("一是"), t.index("二是"), section=["一、回看走过的路", "一是完善了城市功能"]),
