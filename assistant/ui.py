@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import quote as url_quote
 
 import gradio as gr
 
@@ -103,7 +103,7 @@ def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], anchor
         cards.append(
             f'<div class="cite{klass(c.n)}" {anchor(c.n)}><b>[{c.n}] {html.escape(c.label())}</b>'
             f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
-            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(quote(c.doc_id))}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
+            f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(url_quote(c.doc_id))}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
     return cards
 

@@ -145,7 +145,7 @@ def test_refusal_looks_different(page, app_url):
     refusal.wait_for(timeout=60000)
     assert bots.count() == before == 1
     page.get_by_role("button", name="清空", exact=True).click()
-    page.wait_for_function("() => document.querySelectorAll(\".bot, [data-testid='bot']\").length === 0", timeout=10000)
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='bot']\").length === 0", timeout=10000)
 
 
 def test_document_text_is_shown_as_text(page, app_url, artifacts):
@@ -393,6 +393,24 @@ def test_copy_gives_plain_text_with_its_sources(browser, app_url):
         assert "<a" not in text and "cite-link" not in text and "<mark>" not in text, text
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("control", ["清空", "trash"])
+def test_one_clear_clears_the_chat_its_history_and_its_sources(page, app_url, control):
+    """Issue 14.4: the 清空 button and the chat's own trash icon clear the same things: the turns, the hidden
+    history (重试 brings nothing back) and the sources panel."""
+    _answer(page, app_url, "新建公厕多少座？")
+    bots = page.locator("[data-testid='bot']")
+    assert bots.count() == 1
+    if control == "trash":
+        page.get_by_role("button", name="清空对话").click()  # the chat's own icon (its zh-CN label)
+    else:
+        page.get_by_role("button", name="清空", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll(\"[data-testid='bot']\").length === 0", timeout=10000)
+    page.wait_for_function("() => document.body.innerText.includes('来源会显示在这里')", timeout=10000)
+    page.get_by_role("button", name="重试").click()
+    page.wait_for_timeout(2000)
+    assert bots.count() == 0  # the deleted turn does not come back
 
 
 def test_a_greeting_and_an_outline_question_in_the_chat(page, app_url):
