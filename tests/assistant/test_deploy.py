@@ -19,8 +19,8 @@ def make(corpus_settings, corpus_assistant):
 
 def test_sub_path_links(make):
     c = make(root_path="/policy")
-    assert 'var base="http://testserver/policy"' in c.get("/widget.js").text
-    assert "const root='/policy'" in c.get("/embed").text
+    assert 'var base = "http://testserver/policy";' in c.get("/widget.js").text
+    assert 'const root = "/policy";' in c.get("/embed").text
     assert c.get("/healthz").json()["documents"] == 9
 
 
