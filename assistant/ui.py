@@ -88,10 +88,9 @@ def render_answer(a: Answer, turn: int = 1) -> str:
     return text
 
 
-def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], anchor: Callable[[int], str],
-           klass: Callable[[int], str] = lambda n: "") -> list[str]:
-    """One card per citation: title, section or article, and the quote highlighted inside its passage;
-    `anchor(n)` and `klass(n)` give the card's identifying attribute and extra class."""
+def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], turn: int, inline: bool) -> list[str]:
+    """One card per citation: title, section or article, and the quote highlighted inside its passage. A panel
+    card is found by its id, a card inside the chat by its class (the chat's sanitiser keeps only classes)."""
     cards = []
     for c in a.citations:
         doc = docs.get(c.doc_id)
@@ -99,10 +98,11 @@ def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], anchor
         start, end = (p.char_start, p.char_end) if p else (c.char_start, c.char_end)
         start, end = min(start, c.char_start), max(end, c.char_end)
         full = doc.text if doc else c.quote
-        before, quote, after = full[start:c.char_start], full[c.char_start:c.char_end], full[c.char_end:end]
+        before, quoted, after = full[start:c.char_start], full[c.char_start:c.char_end], full[c.char_end:end]
         cards.append(
-            f'<div class="cite{klass(c.n)}" {anchor(c.n)}><b>[{c.n}] {html.escape(c.label())}</b>'
-            f'<div>{html.escape(before)}<mark>{html.escape(quote)}</mark>{html.escape(after)}</div>'
+            (f'<div class="cite cite-{turn}-{c.n}">' if inline else f'<div class="cite" id="cite-{turn}-{c.n}">') +
+            f'<b>[{c.n}] {html.escape(c.label())}</b>'
+            f'<div>{html.escape(before)}<mark>{html.escape(quoted)}</mark>{html.escape(after)}</div>'
             f'<small>字符 {c.char_start}–{c.char_end} · <a href="{root}/doc/{html.escape(url_quote(c.doc_id))}?s={c.char_start}&e={c.char_end}&t={token(c.doc_id)}#hl" '
             f'target="_blank" rel="noopener">查看全文</a></small></div>')
     return cards
@@ -128,7 +128,7 @@ def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str],
         return f"<p>最接近的段落（仅供参考，不是回答）：</p><ul>{items}</ul>"
     if a.refused or not a.citations:
         return "<p>（本次回答没有引用）</p>"
-    cards = _cards(a, docs, root, token, lambda n: f'id="cite-{turn}-{n}"')
+    cards = _cards(a, docs, root, token, turn, inline=False)
     cited = {c.n for c in a.citations}
     others = [p for p in a.passages if p.n not in cited]
     if others:
@@ -150,8 +150,7 @@ def render_turn(a: Answer, docs: dict, root: str = "", token: Callable[[str], st
     copy = f'<span class="copy-text">{plain}</span><a href="#" class="copy-answer">复制</a>'
     if a.refused or not a.citations:
         return f'{body}<div class="answer-tools">{copy}</div>'
-    # (a class, not an id or a data- attribute: the chat's sanitiser keeps only classes)
-    cards = "".join(_cards(a, docs, root, token, lambda n: "", lambda n: f" cite-{turn}-{n}"))
+    cards = "".join(_cards(a, docs, root, token, turn, inline=True))
     return (f'{body}<details class="answer-sources"><summary>来源（{len(a.citations)}）</summary>{cards}</details>'
             f'<div class="answer-tools">{copy}</div>')
 

@@ -106,16 +106,13 @@ def per_kind(report: dict) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for q in report["questions"]:
         kind = q["kind"] if q["kind"] != "-" else ("dev-answerable" if q["answerable"] else "dev-unanswerable")
-        r = rows.setdefault(kind, {"n": 0, "passed": 0, "refused": 0, "facts": [], "modes": {}, "bare_mark": 0,
-                                   "unverified": 0})
+        r = rows.setdefault(kind, {"n": 0, "passed": 0, "refused": 0, "facts": [], "modes": {}})
         r["n"] += 1
         r["passed"] += q["passed"]
         r["refused"] += q["refused"]
         if q["fact_recall"] is not None:
             r["facts"].append(q["fact_recall"])
         r["modes"][q["mode"]] = r["modes"].get(q["mode"], 0) + 1
-        r["bare_mark"] += bool(not q["refused"] and not q["answer"].replace("[", "").replace("]", "").strip("0123456789 "))
-        r["unverified"] += q["unverified"]
     return rows
 
 
@@ -190,7 +187,8 @@ def main() -> None:
     reasons: dict[str, int] = {}
     for q in llm["questions"]:
         if q["withheld"]:
-            reasons[q["withheld"].split(" / ")[0].split(":")[0]] = reasons.get(q["withheld"].split(" / ")[0].split(":")[0], 0) + 1
+            reason = q["withheld"].split(" / ")[0].split(":")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
     lines += ["", f"LLM-mode answers by mode: {modes}", f"Replies withheld, by reason: {reasons}", ""]
     lines += table(ext, llm)
     (out / "llm-check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
