@@ -14,7 +14,7 @@ from ingest.lexical import bigrams
 from ingest.schema import Document
 
 from .injection import addressed_to_the_system
-from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, asked_types, expansions, holds_type, to_simplified
+from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, expansions, holds_type, one_sentence_types, to_simplified
 from .retrieval import ARTICLE_REF, Passage, query_terms
 
 MARK = re.compile(r"\[(\d{1,2})\]")
@@ -174,7 +174,7 @@ class ExtractiveAnswerer:
         terms += [t for t in query_terms(" ".join(expansions(question))) if t not in terms]
         wants_number = bool(NUMBER_CUE.search(question))
         wants_list = bool(LIST_CUE.search(question))
-        wants = asked_types(question)
+        wants = one_sentence_types(question)
         # For a question about consequences, the articles of the two best passages: a sentence that punishes a
         # breach of one of them ("违反第十六条…罚款") answers it.
         refers_to = [p.article for p in passages[:2] if p.article] if PENALTY_CUE.search(question) else []

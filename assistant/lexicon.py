@@ -93,17 +93,89 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
 }
 
 
+# "哪四条 / 哪五个 / 哪七项" asks for that many items by name: a text that lists fewer does not answer it.
+_ASKED_COUNT = re.compile(r"哪([两二三四五六七八九十]|\d{1,2})(?:条|项|个|类|种|件|点|方面|大|部分|步|句|化|字|招|策)")
+_CN_DIGIT = {"一": 1, "两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
+# An item marker that starts a clause: 一是 / 二是 … (the speech's enumeration), （一）（二）… and 1. 2. …
+_ORDINAL = re.compile(r"(?:^|[。；;：:，,\s“”\"])([一二三四五六七八九十]{1,2})是|[（(]([一二三四五六七八九十]{1,2}|\d{1,2})[）)]"
+                      r"|(?:^|\s)(\d{1,2})[.．、]")
+# "哪些城市 / 哪几个地方" asks for places by name: two named places in a row (XX市、YY县) state some.
+_ASKED_PLACES = re.compile(r"哪(?:些|几个|几座)(?:城市|地方|地区|省份|省|市|县)")
+_PLACES = re.compile(r"(?<![城全本该各我])[\u4e00-\u9fff]{2,4}[市县省](?:、|和|及|与)[\u4e00-\u9fff]{2,4}[市县省]")
+
+# "具体是哪些品种 / 什么标准" asks for the items themselves; a text whose every mention of them hands the
+# matter on ("具体品种…由省公安机关…确定", "另行制定") names the body that will decide, not the items.
+# (为什么 asks why; 什么时候 / 什么是 / 什么样 … are no named items.)
+_ASKED_NAMED = re.compile(r"(?:哪些|哪几种|哪几类|(?<!为)什么)(?!时候|意思|样|地方|[是叫要能会可有在做算就都])"
+                          r"([\u4e00-\u9fff]{2})")
+_DEFERRED = re.compile(r"由[^，,。；;]{1,40}?(?:确定|规定|制定|公布)|另行(?:规定|制定|确定|公布)")
+
+# A Latin-letter term in a Chinese question (GDP, PPP, PM2.5) names one thing with no everyday paraphrase: a
+# text that has neither it nor its Chinese name (from the lexicon) does not speak of it.
+_LATIN_TERM = re.compile(r"(?<![A-Za-z])[A-Za-z]{2,}(?:\d+(?:\.\d+)?)?(?![A-Za-z])")
+
+
+def _number(token: str) -> int:
+    """A small count written in digits or Chinese numerals (一 … 十九)."""
+    if token.isdigit():
+        return int(token)
+    if len(token) == 2 and token[0] == "十":
+        return 10 + _CN_DIGIT.get(token[1], 0)
+    if len(token) == 2 and token[1] == "十":
+        return 10 * _CN_DIGIT.get(token[0], 0)
+    return _CN_DIGIT.get(token, 0)
+
+
+def listed_items(text: str) -> int:
+    """How many items a text lists at most: its highest item marker, or its longest run of 、-separated items
+    within one clause (a generous count: it only ever says a text lists too few)."""
+    marked = max((_number(next(g for g in m.groups() if g)) for m in _ORDINAL.finditer(text)), default=0)
+    runs = max((part.count("、") + 1 for part in re.split(r"[，,。；;！？!?]", text) if "、" in part), default=0)
+    return max(marked, runs)
+
+
 def asked_types(question: str) -> list[str]:
     """The kinds of fact a question asks for (possibly none: an open or yes/no question); a quantity asked
-    with its unit ('多少个工作日') is its own kind, 'unit:工作日'."""
+    with its unit ('多少个工作日') is its own kind, 'unit:工作日', and so is a number of items asked by name
+    ('哪四条', 'count:4'). An amount asked with no word of penalty is a price, a fee or a grant, which a fine
+    does not state: 'price'."""
     kinds = [name for name, (ask, _) in ANSWER_TYPES.items() if ask.search(question)]
+    if "amount" in kinds and not PENALTY_CUE.search(question):
+        kinds[kinds.index("amount")] = "price"
     for unit in _ASKED_UNIT.findall(question):
         kinds.append(f"unit:{unit}")
+    for count in _ASKED_COUNT.findall(question):
+        if _number(count) >= 2:
+            kinds.append(f"count:{_number(count)}")
+    if _ASKED_PLACES.search(question):
+        kinds.append("places")
+    for noun in _ASKED_NAMED.findall(question):
+        kinds.append(f"named:{noun}")
+    if han_share(question) >= 0.5:
+        kinds.extend(f"term:{t}" for t in _LATIN_TERM.findall(question))
     return kinds
+
+
+def one_sentence_types(question: str) -> list[str]:
+    """The asked kinds one sentence can state (a list of items or of places is gathered from several)."""
+    return [t for t in asked_types(question) if not t.startswith(("count:", "named:", "term:")) and t != "places"]
 
 
 def holds_type(kind: str, text: str) -> bool:
     """Whether a text states a fact of this kind."""
+    if kind == "price":  # an amount in a clause that is not a fine
+        return any(ANSWER_TYPES["amount"][1].search(c) and "罚" not in c for c in re.split(r"[，,；;。]", text))
+    if kind.startswith("count:"):
+        return listed_items(text) >= int(kind[6:])
+    if kind == "places":
+        return bool(_PLACES.search(text))
+    if kind.startswith("term:"):
+        names = (kind[5:],) + everyday_lexicon().get(kind[5:].upper(), ())
+        return any(n.lower() in text.lower() for n in names)
+    if kind.startswith("named:"):  # unknown unless every clause naming the items defers them to someone else
+        noun = kind[6:]
+        clauses = [c for c in re.split(r"[。；;！？!?]", text) if noun in c]
+        return not clauses or any(not (m := _DEFERRED.search(c)) or c.find(noun) > m.start() for c in clauses)
     if kind.startswith("unit:"):
         unit = kind[5:]
         units = _SAME_UNIT.get(unit, unit.removeprefix("个"))

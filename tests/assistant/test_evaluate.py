@@ -9,8 +9,8 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.91, "refusal_accuracy": 0.7}
-REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.79, "pass_rate": 0.76}
+DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.91, "refusal_accuracy": 0.8}
+REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.79, "pass_rate": 0.78}
 KIND_GATE = {  # kind -> {metric: floor}
     "everyday": {"pass_rate": 0.65},
     "list": {"pass_rate": 0.7},
@@ -19,7 +19,7 @@ KIND_GATE = {  # kind -> {metric: floor}
     "article_lookup": {"pass_rate": 0.87},
     "unanswerable_off_topic": {"refusal_accuracy": 1.0},
     "clutter": {"refusal_accuracy": 1.0},
-    "unanswerable_on_topic": {"refusal_accuracy": 0.35},
+    "unanswerable_on_topic": {"refusal_accuracy": 0.7},  # the done-when: 10 of 14
 }
 
 

@@ -12,7 +12,14 @@ from assistant.retrieval import Passage, Pool
 
 
 @pytest.mark.parametrize("question, kinds", [
-    ("这项补贴一共多少钱？", ["amount", "unit:钱"]),
+    ("这项补贴一共多少钱？", ["price", "unit:钱"]),  # no word of penalty: a grant or a price, not a fine
+    ("乱扔垃圾罚多少钱？", ["amount", "unit:钱"]),
+    ("讲话说的“三项措施”是哪三项？", ["count:3"]),
+    ("哪一条规定了这件事？", []),  # 哪一 asks which one, not a number of items
+    ("试点最后选了哪几个城市？", ["places"]),
+    ("具体是哪些品种？", ["named:品种"]),
+    ("今年的GDP是多少？", ["term:GDP"]),
+    ("What is the GDP?", []),  # an English question: every word is Latin, none is a term of a Chinese one
     ("办完要几个工作日？", ["unit:个工作日"]),
     ("哪几个部门参加？", ["who"]),  # which ones: not a count of 个
     ("哪几条原则？", []),
@@ -42,6 +49,21 @@ def test_asked_types(question, kinds):
     ("person", "刚才，有关同志通报了情况", False),  # those concerned: no one named
     ("docnum", "关于印发工作方案的通知国办发〔2018〕128号", True),
     ("docnum", "依照本条例第十六号规定", False),
+    ("price", "违反规定的，处一百元以上五百元以下罚款", False),  # a fine states no price
+    ("price", "收费标准为每次五角，处一百元罚款", False),
+    ("price", "每户补助二千元", True),
+    ("count:4", "坚持以绿荫城、以水润城、以文化城、以业兴城“四条路径”一起发力", True),
+    ("count:4", "一是高位推进。二是精准推进。三是统筹推进。四是有序推进。", True),
+    ("count:7", "一是交通秩序“治堵”。通过分时段免费乘坐公交、智能化疏“堵”提速、倡导文明出行等方式", False),
+    ("count:3", "推动人才、土地等要素流动，努力开创融合、协调发展新局面", False),  # runs end at a comma
+    ("places", "在全国选择10个左右有条件、有基础的城市开展试点", False),
+    ("places", "深圳市、包头市、铜陵市等11个城市", True),
+    ("named:品种", "禁止饲养烈性犬，具体品种和标准由省公安机关会同有关部门确定", False),  # handed on
+    ("named:品种", "禁止饲养下列品种：藏獒、比特犬", True),
+    ("named:品种", "禁止饲养烈性犬", True),  # not mentioned: unknown, not missing
+    ("named:部门", "具体标准由市人民政府有关部门确定", True),  # the body named after 由 is no deferral of it
+    ("term:GDP", "全市地区生产总值增长6%", True),  # its Chinese name, from the lexicon
+    ("term:GDP", "城市建设提质取得成效", False),
 ])
 def test_holds_type(kind, text, holds):
     assert holds_type(kind, text) is holds
@@ -63,7 +85,7 @@ def _pool(query: str) -> Pool:
 
 def test_the_asked_kind_of_fact_is_looked_for_in_what_the_answer_cites_not_in_every_passage():
     passages = [_passage("第一条 养护由管理单位负责。"), _passage("第九条 违反规定的，处五十元罚款。")]
-    q = "养护费用收多少钱？"
+    q = "不养护的罚多少钱？"
     cited_without_amount = calib.features(q, _pool(q), passages, "第一条 养护由管理单位负责。[1]")
     cited_with_amount = calib.features(q, _pool(q), passages, "第九条 违反规定的，处五十元罚款。[2]")
     assert cited_without_amount["type_missing"] == 1.0 and cited_without_amount["type_missing_passages"] == 0.0
