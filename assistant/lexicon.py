@@ -93,6 +93,9 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
 }
 
 
+# A question about a breach asks what it costs the offender even without the word 罚 ("乱停车被抓到要交多少钱"):
+# its amount is a fine, not a price.
+_BREACH = re.compile(r"违反|违规|违法|违章|违建|乱|不按|没按|擅自|随意|随便|被抓|被查|被逮|抓到|查到|逮到|逮住|抓住")
 # "哪四条 / 哪五个 / 哪七项" asks for that many items by name: a text that lists fewer does not answer it.
 _ASKED_COUNT = re.compile(r"哪([两二三四五六七八九十]|\d{1,2})(?:条|项|个|类|种|件|点|方面|大|部分|步|句|化|字|招|策)")
 _CN_DIGIT = {"一": 1, "两": 2, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
@@ -140,7 +143,7 @@ def asked_types(question: str) -> list[str]:
     ('哪四条', 'count:4'). An amount asked with no word of penalty is a price, a fee or a grant, which a fine
     does not state: 'price'."""
     kinds = [name for name, (ask, _) in ANSWER_TYPES.items() if ask.search(question)]
-    if "amount" in kinds and not PENALTY_CUE.search(question):
+    if "amount" in kinds and not (PENALTY_CUE.search(question) or _BREACH.search(question)):
         kinds[kinds.index("amount")] = "price"
     for unit in _ASKED_UNIT.findall(question):
         kinds.append(f"unit:{unit}")

@@ -14,6 +14,7 @@ from assistant.retrieval import Passage, Pool
 @pytest.mark.parametrize("question, kinds", [
     ("这项补贴一共多少钱？", ["price", "unit:钱"]),  # no word of penalty: a grant or a price, not a fine
     ("乱扔垃圾罚多少钱？", ["amount", "unit:钱"]),
+    ("乱停车被抓到要交多少钱？", ["amount", "unit:钱"]),  # a breach: what it costs is a fine
     ("讲话说的“三项措施”是哪三项？", ["count:3"]),
     ("哪一条规定了这件事？", []),  # 哪一 asks which one, not a number of items
     ("试点最后选了哪几个城市？", ["places"]),
