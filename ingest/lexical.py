@@ -1,36 +1,48 @@
-"""BM25 over character bigrams, persisted beside the Chroma index."""
+"""BM25 over character bigrams, in SQLite beside the Chroma index, changed one document at a time.
+
+A commit changes the lexical index by that document's chunks only. The writer adds the new version's rows before
+the document record is committed and deletes the other versions' rows after it (the store's write protocol),
+each one SQLite transaction that also appends to a commit log: the row ids it added, the row ids it deleted.
+A reader keeps the live rows (document, version, ordinal, length) in arrays and brings them up to date from the
+log entries after the last one it applied; postings are read per query term. Nothing is re-read in full except
+after `rebuild` (a new or damaged index), which starts a new epoch.
+
+Postings are stored per term and per commit ("segments": arrays of row ids and term frequencies as blobs), so a
+commit only appends; a term with many segments is merged into one, without its deleted rows, by the writer that
+touches it. Scores are exactly those of bm25s's Lucene BM25 (k1 1.5, b 0.75) over the live rows, which the
+fusion weights and the answerability model were fitted with.
+"""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
-import math
+import hashlib
 import logging
-import os
+import math
 import re
-import shutil
-import tempfile
+import sqlite3
 import threading
+import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Collection, Iterable
 
+import numpy as np
 
 log = logging.getLogger(__name__)
 CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+|[A-Za-z]+|\d+(?:\.\d+)?%?")
-
-
-@contextlib.contextmanager
-def _locked(directory: Path, mode: int):
-    """A file lock beside a saved index (exclusive to swap it in, shared to read it)."""
-    with open(directory.with_name(f"{directory.name}.lock"), "a+") as lock:
-        fcntl.flock(lock, mode)
-        yield
-
-
-def _bm25s():
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG (after import)
-    return bm25s
+_EMPTY = "\u0000"  # the token of a chunk with no bigram, so every chunk is a row
+FORMAT = "sqlite-1"  # the layout below; another value (or none) means: build it
+K1, B = 1.5, 0.75  # bm25s's defaults, which the fusion weights were fitted with
+_MERGE_AT = 16  # a term's segments are merged into one when a write leaves more than this many
+_FLUSH = 200_000  # postings held in memory by a rebuild before they are written as a segment
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY AUTOINCREMENT, doc INTEGER, ver INTEGER, ordinal INTEGER,
+                                length INTEGER);
+CREATE INDEX IF NOT EXISTS rows_version ON rows(doc, ver);
+CREATE TABLE IF NOT EXISTS postings(term TEXT, seg INTEGER, ids BLOB, tfs BLOB, PRIMARY KEY(term, seg)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log(seq INTEGER PRIMARY KEY AUTOINCREMENT, first INTEGER, last INTEGER, dead BLOB);
+"""
 
 
 def bigrams(text: str) -> list[str]:
@@ -47,128 +59,257 @@ def bigrams(text: str) -> list[str]:
     return out
 
 
-class LexicalIndex:
-    """A bm25s index over chunk texts, tagged with the fingerprint of the committed documents it covers."""
+def number(text: str) -> int:
+    """A stable 56-bit number for a document id or version (rows are all numbers)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=7).digest(), "big")
 
-    def __init__(self, ids: list[str], texts: list[str], fingerprint: str) -> None:
-        bm25s = _bm25s()
-        self.ids, self.fingerprint = ids, fingerprint
-        self.bm25 = bm25s.BM25()
-        tokens = [bigrams(t) or ["\u0000"] for t in texts]
-        self.df: dict[str, int] = {}
-        for toks in tokens:
-            for t in set(toks):
-                self.df[t] = self.df.get(t, 0) + 1
-        if ids:
-            self.bm25.index(tokens, show_progress=False)
+
+def _ids(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.int64)
+
+
+class LexicalIndex:
+    """One store's BM25 index: written only inside the store's writer lock, read by any number of threads and
+    processes (SQLite's WAL mode: readers never wait for the writer)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / "lexical.sqlite3"
+        self._lock = threading.RLock()  # one connection per index object, used by one thread at a time
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        # this reader's view: the epoch and last log entry applied, and the rows by id (length 0: no live row)
+        self._epoch: str | None = None
+        self._seq = 0
+        self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
+        self._live = 0
+        self._total = 0
+        self._idf_cache: dict[str, float] = {}
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # -- state ---------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """Whether a full build finished here (after that, every commit keeps it current)."""
+        with self._lock:
+            return self._meta("format") == FORMAT
+
+    def reload(self) -> None:
+        """Apply the commits made since this reader last looked (by any process): the rows they added and
+        deleted, from the log; everything only when the index was rebuilt meanwhile."""
+        with self._lock:
+            epoch = self._meta("epoch")
+            if epoch != self._epoch:
+                self._load_all(epoch)
+                return
+            entries = self._db.execute("SELECT seq, first, last, dead FROM log WHERE seq > ? ORDER BY seq",
+                                       (self._seq,)).fetchall()
+            for seq, first, last, dead in entries:
+                if last >= first:
+                    self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows WHERE id BETWEEN ? AND ?",
+                                                (first, last)).fetchall())
+                if dead:
+                    self._kill(_ids(dead))
+                self._seq = seq
+            if entries:
+                self._idf_cache.clear()
+
+    def _load_all(self, epoch: str | None) -> None:
+        self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+        self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
+        self._live = self._total = 0
+        self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows").fetchall())
+        self._epoch = epoch
+        self._idf_cache.clear()
+
+    def _take(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        a = np.array(rows, dtype=np.int64)
+        top = int(a[:, 0].max()) + 1
+        if top > len(self._length):
+            size = max(top, 2 * len(self._length))
+            grown = [np.zeros(size, dtype=np.int64) for _ in range(4)]
+            for new, old in zip(grown, (self._doc, self._ver, self._ordinal, self._length)):
+                new[:len(old)] = old
+            self._doc, self._ver, self._ordinal, self._length = grown
+        ids = a[:, 0]
+        fresh = self._length[ids] == 0
+        self._live += int(fresh.sum())
+        self._total += int(a[:, 4].sum() - self._length[ids].sum())
+        self._doc[ids], self._ver[ids], self._ordinal[ids], self._length[ids] = a[:, 1], a[:, 2], a[:, 3], a[:, 4]
+
+    def _kill(self, ids: np.ndarray) -> None:
+        ids = ids[ids < len(self._length)]
+        ids = ids[self._length[ids] > 0]
+        self._live -= len(ids)
+        self._total -= int(self._length[ids].sum())
+        self._length[ids] = 0
+
+    # -- writing (inside the store's writer lock) ----------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self.reload()
+
+    def _segment(self, db) -> int:
+        seg = int(self._meta("next_seg") or 1)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('next_seg', ?)", (str(seg + 1),))
+        return seg
+
+    def _insert(self, db, doc_id: str, version: str, rows: Iterable[tuple[int, str]],
+                postings: dict[str, tuple[list, list]]) -> tuple[int, int]:
+        """Insert rows; their postings go into `postings`. Returns the first and last row id (last < first: none)."""
+        d, v = number(doc_id), number(version)
+        first, last = 0, -1
+        for ordinal, text in rows:
+            counts = Counter(bigrams(text) or [_EMPTY])
+            rid = db.execute("INSERT INTO rows(doc, ver, ordinal, length) VALUES (?, ?, ?, ?)",
+                             (d, v, ordinal, sum(counts.values()))).lastrowid
+            first, last = (rid if last < first else first), rid
+            for term, tf in counts.items():
+                ids, tfs = postings.setdefault(term, ([], []))
+                ids.append(rid)
+                tfs.append(tf)
+        return first, last
+
+    def _write_postings(self, db, postings: dict[str, tuple[list, list]]) -> None:
+        seg = self._segment(db)
+        db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?)",
+                       [(t, seg, np.asarray(i, dtype=np.int64).tobytes(), np.asarray(f, dtype=np.int32).tobytes())
+                        for t, (i, f) in postings.items()])
+        crowded = [t for (t,) in db.execute(
+            f"SELECT term FROM postings WHERE term IN ({','.join('?' * len(postings))}) GROUP BY term "
+            f"HAVING COUNT(*) > {_MERGE_AT}", list(postings))] if len(postings) < 30000 else []
+        for term in crowded:
+            self._merge(db, term)
+
+    def _merge(self, db, term: str) -> None:
+        """A term's segments as one, without the rows deleted since they were written."""
+        parts = db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
+        ids = np.concatenate([_ids(i) for i, _ in parts])
+        tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
+        live: set[int] = set()
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900].tolist()
+            live.update(r for (r,) in db.execute(f"SELECT id FROM rows WHERE id IN ({','.join('?' * len(part))})", part))
+        keep = np.fromiter((int(i) in live for i in ids), dtype=bool, count=len(ids))
+        db.execute("DELETE FROM postings WHERE term=?", (term,))
+        if keep.any():
+            db.execute("INSERT INTO postings VALUES (?, ?, ?, ?)",
+                       (term, self._segment(db), ids[keep].tobytes(), tfs[keep].tobytes()))
+
+    def _delete(self, db, where: str, args: tuple) -> None:
+        dead = np.array([r for (r,) in db.execute(f"SELECT id FROM rows WHERE {where}", args)], dtype=np.int64)
+        if len(dead):
+            db.execute(f"DELETE FROM rows WHERE {where}", args)
+            db.execute("INSERT INTO log(first, last, dead) VALUES (1, 0, ?)", (dead.tobytes(),))
+
+    def add(self, doc_id: str, version: str, rows: Iterable[tuple[int, str]]) -> None:
+        """Index one version's chunks, (ordinal, text) each, in one transaction (readers of the store keep
+        ignoring them until the store commits that version)."""
+        with self._transaction() as db:
+            postings: dict[str, tuple[list, list]] = {}
+            first, last = self._insert(db, doc_id, version, rows, postings)
+            if postings:
+                self._write_postings(db, postings)
+            db.execute("INSERT INTO log(first, last, dead) VALUES (?, ?, NULL)", (first, last))
+
+    def remove(self, doc_id: str, keep_version: str | None = None) -> None:
+        """Delete a document's rows, or all but those of keep_version."""
+        with self._transaction() as db:
+            if keep_version is None:
+                self._delete(db, "doc = ?", (number(doc_id),))
+            else:
+                self._delete(db, "doc = ? AND ver != ?", (number(doc_id), number(keep_version)))
+
+    def remove_versions(self, pairs: Collection[tuple[int, int]]) -> None:
+        """Delete the rows of these (document number, version number) pairs (`versions` gives them)."""
+        if not pairs:
+            return
+        with self._transaction() as db:
+            for d, v in pairs:
+                self._delete(db, "doc = ? AND ver = ?", (d, v))
+
+    def rebuild(self, versions: Iterable[tuple[str, str, list[tuple[int, str]]]]) -> int:
+        """Replace everything by these (doc_id, version, rows), in one transaction; a new epoch makes every
+        reader load the rows again. Returns the number of rows."""
+        n = 0
+        with self._transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = 'format'")
+            for table in ("rows", "postings", "log"):
+                db.execute(f"DELETE FROM {table}")
+            postings: dict[str, tuple[list, list]] = {}
+            held = 0
+            for doc_id, version, rows in versions:
+                first, last = self._insert(db, doc_id, version, rows, postings)
+                n += max(0, last - first + 1)
+                held = sum(len(i) for i, _ in postings.values())
+                if held > _FLUSH:
+                    self._write_postings(db, postings)
+                    postings, held = {}, 0
+            if postings:
+                self._write_postings(db, postings)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (uuid.uuid4().hex,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (FORMAT,))
+        log.info("lexical index rebuilt: %d chunks", n)
+        return n
+
+    # -- reading -------------------------------------------------------------------------------
+    def versions(self) -> set[tuple[int, int]]:
+        """Every (document number, version number) pair the index holds."""
+        with self._lock:
+            return set(self._db.execute("SELECT DISTINCT doc, ver FROM rows").fetchall())
+
+    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """Live row ids and term frequencies of one term, as this reader knows the rows."""
+        parts = self._db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        ids = np.concatenate([_ids(i) for i, _ in parts])
+        tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
+        ok = ids < len(self._length)
+        ids, tfs = ids[ok], tfs[ok]
+        ok = self._length[ids] > 0
+        return ids[ok], tfs[ok]
 
     def idf(self, term: str) -> float:
         """Inverse document frequency; a term the corpus never uses weighs the most."""
-        n = len(self.ids)
-        return math.log((n + 1) / (self.df.get(term, 0) + 0.5))
-
-    def search(self, query: str, n: int) -> list[tuple[str, float]]:
-        """(chunk_id, score) best first; empty when no query bigram is in the index."""
-        toks = bigrams(query)
-        if not self.ids or not toks:
-            return []
-        vocab = self.bm25.vocab_dict
-        toks = [t for t in toks if t in vocab]
-        if not toks:
-            return []
-        docs, scores = self.bm25.retrieve([toks], k=min(n, len(self.ids)), show_progress=False, n_threads=1)
-        return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
-
-    def scores(self, query: str) -> dict[str, float]:
-        """BM25 score of every chunk that shares a bigram with the query, by chunk id: so a candidate found by
-        another retriever gets its lexical score too, not a 0 for being outside the lexical top n."""
-        if not self.ids:
-            return {}
-        vocab = self.bm25.vocab_dict
-        toks = list(dict.fromkeys(t for t in bigrams(query) if t in vocab))
-        if not toks:
-            return {}
-        s = self.bm25.get_scores(toks)
-        nz = s.nonzero()[0]
-        return {self.ids[int(i)]: float(s[i]) for i in nz}
-
-    def save(self, directory: Path) -> None:
-        """Write atomically: a reader sees the old index or the new one, never half of each."""
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".lexical-", dir=directory.parent))
-        if self.ids:
-            self.bm25.save(str(tmp), show_progress=False)
-        (tmp / "meta.json").write_text(json.dumps({"fingerprint": self.fingerprint, "ids": self.ids, "df": self.df}, ensure_ascii=False))
-        # The swap is two renames: savers in other threads and processes take turns (a file lock), so no two
-        # interleave; a unique name for the old copy keeps leftovers of a killed saver out of the way.
-        old = directory.with_name(f"{directory.name}.old-{os.getpid()}-{tmp.name[-8:]}")
-        with _locked(directory, fcntl.LOCK_EX):
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-
-    @classmethod
-    def load(cls, directory: Path) -> "LexicalIndex | None":
-        """The saved index, or None when there is none or it cannot be read (then the caller rebuilds)."""
-        try:
-            with _locked(directory, fcntl.LOCK_SH):  # not between a saver's two renames
-                return cls._load(directory)
-        except OSError:  # no directory to hold the lock file: nothing saved
-            return None
-
-    @classmethod
-    def _load(cls, directory: Path) -> "LexicalIndex | None":
-        try:
-            meta = json.loads((directory / "meta.json").read_text())
-            obj = cls.__new__(cls)
-            obj.ids, obj.fingerprint, obj.df = meta["ids"], meta["fingerprint"], meta["df"]
-            bm25s = _bm25s()
-            obj.bm25 = bm25s.BM25.load(str(directory)) if obj.ids else bm25s.BM25()
-            return obj
-        except (OSError, ValueError, KeyError) as e:
-            log.info("lexical index at %s not usable (%s); it will be rebuilt", directory, e)
-            return None
-
-
-
-
-class LexicalCache:
-    """The BM25 lifecycle of one store, apart from the store: the index for exactly the committed documents,
-    loaded from its directory when it is current there, rebuilt when the store's fingerprint has moved (one
-    rebuild at a time per process; saves across processes take turns in `LexicalIndex.save`).
-
-    `rows()` gives (chunk_id, text) of every committed chunk and `fingerprint()` names the committed set; a
-    store with an incremental index would replace `rebuild` and nothing else."""
-
-    def __init__(self, directory: Path, rows, fingerprint) -> None:
-        self.directory, self.rows, self.fingerprint = Path(directory), rows, fingerprint
-        self._index: LexicalIndex | None = None
-        self._lock = threading.RLock()
-
-    def current(self) -> LexicalIndex:
-        fp, lex = self.fingerprint(), self._index
-        if lex is not None and lex.fingerprint == fp:
-            return lex
-        with self._lock:  # concurrent requests after a commit: one rebuilds, the others wait and reuse it
-            fp, lex = self.fingerprint(), self._index
-            if lex is not None and lex.fingerprint == fp:
-                return lex
-            lex = LexicalIndex.load(self.directory)
-            if lex is None or lex.fingerprint != fp:
-                return self.rebuild()
-            self._index = lex
-            return lex
-
-    def rebuild(self) -> LexicalIndex:
         with self._lock:
-            fp = self.fingerprint()
-            rows = self.rows()
-            lex = LexicalIndex([i for i, _ in rows], [t for _, t in rows], fp)
-            lex.save(self.directory)
-            self._index = lex
-            log.info("lexical index rebuilt: %d chunks", len(rows))
-            return lex
+            if term not in self._idf_cache:
+                self._idf_cache[term] = math.log((self._live + 1) / (len(self._postings(term)[0]) + 0.5))
+            return self._idf_cache[term]
 
-    def forget(self) -> None:
-        self._index = None
+    def scores(self, query: str, limit: int | None = None) -> list[tuple[int, int, int, float]]:
+        """(document number, version number, ordinal, BM25) of every live row sharing a bigram with the query
+        (the best `limit` when given), best first: so a candidate found by another retriever gets its lexical
+        score too, not a 0 for being outside a lexical top n. Rows of every version: the store keeps the
+        committed ones."""
+        toks = list(dict.fromkeys(bigrams(query)))
+        with self._lock:
+            if not self._live or not toks:
+                return []
+            avgdl = self._total / self._live
+            acc = np.zeros(len(self._length), dtype=np.float32)  # bm25s's precision: the same scores, the same ties
+            for term in toks:
+                ids, tfs = self._postings(term)
+                if not len(ids):
+                    continue
+                idf = math.log(1 + (self._live - len(ids) + 0.5) / (len(ids) + 0.5))
+                norm = K1 * (1 - B + B * self._length[ids] / avgdl)
+                np.add.at(acc, ids, (idf * tfs / (tfs + norm)).astype(np.float32))
+            hit = np.nonzero(acc > 0)[0]
+            hit = hit[np.argsort(-acc[hit], kind="stable")][:limit]
+            return [(int(self._doc[i]), int(self._ver[i]), int(self._ordinal[i]), float(acc[i])) for i in hit]

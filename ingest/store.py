@@ -5,7 +5,9 @@ Write protocol, so that a killed ingest never leaves a document half-indexed:
   2. upsert the document record: this is the commit, the only step that makes the new version visible;
   3. delete chunks of any other version.
 Readers only see chunks whose hash matches the committed record; `reconcile` deletes leftovers of an
-interrupted run, and the lexical index is rebuilt whenever its fingerprint differs from the records.
+interrupted run. The lexical index follows the same steps: the new version's chunks are added to it before the
+commit and the other versions deleted after it, so it changes by one document's chunks per commit, never by a
+full rebuild (readers keep only committed versions there too, and `reconcile` brings it in step after a crash).
 
 Writers are serialised across processes and threads by `writer()`, an exclusive lock on a file in the index
 directory: a second ingest (another CLI run, the server's upload worker) waits instead of racing for the same
@@ -20,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from typing import Collection, ContextManager, Protocol
 
 import numpy as np
 
-from .lexical import LexicalCache, LexicalIndex
+from .lexical import LexicalIndex, number
 from .schema import Chunk, Document, IndexUnavailable, Sentence
 
 log = logging.getLogger(__name__)
@@ -153,10 +156,12 @@ class ChromaIndex:
             raise IndexUnavailable(
                 f"the index at {self.location} cannot be opened ({type(e).__name__}: {e}). If it is damaged, move it aside "
                 "and run `python app.py ingest` again; if it is read-only, give this user write access") from e
-        self.lexical_dir = self.index_dir / f"lexical-{collection}"
+        self._old_lexical = self.index_dir / f"lexical-{collection}"  # the layout before the incremental index (bm25s)
+        self.lexical_dir = self.index_dir / f"bm25-{collection}"
         self._docs: dict[str, Document] | None = None
-        self._bm25 = LexicalCache(self.lexical_dir, lambda: [(i, index_text(c)) for i, c in self.all_chunks()],
-                                  self.fingerprint)
+        self._lex = LexicalIndex(self.lexical_dir)
+        self._lex_seen: tuple[str, dict[int, tuple[str, int]]] | None = None  # generation, doc number -> id, version
+        self._lex_lock = threading.Lock()
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
         self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
@@ -268,7 +273,7 @@ class ChromaIndex:
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
         self._docs = None
-        self._bm25.forget()
+        self._lex_seen = None
 
     def document(self, doc_id: str) -> Document | None:
         return self.documents().get(doc_id)
@@ -285,6 +290,9 @@ class ChromaIndex:
                 [self._chunk_meta(c, doc.version) for c in chunks])
         _upsert(self.sentences, [x.sentence_id(doc.version) for x in sentences], sentence_vectors,
                 [x.text for x in sentences], [self._sentence_meta(x, doc.version) for x in sentences])
+        with self.writer():  # (re-entrant: the pipeline already holds it)
+            if self._lex.ready():
+                self._lex.add(doc.doc_id, doc.version, [(c.ordinal, index_text(c)) for c in chunks])
         meta = {k: v for k, v in doc.meta().items() if v is not None}
         meta["chunks"] = len(chunks)
         self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
@@ -292,6 +300,8 @@ class ChromaIndex:
             stale = {"$and": [{"doc_id": doc.doc_id}, {"version": {"$ne": doc.version}}]}
             self.chunks.delete(where=stale)
             self.sentences.delete(where=stale)
+            if self._lex.ready():
+                self._lex.remove(doc.doc_id, keep_version=doc.version)
         finally:
             self._committed_now()
 
@@ -301,6 +311,8 @@ class ChromaIndex:
         try:
             self.chunks.delete(where={"doc_id": doc_id})
             self.sentences.delete(where={"doc_id": doc_id})
+            with self.writer():
+                self._lex.remove(doc_id)
         finally:
             self._committed_now()
 
@@ -314,7 +326,28 @@ class ChromaIndex:
             for i in range(0, len(stale), _BATCH):
                 coll.delete(ids=stale[i:i + _BATCH])
             total += len(stale)
+        with self.writer():
+            self._sync_lexical()
         return total
+
+    def _sync_lexical(self) -> None:
+        """Bring the lexical index to exactly the committed versions: build it when it was never built (a new
+        index, or one from before the incremental index), else delete versions no record points at and add committed ones it
+        lacks (a crash between the steps of a commit, or another node's commit through a shared server).
+        Inside the writer lock."""
+        committed = {d.doc_id: d.version for d in self.documents().values()}
+        if not self._lex.ready():
+            self._lex.rebuild((doc_id, version, [(c.ordinal, index_text(c)) for _, c in self.all_chunks(doc_id)])
+                              for doc_id, version in committed.items())
+            shutil.rmtree(self._old_lexical, ignore_errors=True)
+            self._old_lexical.with_name(f"{self._old_lexical.name}.lock").unlink(missing_ok=True)
+            return
+        want = {(number(d), number(v)): d for d, v in committed.items()}
+        have = self._lex.versions()
+        self._lex.remove_versions(have - want.keys())
+        for pair in want.keys() - have:
+            doc_id = want[pair]
+            self._lex.add(doc_id, committed[doc_id], [(c.ordinal, index_text(c)) for _, c in self.all_chunks(doc_id)])
 
     # -- chunks ----------------------------------------------------------------------------
     @staticmethod
@@ -398,11 +431,33 @@ class ChromaIndex:
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
-        """The BM25 index for exactly the committed documents (its lifecycle: LexicalCache)."""
-        return self._bm25.current()
+        """The BM25 index, at its newest commit (it may also hold uncommitted versions: see `_lexical_docs`)."""
+        self._lexical_docs()
+        return self._lex
 
-    def rebuild_lexical(self) -> LexicalIndex:
-        return self._bm25.rebuild()
+    def _lexical_docs(self) -> dict[int, tuple[str, int]]:
+        """Document number -> (document id, committed version number), for reading the lexical index's rows;
+        after any commit the index is reloaded (and built, the first time; with a shared server, brought in
+        step with commits other nodes made)."""
+        docs = self.documents()
+        seen = self._lex_seen
+        if seen is not None and seen[0] == self._generation and (not self.shared_server or self._docs is docs):
+            return seen[1]
+        with self._lex_lock:  # (not self._lock: a writer that waits for it may be what this waits for)
+            if not self._lex.ready() or self.shared_server:
+                with self.writer():
+                    self._sync_lexical()
+            self._lex.reload()
+            nums = {number(d.doc_id): (d.doc_id, number(d.version)) for d in docs.values()}
+            self._lex_seen = (self._generation, nums)
+            return nums
+
+    def rebuild_lexical(self) -> None:
+        """Build the lexical index again from the committed chunks (it is kept current otherwise)."""
+        with self.writer():
+            self._lex.rebuild((d.doc_id, d.version, [(c.ordinal, index_text(c)) for _, c in self.all_chunks(d.doc_id)])
+                              for d in self.documents().values())
+        self._lex_seen = None
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:
@@ -427,12 +482,16 @@ class ChromaIndex:
 
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
         """BM25 scores by chunk key for every committed chunk sharing a bigram with the query (within doc_ids)."""
-        out = {}
-        for cid, score in self.lexical().scores(query).items():
-            doc_id, _, rest = cid.partition(":")
-            if doc_ids is None or doc_id in doc_ids:
-                out[chunk_key(doc_id, int(rest.rpartition(":")[2]))] = score
-        return out
+        rows = sorted(self._lexical_rows(query, None, doc_ids))  # in document order: ties keep one order everywhere
+        return {chunk_key(doc_id, o): score for doc_id, o, score in rows}
+
+    def _lexical_rows(self, query: str, limit: int | None, doc_ids: Collection[str] | None = None):
+        """(doc_id, ordinal, BM25) of committed chunks, best first."""
+        docs = self._lexical_docs()
+        for d, v, o, score in self._lex.scores(query, limit):
+            doc_id, version = docs.get(d, (None, None))
+            if version == v and (doc_ids is None or doc_id in doc_ids):
+                yield doc_id, o, score
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:
         """Versioned chunk ids of the committed versions, by chunk key."""
@@ -450,6 +509,6 @@ class ChromaIndex:
         return {ids[i]: c for i, c in self.chunks_by_id(list(ids)).items()}
 
     def lexical_search(self, query: str, n: int) -> list[Hit]:
-        ranked = self.lexical().search(query, n)
-        found = self.chunks_by_id([i for i, _ in ranked])
-        return [Hit(found[i], s) for i, s in ranked if i in found]
+        ranked = [(chunk_key(d, o), s) for d, o, s in self._lexical_rows(query, n)]
+        found = self.chunks_by_key([k for k, _ in ranked])
+        return [Hit(found[k], s) for k, s in ranked if k in found]
