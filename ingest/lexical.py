@@ -87,6 +87,7 @@ class LexicalIndex:
         self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
         self._live = 0
         self._total = 0
+        self._max_id = 0
         self._idf_cache: dict[str, float] = {}
 
     def _meta(self, key: str) -> str | None:
@@ -122,7 +123,7 @@ class LexicalIndex:
     def _load_all(self, epoch: str | None) -> None:
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
         self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
-        self._live = self._total = 0
+        self._live = self._total = self._max_id = 0
         self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows").fetchall())
         self._epoch = epoch
         self._idf_cache.clear()
@@ -139,6 +140,7 @@ class LexicalIndex:
                 new[:len(old)] = old
             self._doc, self._ver, self._ordinal, self._length = grown
         ids = a[:, 0]
+        self._max_id = max(self._max_id, top - 1)
         fresh = self._length[ids] == 0
         self._live += int(fresh.sum())
         self._total += int(a[:, 4].sum() - self._length[ids].sum())
@@ -201,15 +203,19 @@ class LexicalIndex:
         parts = db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
         ids = np.concatenate([_ids(i) for i, _ in parts])
         tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
-        live: set[int] = set()
-        for i in range(0, len(ids), 900):
-            part = ids[i:i + 900].tolist()
-            live.update(r for (r,) in db.execute(f"SELECT id FROM rows WHERE id IN ({','.join('?' * len(part))})", part))
-        keep = np.fromiter((int(i) in live for i in ids), dtype=bool, count=len(ids))
+        keep = self._alive(ids)
         db.execute("DELETE FROM postings WHERE term=?", (term,))
         if keep.any():
             db.execute("INSERT INTO postings VALUES (?, ?, ?, ?)",
                        (term, self._segment(db), ids[keep].tobytes(), tfs[keep].tobytes()))
+
+    def _alive(self, ids: np.ndarray) -> np.ndarray:
+        """Which rows are live, from the writer's own view (current: it reloads after each of its transactions);
+        a row newer than that view was inserted by the transaction at work, and is live."""
+        known = ids <= self._max_id
+        alive = ~known
+        alive[known] = self._length[ids[known]] > 0
+        return alive
 
     def _delete(self, db, where: str, args: tuple) -> None:
         dead = np.array([r for (r,) in db.execute(f"SELECT id FROM rows WHERE {where}", args)], dtype=np.int64)
@@ -292,11 +298,11 @@ class LexicalIndex:
                 self._idf_cache[term] = math.log((self._live + 1) / (len(self._postings(term)[0]) + 0.5))
             return self._idf_cache[term]
 
-    def scores(self, query: str, limit: int | None = None) -> list[tuple[int, int, int, float]]:
-        """(document number, version number, ordinal, BM25) of every live row sharing a bigram with the query
-        (the best `limit` when given), best first: so a candidate found by another retriever gets its lexical
-        score too, not a 0 for being outside a lexical top n. Rows of every version: the store keeps the
-        committed ones."""
+    def scores(self, query: str, limit: int | None = None,
+               versions: dict[int, int] | None = None) -> list[tuple[int, int, int, float]]:
+        """(document number, version number, ordinal, BM25) of the live rows sharing a bigram with the query,
+        best first: the best `limit` (all when None), of the given document versions only when `versions`
+        ({document number: version number}, e.g. the committed ones) is given."""
         toks = list(dict.fromkeys(bigrams(query)))
         with self._lock:
             if not self._live or not toks:
@@ -309,7 +315,18 @@ class LexicalIndex:
                     continue
                 idf = math.log(1 + (self._live - len(ids) + 0.5) / (len(ids) + 0.5))
                 norm = K1 * (1 - B + B * self._length[ids] / avgdl)
-                np.add.at(acc, ids, (idf * tfs / (tfs + norm)).astype(np.float32))
+                acc[ids] += (idf * tfs / (tfs + norm)).astype(np.float32)  # (a row is once in a term's postings)
             hit = np.nonzero(acc > 0)[0]
-            hit = hit[np.argsort(-acc[hit], kind="stable")][:limit]
+            if versions is not None:
+                docs = np.fromiter(versions, dtype=np.uint64, count=len(versions))
+                vers = np.fromiter(versions.values(), dtype=np.uint64, count=len(versions))
+                order = np.argsort(docs)
+                docs, vers = docs[order], vers[order]
+                d = self._doc[hit].astype(np.uint64)
+                at = np.minimum(np.searchsorted(docs, d), max(len(docs) - 1, 0))
+                ok = (docs[at] == d) & (vers[at] == self._ver[hit].astype(np.uint64)) if len(docs) else d < 0
+                hit = hit[ok]
+            if limit is not None and len(hit) > limit:
+                hit = hit[np.argpartition(-acc[hit], limit - 1)[:limit]]
+            hit = hit[np.argsort(-acc[hit], kind="stable")]
             return [(int(self._doc[i]), int(self._ver[i]), int(self._ordinal[i]), float(acc[i])) for i in hit]

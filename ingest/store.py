@@ -36,6 +36,7 @@ from .schema import Chunk, Document, IndexUnavailable, Sentence
 
 log = logging.getLogger(__name__)
 _BATCH = 500  # chroma caps the batch size of one call; stay well below it
+LEXICAL_ROWS = 2000  # lexical scores kept per query (every row of a corpus of this many chunks)
 _PAGE = 5000  # chroma 1.5.9 fails a get() returning more than 32,766 rows: every full read is paged
 
 
@@ -481,17 +482,17 @@ class ChromaIndex:
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
 
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
-        """BM25 scores by chunk key for every committed chunk sharing a bigram with the query (within doc_ids)."""
-        rows = sorted(self._lexical_rows(query, None, doc_ids))  # in document order: ties keep one order everywhere
+        """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the
+        best LEXICAL_ROWS of them, so a candidate found by another retriever gets its lexical score too, not a 0
+        for being outside a lexical top n (below that many rows a score is a small share of the best)."""
+        rows = sorted(self._lexical_rows(query, LEXICAL_ROWS, doc_ids))  # document order: ties keep one order
         return {chunk_key(doc_id, o): score for doc_id, o, score in rows}
 
     def _lexical_rows(self, query: str, limit: int | None, doc_ids: Collection[str] | None = None):
         """(doc_id, ordinal, BM25) of committed chunks, best first."""
         docs = self._lexical_docs()
-        for d, v, o, score in self._lex.scores(query, limit):
-            doc_id, version = docs.get(d, (None, None))
-            if version == v and (doc_ids is None or doc_id in doc_ids):
-                yield doc_id, o, score
+        allowed = {n: v for n, (doc_id, v) in docs.items() if doc_ids is None or doc_id in doc_ids}
+        return [(docs[d][0], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:
         """Versioned chunk ids of the committed versions, by chunk key."""
