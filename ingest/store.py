@@ -161,7 +161,7 @@ class ChromaIndex:
         self.lexical_dir = self.index_dir / f"bm25-{collection}"
         self._docs: dict[str, Document] | None = None
         self._lex = LexicalIndex(self.lexical_dir)
-        self._lex_seen: tuple[str, dict[int, tuple[str, int]]] | None = None  # generation, doc number -> id, version
+        self._lex_seen: tuple[tuple, dict[int, tuple[str, int]]] | None = None  # (generation, versions), numbers
         self._lex_lock = threading.Lock()
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
@@ -441,16 +441,19 @@ class ChromaIndex:
         after any commit the index is reloaded (and built, the first time; with a shared server, brought in
         step with commits other nodes made)."""
         docs = self.documents()
+        state = (self._generation, frozenset((d.doc_id, d.version) for d in docs.values()))
         seen = self._lex_seen
-        if seen is not None and seen[0] == self._generation and (not self.shared_server or self._docs is docs):
+        if seen is not None and seen[0] == state:
             return seen[1]
         with self._lex_lock:  # (not self._lock: a writer that waits for it may be what this waits for)
-            if not self._lex.ready() or self.shared_server:
+            if not self._lex.ready() or (self.shared_server and (seen is None or seen[0][1] != state[1])):
                 with self.writer():
                     self._sync_lexical()
+                docs = self.documents()
+                state = (self._generation, frozenset((d.doc_id, d.version) for d in docs.values()))
             self._lex.reload()
             nums = {number(d.doc_id): (d.doc_id, number(d.version)) for d in docs.values()}
-            self._lex_seen = (self._generation, nums)
+            self._lex_seen = (state, nums)
             return nums
 
     def rebuild_lexical(self) -> None:

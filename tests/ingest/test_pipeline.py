@@ -127,6 +127,12 @@ def test_a_second_node_sees_new_commits(tmp_path, embedder, small_docs):
     Pipeline(writer, embedder).run([small_docs / "parking.txt"])
     assert list(reader.documents()) == ["parking"]
     assert reader.lexical_search("停车位不少于1200个", 3)[0].chunk.doc_id == "parking"
+    write(small_docs / "parking.txt", SMALL_REG.replace("1200", "1500"))  # a new version: the other node's lexical
+    Pipeline(writer, embedder).run([small_docs / "parking.txt"])  # index follows it, holding that version only
+    assert "1500" in reader.lexical_search("停车位不少于1500个", 3)[0].chunk.text
+    from ingest.lexical import number
+
+    assert {v for _, v in reader.lexical().versions()} == {number(reader.documents()["parking"].version)}
 
 
 def test_metadata_header_and_article_chunks(make_index, embedder, small_docs):
