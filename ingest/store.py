@@ -226,9 +226,8 @@ class ChromaIndex:
         tmp = self._generation_file.with_name(f"{self._generation_file.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(f"{time.time_ns()} {os.getpid()} {threading.get_ident()} {id(self)}")
         os.replace(tmp, self._generation_file)
-        with self._lock:
-            self._docs = None
-            self._generation = self._read_generation()
+        with self._lock:  # (the cached documents stay: the next read fetches only what changed)
+            self._generation = ""
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
@@ -254,16 +253,27 @@ class ChromaIndex:
         self._checked = time.monotonic()
         generation = self._read_generation()
         if cached is not None:
-            got = self.records.get(include=["metadatas"])
-            if {m["doc_id"]: m["version"] for m in got["metadatas"]} == {k: d.version for k, d in cached.items()}:
-                self._generation = generation
-                return cached
-        got = _paged(self.records, None, ["documents", "metadatas"], page=500)
+            # Only the records' metadata is read; the full text only of documents added or changed since (a
+            # commit of one document costs one document's text, not every document's).
+            got = _paged(self.records, None, ["metadatas"])
+            versions = {m["doc_id"]: m["version"] for m in got["metadatas"]}
+            changed = [k for k, v in versions.items() if k not in cached or cached[k].version != v]
+            docs = {k: cached[k] for k in versions if k not in changed}
+            if changed:
+                docs |= self._records(self.records.get(ids=changed, include=["documents", "metadatas"]))
+            if versions == {k: d.version for k, d in cached.items()}:
+                docs = cached
+        else:
+            docs = self._records(_paged(self.records, None, ["documents", "metadatas"], page=500))
+        self._docs, self._generation = docs, generation
+        return docs
+
+    @staticmethod
+    def _records(got: dict) -> dict[str, Document]:
         docs = {}
         for text, meta in zip(got["documents"], got["metadatas"]):
             fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
             docs[meta["doc_id"]] = Document(text=text or "", **fields)
-        self._docs, self._generation = docs, generation
         return docs
 
     def cached_documents(self) -> dict[str, Document] | None:
@@ -273,7 +283,7 @@ class ChromaIndex:
 
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
-        self._docs = None
+        self._generation = ""  # the next read compares the records' versions and fetches what changed
         self._lex_seen = None
 
     def document(self, doc_id: str) -> Document | None:

@@ -407,3 +407,25 @@ def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_doc
     report = Pipeline(ChromaIndex(tmp_path / "index"), HashEmbedder()).run([small_docs])
     failed = [d for d in report.documents if d.status == "failed"]
     assert failed and all("chunks, over the 1 limit" in d.error for d in failed)
+
+
+def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_docs):
+    """Issue 12: after a commit, the other documents' full texts stay cached; only the records' metadata is read
+    to learn what changed, and the changed document's text fetched."""
+    index = ChromaIndex(tmp_path / "index")
+    pipe = Pipeline(index, HashEmbedder())
+    pipe.run([small_docs])
+    index.documents()
+    calls = []
+    real_get = index.records.get
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("ids"), tuple(kwargs.get("include") or ())))
+        return real_get(*args, **kwargs)
+    index.records.get = spy
+    write(small_docs / "new.txt", "title: 新增文件\n---\n第一条 新建公共充电桩八百个。\n")
+    pipe.run([small_docs / "new.txt"])
+    docs = index.documents()
+    assert set(docs) >= {"new", "parking"} and "充电桩" in docs["new"].text and docs["parking"].text
+    text_reads = [ids for ids, include in calls if "documents" in include]
+    assert text_reads and all(ids == ["new"] for ids in text_reads), calls
