@@ -104,21 +104,25 @@ class LexicalIndex:
         """Apply the commits made since this reader last looked (by any process): the rows they added and
         deleted, from the log; everything only when the index was rebuilt meanwhile."""
         with self._lock:
-            epoch = self._meta("epoch")
-            if epoch != self._epoch:
-                self._load_all(epoch)
-                return
-            entries = self._db.execute("SELECT seq, first, last, dead FROM log WHERE seq > ? ORDER BY seq",
-                                       (self._seq,)).fetchall()
-            for seq, first, last, dead in entries:
-                if last >= first:
-                    self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows WHERE id BETWEEN ? AND ?",
-                                                (first, last)).fetchall())
-                if dead:
-                    self._kill(_ids(dead))
-                self._seq = seq
-            if entries:
-                self._idf_cache.clear()
+            self._db.execute("BEGIN")  # one snapshot: the epoch, the log and the rows it points at
+            try:
+                epoch = self._meta("epoch")
+                if epoch != self._epoch:
+                    self._load_all(epoch)
+                    return
+                entries = self._db.execute("SELECT seq, first, last, dead FROM log WHERE seq > ? ORDER BY seq",
+                                           (self._seq,)).fetchall()
+                for seq, first, last, dead in entries:
+                    if last >= first:
+                        self._take(self._db.execute(
+                            "SELECT id, doc, ver, ordinal, length FROM rows WHERE id BETWEEN ? AND ?", (first, last)).fetchall())
+                    if dead:
+                        self._kill(_ids(dead))
+                    self._seq = seq
+                if entries:
+                    self._idf_cache.clear()
+            finally:
+                self._db.execute("COMMIT")
 
     def _load_all(self, epoch: str | None) -> None:
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
@@ -157,14 +161,16 @@ class LexicalIndex:
     @contextlib.contextmanager
     def _transaction(self):
         with self._lock:
+            self.reload()  # the writer's view is current before it writes (merges read liveness from it)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
-        self.reload()
+            self.reload()
 
     def _segment(self, db) -> int:
         seg = int(self._meta("next_seg") or 1)
@@ -172,20 +178,22 @@ class LexicalIndex:
         return seg
 
     def _insert(self, db, doc_id: str, version: str, rows: Iterable[tuple[int, str]],
-                postings: dict[str, tuple[list, list]]) -> tuple[int, int]:
-        """Insert rows; their postings go into `postings`. Returns the first and last row id (last < first: none)."""
+                postings: dict[str, tuple[list, list]]) -> tuple[int, int, int]:
+        """Insert rows; their postings go into `postings`. Returns the first and last row id (last < first: none)
+        and the number of postings added."""
         d, v = number(doc_id), number(version)
-        first, last = 0, -1
+        first, last, added = 0, -1, 0
         for ordinal, text in rows:
             counts = Counter(bigrams(text) or [_EMPTY])
             rid = db.execute("INSERT INTO rows(doc, ver, ordinal, length) VALUES (?, ?, ?, ?)",
                              (d, v, ordinal, sum(counts.values()))).lastrowid
             first, last = (rid if last < first else first), rid
+            added += len(counts)
             for term, tf in counts.items():
                 ids, tfs = postings.setdefault(term, ([], []))
                 ids.append(rid)
                 tfs.append(tf)
-        return first, last
+        return first, last, added
 
     def _write_postings(self, db, postings: dict[str, tuple[list, list]]) -> None:
         seg = self._segment(db)
@@ -228,7 +236,7 @@ class LexicalIndex:
         ignoring them until the store commits that version)."""
         with self._transaction() as db:
             postings: dict[str, tuple[list, list]] = {}
-            first, last = self._insert(db, doc_id, version, rows, postings)
+            first, last, _ = self._insert(db, doc_id, version, rows, postings)
             if postings:
                 self._write_postings(db, postings)
             db.execute("INSERT INTO log(first, last, dead) VALUES (?, ?, NULL)", (first, last))
@@ -260,9 +268,9 @@ class LexicalIndex:
             postings: dict[str, tuple[list, list]] = {}
             held = 0
             for doc_id, version, rows in versions:
-                first, last = self._insert(db, doc_id, version, rows, postings)
+                first, last, added = self._insert(db, doc_id, version, rows, postings)
                 n += max(0, last - first + 1)
-                held = sum(len(i) for i, _ in postings.values())
+                held += added
                 if held > _FLUSH:
                     self._write_postings(db, postings)
                     postings, held = {}, 0

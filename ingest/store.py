@@ -160,6 +160,7 @@ class ChromaIndex:
         self._old_lexical = self.index_dir / f"lexical-{collection}"  # the layout before the incremental index (bm25s)
         self.lexical_dir = self.index_dir / f"bm25-{collection}"
         self._docs: dict[str, Document] | None = None
+        self._metas: dict[str, dict] = {}  # each cached document's record metadata, as read
         self._lex = LexicalIndex(self.lexical_dir)
         self._lex_seen: tuple[tuple, dict[int, tuple[str, int]]] | None = None  # (generation, versions), numbers
         self._lex_lock = threading.Lock()
@@ -227,7 +228,7 @@ class ChromaIndex:
         tmp.write_text(f"{time.time_ns()} {os.getpid()} {threading.get_ident()} {id(self)}")
         os.replace(tmp, self._generation_file)
         with self._lock:  # (the cached documents stay: the next read fetches only what changed)
-            self._generation = ""
+            self._generation = None
 
     # -- documents -------------------------------------------------------------------------
     def documents(self) -> dict[str, Document]:
@@ -256,24 +257,24 @@ class ChromaIndex:
             # Only the records' metadata is read; the full text only of documents added or changed since (a
             # commit of one document costs one document's text, not every document's).
             got = _paged(self.records, None, ["metadatas"])
-            versions = {m["doc_id"]: m["version"] for m in got["metadatas"]}
-            changed = [k for k, v in versions.items() if k not in cached or cached[k].version != v]
-            docs = {k: cached[k] for k in versions if k not in changed}
-            if changed:
-                docs |= self._records(self.records.get(ids=changed, include=["documents", "metadatas"]))
-            if versions == {k: d.version for k, d in cached.items()}:
+            metas = {m["doc_id"]: m for m in got["metadatas"]}
+            changed = [k for k, m in metas.items() if k not in cached or self._metas.get(k) != m]  # new version, path…
+            docs = {k: cached[k] for k in metas if k not in changed and k in cached}
+            for i in range(0, len(changed), 500):
+                docs |= self._records(self.records.get(ids=changed[i:i + 500], include=["documents", "metadatas"]))
+            if not changed and metas.keys() == cached.keys():
                 docs = cached
         else:
             docs = self._records(_paged(self.records, None, ["documents", "metadatas"], page=500))
         self._docs, self._generation = docs, generation
         return docs
 
-    @staticmethod
-    def _records(got: dict) -> dict[str, Document]:
+    def _records(self, got: dict) -> dict[str, Document]:
         docs = {}
         for text, meta in zip(got["documents"], got["metadatas"]):
             fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
             docs[meta["doc_id"]] = Document(text=text or "", **fields)
+            self._metas[meta["doc_id"]] = meta
         return docs
 
     def cached_documents(self) -> dict[str, Document] | None:
@@ -283,8 +284,8 @@ class ChromaIndex:
 
     def refresh(self) -> None:
         """Forget cached state so the next read sees other writers' commits."""
-        self._generation = ""  # the next read compares the records' versions and fetches what changed
-        self._lex_seen = None
+        self._generation = None  # the next read compares the records' metadata and fetches what changed
+        self._checked = 0.0
 
     def document(self, doc_id: str) -> Document | None:
         return self.documents().get(doc_id)
@@ -345,20 +346,27 @@ class ChromaIndex:
         """Bring the lexical index to exactly the committed versions: build it when it was never built (a new
         index, or one from before the incremental index), else delete versions no record points at and add committed ones it
         lacks (a crash between the steps of a commit, or another node's commit through a shared server).
-        Inside the writer lock."""
-        committed = {d.doc_id: d.version for d in self.documents().values()}
+        Inside the writer lock. Returns the documents it brought the index to."""
+        docs = self.documents()
+        committed = {d.doc_id: d.version for d in docs.values()}
         if not self._lex.ready():
-            self._lex.rebuild((doc_id, version, [(c.ordinal, index_text(c)) for _, c in self.all_chunks(doc_id)])
+            self._lex.rebuild((doc_id, version, self._version_rows(doc_id, version))
                               for doc_id, version in committed.items())
             shutil.rmtree(self._old_lexical, ignore_errors=True)
             self._old_lexical.with_name(f"{self._old_lexical.name}.lock").unlink(missing_ok=True)
-            return
+            return docs
         want = {(number(d), number(v)): d for d, v in committed.items()}
         have = self._lex.versions()
         self._lex.remove_versions(have - want.keys())
         for pair in want.keys() - have:
             doc_id = want[pair]
-            self._lex.add(doc_id, committed[doc_id], [(c.ordinal, index_text(c)) for _, c in self.all_chunks(doc_id)])
+            self._lex.add(doc_id, committed[doc_id], self._version_rows(doc_id, committed[doc_id]))
+        return docs
+
+    def _version_rows(self, doc_id: str, version: str) -> list[tuple[int, str]]:
+        """(ordinal, indexed text) of one version's chunks, as the lexical index takes them."""
+        got = _paged(self.chunks, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["documents", "metadatas"])
+        return sorted((m["ordinal"], index_text(self._chunk(t, m))) for t, m in zip(got["documents"], got["metadatas"]))
 
     # -- chunks ----------------------------------------------------------------------------
     @staticmethod
@@ -456,22 +464,30 @@ class ChromaIndex:
         if seen is not None and seen[0] == state:
             return seen[1]
         with self._lex_lock:  # (not self._lock: a writer that waits for it may be what this waits for)
-            if not self._lex.ready() or (self.shared_server and (seen is None or seen[0][1] != state[1])):
+            synced = True
+            if not self._lex.ready():  # built once: this waits for a writer at work
                 with self.writer():
-                    self._sync_lexical()
-                docs = self.documents()
-                state = (self._generation, frozenset((d.doc_id, d.version) for d in docs.values()))
+                    docs = self._sync_lexical()
+            elif self.shared_server and (seen is None or seen[0][1] != state[1]):
+                # another node committed: bring this node's index in step, unless a writer here is at work
+                # (then answer from the index as it is, and try again at the next question)
+                try:
+                    with self.writer(wait=False):
+                        docs = self._sync_lexical()
+                except BlockingIOError:
+                    synced = False
             self._lex.reload()
             nums = {number(d.doc_id): (d.doc_id, number(d.version)) for d in docs.values()}
-            self._lex_seen = (state, nums)
+            if synced:
+                self._lex_seen = ((self._generation, frozenset((d.doc_id, d.version) for d in docs.values())), nums)
             return nums
 
     def rebuild_lexical(self) -> None:
         """Build the lexical index again from the committed chunks (it is kept current otherwise)."""
         with self.writer():
-            self._lex.rebuild((d.doc_id, d.version, [(c.ordinal, index_text(c)) for _, c in self.all_chunks(d.doc_id)])
+            self._lex.rebuild((d.doc_id, d.version, self._version_rows(d.doc_id, d.version))
                               for d in self.documents().values())
-        self._lex_seen = None
+            self._committed_now()  # other processes reload it
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:

@@ -123,9 +123,14 @@ def test_a_second_node_sees_new_commits(tmp_path, embedder, small_docs):
     open_node = (lambda d: ChromaIndex(tmp_path / d, "127.0.0.1", int(port), name, refresh_seconds=0)) if port else (
         lambda d: ChromaIndex(tmp_path / "shared", collection=name, refresh_seconds=0))
     writer, reader = open_node("node-a"), open_node("node-b")
+    late = ChromaIndex(tmp_path / "node-c", "127.0.0.1", int(port), name, refresh_seconds=3600) if port else None
     assert reader.documents() == {} and not reader.lexical_search("停车位", 3)
+    assert late is None or late.documents() == {}
     Pipeline(writer, embedder).run([small_docs / "parking.txt"])
     assert list(reader.documents()) == ["parking"]
+    if late is not None:  # a refresh (as before every write) sees the other node's commit at once
+        late.refresh()
+        assert list(late.documents()) == ["parking"]
     assert reader.lexical_search("停车位不少于1200个", 3)[0].chunk.doc_id == "parking"
     write(small_docs / "parking.txt", SMALL_REG.replace("1200", "1500"))  # a new version: the other node's lexical
     Pipeline(writer, embedder).run([small_docs / "parking.txt"])  # index follows it, holding that version only
