@@ -106,8 +106,8 @@ _ORDINAL = re.compile(r"(?:^|[。；;：:，,\s“”\"])([一二三四五六七
 _ASKED_PLACES = re.compile(r"哪(?:些|几个|几座)(?:城市|地方|地区|省份|省|市|县)")
 _PLACES = re.compile(r"(?<![城全本该各我])[\u4e00-\u9fff]{2,4}[市县省](?:、|和|及|与)[\u4e00-\u9fff]{2,4}[市县省]")
 
-# "具体是哪些品种 / 什么标准" asks for the items themselves; a text whose every mention of them hands the
-# matter on ("具体品种…由省公安机关…确定", "另行制定") names the body that will decide, not the items.
+# "有哪些X / 什么X" asks for the items themselves; a text whose every mention of them hands the matter on
+# ("X由…确定", "另行制定") names the body that will decide, not the items.
 # (为什么 asks why; 什么时候 / 什么是 / 什么样 … are no named items.)
 _ASKED_NAMED = re.compile(r"(?:哪些|哪几种|哪几类|(?<!为)什么)(?!时候|意思|样|地方|[是叫要能会可有在做算就都])"
                           r"([\u4e00-\u9fff]{2})")
@@ -116,6 +116,9 @@ _DEFERRED = re.compile(r"由[^，,。；;]{1,40}?(?:确定|规定|制定|公布)
 # A Latin-letter term in a Chinese question (GDP, PPP, PM2.5) names one thing with no everyday paraphrase: a
 # text that has neither it nor its Chinese name (from the lexicon) does not speak of it.
 _LATIN_TERM = re.compile(r"(?<![A-Za-z])[A-Za-z]{2,}(?:\d+(?:\.\d+)?)?(?![A-Za-z])")
+# Where a clause ends (a list of items and a fine's amount stay within one) and where a sentence ends.
+_CLAUSE_END = re.compile(r"[，,。；;！？!?]")
+_SENTENCE_END = re.compile(r"[。；;！？!?]")
 
 
 def _number(token: str) -> int:
@@ -133,7 +136,7 @@ def listed_items(text: str) -> int:
     """How many items a text lists at most: its highest item marker, or its longest run of 、-separated items
     within one clause (a generous count: it only ever says a text lists too few)."""
     marked = max((_number(next(g for g in m.groups() if g)) for m in _ORDINAL.finditer(text)), default=0)
-    runs = max((part.count("、") + 1 for part in re.split(r"[，,。；;！？!?]", text) if "、" in part), default=0)
+    runs = max((part.count("、") + 1 for part in _CLAUSE_END.split(text) if "、" in part), default=0)
     return max(marked, runs)
 
 
@@ -167,7 +170,7 @@ def one_sentence_types(question: str) -> list[str]:
 def holds_type(kind: str, text: str) -> bool:
     """Whether a text states a fact of this kind."""
     if kind == "price":  # an amount in a clause that is not a fine
-        return any(ANSWER_TYPES["amount"][1].search(c) and "罚" not in c for c in re.split(r"[，,；;。]", text))
+        return any(ANSWER_TYPES["amount"][1].search(c) and "罚" not in c for c in _CLAUSE_END.split(text))
     if kind.startswith("count:"):
         return listed_items(text) >= int(kind[6:])
     if kind == "places":
@@ -177,8 +180,8 @@ def holds_type(kind: str, text: str) -> bool:
         return any(n.lower() in text.lower() for n in names)
     if kind.startswith("named:"):  # unknown unless every clause naming the items defers them to someone else
         noun = kind[6:]
-        clauses = [c for c in re.split(r"[。；;！？!?]", text) if noun in c]
-        return not clauses or any(not (m := _DEFERRED.search(c)) or c.find(noun) > m.start() for c in clauses)
+        naming = [s for s in _SENTENCE_END.split(text) if noun in s]
+        return not naming or any(not (m := _DEFERRED.search(s)) or s.find(noun) > m.start() for s in naming)
     if kind.startswith("unit:"):
         unit = kind[5:]
         units = _SAME_UNIT.get(unit, unit.removeprefix("个"))

@@ -234,11 +234,12 @@ class Assistant:
     def _starter(self, question: str, doc_ids: list[str] | None, issuer: str | None = None) -> Answer | None:
         """A greeting gets what can be asked; "这篇讲话的主要内容" gets the named document's outline from its own
         headings, each line cited and checked like any answer. None for everything else."""
-        if not (starters.is_greeting(question) or starters.WHOLE.search(question)):
+        greeting = starters.is_greeting(question)
+        if not (greeting or starters.WHOLE.search(question)):
             return None  # an ordinary question: no look at the documents on its path
         allowed = self.retriever._doc_filter(doc_ids, issuer)
         docs = {k: d for k, d in self.index.documents().items() if allowed is None or k in allowed}
-        if starters.is_greeting(question):
+        if greeting:
             return Answer(question, starters.greeting(question, docs), False, mode="greeting")
         doc = starters.outline_target(question, docs)
         if doc is None:

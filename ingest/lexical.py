@@ -64,10 +64,6 @@ def number(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=7).digest(), "big")
 
 
-def _ids(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.int64)
-
-
 class LexicalIndex:
     """One store's BM25 index: written only inside the store's writer lock, read by any number of threads and
     processes (SQLite's WAL mode: readers never wait for the writer)."""
@@ -117,7 +113,7 @@ class LexicalIndex:
                         self._take(self._db.execute(
                             "SELECT id, doc, ver, ordinal, length FROM rows WHERE id BETWEEN ? AND ?", (first, last)).fetchall())
                     if dead:
-                        self._kill(_ids(dead))
+                        self._kill(np.frombuffer(dead, dtype=np.int64))
                     self._seq = seq
                 if entries:
                     self._idf_cache.clear()
@@ -182,35 +178,43 @@ class LexicalIndex:
         """Insert rows; their postings go into `postings`. Returns the first and last row id (last < first: none)
         and the number of postings added."""
         d, v = number(doc_id), number(version)
-        first, last, added = 0, -1, 0
+        rids, added = [], 0
         for ordinal, text in rows:
             counts = Counter(bigrams(text) or [_EMPTY])
             rid = db.execute("INSERT INTO rows(doc, ver, ordinal, length) VALUES (?, ?, ?, ?)",
                              (d, v, ordinal, sum(counts.values()))).lastrowid
-            first, last = (rid if last < first else first), rid
+            rids.append(rid)
             added += len(counts)
             for term, tf in counts.items():
                 ids, tfs = postings.setdefault(term, ([], []))
                 ids.append(rid)
                 tfs.append(tf)
-        return first, last, added
+        return (rids[0], rids[-1], added) if rids else (0, -1, 0)
 
     def _write_postings(self, db, postings: dict[str, tuple[list, list]]) -> None:
         seg = self._segment(db)
         db.executemany("INSERT INTO postings VALUES (?, ?, ?, ?)",
                        [(t, seg, np.asarray(i, dtype=np.int64).tobytes(), np.asarray(f, dtype=np.int32).tobytes())
                         for t, (i, f) in postings.items()])
-        crowded = [t for (t,) in db.execute(
-            f"SELECT term FROM postings WHERE term IN ({','.join('?' * len(postings))}) GROUP BY term "
-            f"HAVING COUNT(*) > {_MERGE_AT}", list(postings))] if len(postings) < 30000 else []
-        for term in crowded:
-            self._merge(db, term)
+        terms = list(postings)
+        for i in range(0, len(terms), 900):  # (SQLite bounds the variables of one statement)
+            part = terms[i:i + 900]
+            for (term,) in db.execute(f"SELECT term FROM postings WHERE term IN ({','.join('?' * len(part))}) "
+                                      f"GROUP BY term HAVING COUNT(*) > {_MERGE_AT}", part).fetchall():
+                self._merge(db, term)
+
+    @staticmethod
+    def _segments(db, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """A term's row ids and term frequencies, every segment's."""
+        parts = db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        return (np.concatenate([np.frombuffer(i, dtype=np.int64) for i, _ in parts]),
+                np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts]))
 
     def _merge(self, db, term: str) -> None:
         """A term's segments as one, without the rows deleted since they were written."""
-        parts = db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
-        ids = np.concatenate([_ids(i) for i, _ in parts])
-        tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
+        ids, tfs = self._segments(db, term)
         keep = self._alive(ids)
         db.execute("DELETE FROM postings WHERE term=?", (term,))
         if keep.any():
@@ -289,11 +293,7 @@ class LexicalIndex:
 
     def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
         """Live row ids and term frequencies of one term, as this reader knows the rows."""
-        parts = self._db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        ids = np.concatenate([_ids(i) for i, _ in parts])
-        tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
+        ids, tfs = self._segments(self._db, term)
         ok = ids < len(self._length)
         ids, tfs = ids[ok], tfs[ok]
         ok = self._length[ids] > 0
@@ -325,15 +325,13 @@ class LexicalIndex:
                 norm = K1 * (1 - B + B * self._length[ids] / avgdl)
                 acc[ids] += (idf * tfs / (tfs + norm)).astype(np.float32)  # (a row is once in a term's postings)
             hit = np.nonzero(acc > 0)[0]
-            if versions is not None:
-                docs = np.fromiter(versions, dtype=np.uint64, count=len(versions))
-                vers = np.fromiter(versions.values(), dtype=np.uint64, count=len(versions))
-                order = np.argsort(docs)
-                docs, vers = docs[order], vers[order]
-                d = self._doc[hit].astype(np.uint64)
-                at = np.minimum(np.searchsorted(docs, d), max(len(docs) - 1, 0))
-                ok = (docs[at] == d) & (vers[at] == self._ver[hit].astype(np.uint64)) if len(docs) else d < 0
-                hit = hit[ok]
+            if versions is not None:  # each row's document looked up among the wanted ones, then its version
+                if not versions:
+                    return []
+                docs = np.array(sorted(versions), dtype=np.int64)
+                vers = np.array([versions[d] for d in docs.tolist()], dtype=np.int64)
+                at = np.minimum(np.searchsorted(docs, self._doc[hit]), len(docs) - 1)
+                hit = hit[(docs[at] == self._doc[hit]) & (vers[at] == self._ver[hit])]
             if limit is not None and len(hit) > limit:
                 hit = hit[np.argpartition(-acc[hit], limit - 1)[:limit]]
             hit = hit[np.argsort(-acc[hit], kind="stable")]

@@ -113,7 +113,7 @@ class Pipeline:
                     if in_scope and not where.exists():
                         self.index.remove_document(doc.doc_id)
                         report.documents.append(FileResult(doc.path, doc.doc_id, doc.title, "removed", 0))
-        self.index.lexical()  # built now if it never was (an index from before the incremental index), not at the first question
+        self.index.lexical()  # an index from an earlier version is built now, not at the first question
         report.chunks_total = self.index.count()
         report.seconds = round(time.perf_counter() - t0, 3)
         return report

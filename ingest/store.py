@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -105,7 +104,6 @@ class Store(Protocol):
     def documents(self) -> dict[str, Document]: ...
     def cached_documents(self) -> dict[str, Document] | None: ...
     def document(self, doc_id: str) -> Document | None: ...
-    def fingerprint(self) -> str: ...
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
                      sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None: ...
     def remove_document(self, doc_id: str) -> None: ...
@@ -290,11 +288,6 @@ class ChromaIndex:
     def document(self, doc_id: str) -> Document | None:
         return self.documents().get(doc_id)
 
-    def fingerprint(self) -> str:
-        """Identifies the set of committed document versions."""
-        items = sorted(f"{d.doc_id}:{d.version}" for d in self.documents().values())
-        return hashlib.sha256("\n".join(items).encode()).hexdigest()
-
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
                      sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None:
         """Index a new version of a document (see the module docstring for the commit order)."""
@@ -302,9 +295,8 @@ class ChromaIndex:
                 [self._chunk_meta(c, doc.version) for c in chunks])
         _upsert(self.sentences, [x.sentence_id(doc.version) for x in sentences], sentence_vectors,
                 [x.text for x in sentences], [self._sentence_meta(x, doc.version) for x in sentences])
-        with self.writer():  # (re-entrant: the pipeline already holds it)
-            if self._lex.ready():
-                self._lex.add(doc.doc_id, doc.version, [(c.ordinal, index_text(c)) for c in chunks])
+        if self._lex.ready():  # (never built: its first build reads every committed version, this one too)
+            self._lex.add(doc.doc_id, doc.version, [(c.ordinal, index_text(c)) for c in chunks])
         meta = {k: v for k, v in doc.meta().items() if v is not None}
         meta["chunks"] = len(chunks)
         self.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
@@ -323,8 +315,7 @@ class ChromaIndex:
         try:
             self.chunks.delete(where={"doc_id": doc_id})
             self.sentences.delete(where={"doc_id": doc_id})
-            with self.writer():
-                self._lex.remove(doc_id)
+            self._lex.remove(doc_id)
         finally:
             self._committed_now()
 
@@ -338,11 +329,10 @@ class ChromaIndex:
             for i in range(0, len(stale), _BATCH):
                 coll.delete(ids=stale[i:i + _BATCH])
             total += len(stale)
-        with self.writer():
-            self._sync_lexical()
+        self._sync_lexical()
         return total
 
-    def _sync_lexical(self) -> None:
+    def _sync_lexical(self) -> dict[str, Document]:
         """Bring the lexical index to exactly the committed versions: build it when it was never built (a new
         index, or one from before the incremental index), else delete versions no record points at and add committed ones it
         lacks (a crash between the steps of a commit, or another node's commit through a shared server).
@@ -459,7 +449,7 @@ class ChromaIndex:
         after any commit the index is reloaded (and built, the first time; with a shared server, brought in
         step with commits other nodes made)."""
         docs = self.documents()
-        state = (self._generation, frozenset((d.doc_id, d.version) for d in docs.values()))
+        state = self._lexical_state(docs)
         seen = self._lex_seen
         if seen is not None and seen[0] == state:
             return seen[1]
@@ -479,15 +469,12 @@ class ChromaIndex:
             self._lex.reload()
             nums = {number(d.doc_id): (d.doc_id, number(d.version)) for d in docs.values()}
             if synced:
-                self._lex_seen = ((self._generation, frozenset((d.doc_id, d.version) for d in docs.values())), nums)
+                self._lex_seen = (self._lexical_state(docs), nums)
             return nums
 
-    def rebuild_lexical(self) -> None:
-        """Build the lexical index again from the committed chunks (it is kept current otherwise)."""
-        with self.writer():
-            self._lex.rebuild((d.doc_id, d.version, self._version_rows(d.doc_id, d.version))
-                              for d in self.documents().values())
-            self._committed_now()  # other processes reload it
+    def _lexical_state(self, docs: dict[str, Document]) -> tuple:
+        """What the lexical view depends on: the last commit seen here and the committed versions."""
+        return self._generation, frozenset((d.doc_id, d.version) for d in docs.values())
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:

@@ -18,7 +18,7 @@ from assistant.retrieval import Passage, Pool
     ("讲话说的“三项措施”是哪三项？", ["count:3"]),
     ("哪一条规定了这件事？", []),  # 哪一 asks which one, not a number of items
     ("试点最后选了哪几个城市？", ["places"]),
-    ("具体是哪些品种？", ["named:品种"]),
+    ("这种狗属于哪些品种？", ["named:品种"]),
     ("今年的GDP是多少？", ["term:GDP"]),
     ("What is the GDP?", []),  # an English question: every word is Latin, none is a term of a Chinese one
     ("办完要几个工作日？", ["unit:个工作日"]),
