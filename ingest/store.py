@@ -128,6 +128,23 @@ class Store(Protocol):
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]: ...
 
 
+# HNSW search breadth. Chroma's default (100) is below the 120 sentences a question asks for: the last few
+# results then differ from process to process (3 of 120 measured on the corpus) and borderline answers with
+# them. At 400 the top 120 equal an exact search on the corpus; the cost is a wider graph walk per query.
+EF_SEARCH = 400
+
+
+def _widen_search(collection) -> None:
+    """Raise an existing collection's ef_search to EF_SEARCH (it is a mutable setting); indexes built before it
+    existed keep working, read-only ones keep their old breadth."""
+    try:
+        current = (collection.configuration or {}).get("hnsw") or {}
+        if (current.get("ef_search") or 0) < EF_SEARCH:
+            collection.modify(configuration={"hnsw": {"ef_search": EF_SEARCH}})
+    except Exception:  # a read-only directory or an older server: search as before
+        pass
+
+
 class ChromaIndex:
     """Chunks and their vectors in Chroma, document records beside them, BM25 in the index directory."""
 
@@ -146,10 +163,13 @@ class ChromaIndex:
             else:
                 self.client = chromadb.PersistentClient(path=self.location, settings=cs)
             # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
+            hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
             self.chunks = self.client.get_or_create_collection(
-                f"{collection}-chunks", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+                f"{collection}-chunks", embedding_function=None, configuration=hnsw)
             self.sentences = self.client.get_or_create_collection(
-                f"{collection}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+                f"{collection}-sentences", embedding_function=None, configuration=hnsw)
+            for c in (self.chunks, self.sentences):
+                _widen_search(c)
             self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
         except Exception as e:  # chromadb raises many types for a damaged or unreachable store
             raise IndexUnavailable(

@@ -434,3 +434,23 @@ def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_doc
     assert set(docs) >= {"new", "parking"} and "充电桩" in docs["new"].text and docs["parking"].text
     text_reads = [ids for ids, include in calls if "documents" in include]
     assert text_reads and all(ids == ["new"] for ids in text_reads), calls
+
+
+def test_vector_search_is_wide_enough_for_the_results_asked_and_old_indexes_are_widened(tmp_path, small_docs):
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    from ingest.store import EF_SEARCH
+
+    # an index made before the setting: Chroma's default breadth (100), below the 120 sentences a question asks
+    old = chromadb.PersistentClient(path=str(tmp_path / "index" / "chroma"),
+                                    settings=ChromaSettings(anonymized_telemetry=False))
+    old.get_or_create_collection("policy-docs-sentences", embedding_function=None,
+                                 configuration={"hnsw": {"space": "cosine"}})
+    del old
+    index = ChromaIndex(tmp_path / "index")
+    for c in (index.chunks, index.sentences):
+        assert c.configuration["hnsw"]["ef_search"] == EF_SEARCH
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    fresh = ChromaIndex(tmp_path / "index")  # another process's view keeps it
+    assert fresh.sentences.configuration["hnsw"]["ef_search"] == EF_SEARCH
