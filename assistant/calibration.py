@@ -150,21 +150,26 @@ class Sample:
     features: dict[str, float] | None = None  # filled once the weights are fixed
 
 
-def _mrr(samples: Sequence[Sample], w: Weights, k: int = 5) -> float:
-    total = 0.0
-    for s in samples:
-        for rank, (key, _) in enumerate(s.pool.rank(w)[:k], 1):
-            if key in s.gold:
-                total += 1.0 / rank
-                break
-    return total / max(1, len(samples))
+def _reciprocal_ranks(sample: Sample, grid: np.ndarray, k: int = 5) -> np.ndarray:
+    """1/rank of the sample's first evidence chunk under every weight row of the grid (0 past rank k), ranked
+    as Pool.rank ranks: by fused score, ties in the candidates' order."""
+    keys, fused = sample.pool.fused(grid)  # candidates x weights
+    gold = [i for i, key in enumerate(keys) if key in sample.gold]
+    if not gold:
+        return np.zeros(len(grid))
+    idx = np.arange(len(keys))[:, None]
+    best = np.full(len(grid), np.inf)
+    for g in gold:
+        ahead = (fused > fused[g]) | ((fused == fused[g]) & (idx < g))
+        best = np.minimum(best, ahead.sum(axis=0) + 1)
+    return np.where(best <= k, 1.0 / best, 0.0)
 
 
 # The grid for the fusion weights: shares of dense / sentence / lexical in steps of 0.1, article boost 0.25-1,
-# named-document boost 0 or 0.3, expansion BM25 0-0.3.
+# named-document boost 0 or 0.3, expansion BM25 0-0.3, verbatim phrase 0-0.3.
 # Coarse on purpose: ~60 answerable questions per fold cannot support finer distinctions.
-_GRID = [Weights(d / 10, s / 10, (10 - d - s) / 10, a, t, x) for d, s in itertools.product(range(11), range(11))
-         if d + s <= 10 for a in (0.25, 0.5, 1.0) for t in (0.0, 0.3) for x in (0.0, 0.15, 0.3)]
+_GRID = [Weights(d / 10, s / 10, (10 - d - s) / 10, a, t, x, p) for d, s in itertools.product(range(11), range(11))
+         if d + s <= 10 for a in (0.25, 0.5, 1.0) for t in (0.0, 0.3) for x in (0.0, 0.15, 0.3) for p in (0.0, 0.15, 0.3)]
 
 
 def fit_weights(samples: Sequence[Sample]) -> Weights:
@@ -172,7 +177,10 @@ def fit_weights(samples: Sequence[Sample]) -> Weights:
     ans = [s for s in samples if s.answerable and s.gold]
     if not ans:
         return Weights()
-    return max(_GRID, key=lambda w: (round(_mrr(ans, w), 4), -abs(w.dense - w.lexical) - abs(w.sentence - w.lexical)))
+    grid = np.array([w.vector() for w in _GRID])
+    mrr = sum(_reciprocal_ranks(s, grid) for s in ans) / len(ans)
+    return max(zip(_GRID, mrr), key=lambda wm: (round(float(wm[1]), 4),
+                                                -abs(wm[0].dense - wm[0].lexical) - abs(wm[0].sentence - wm[0].lexical)))[0]
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> tuple[np.ndarray, float]:

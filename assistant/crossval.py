@@ -47,7 +47,7 @@ class _Drafts:
         self.texts: dict[tuple, tuple[list, str]] = {}
 
     def __call__(self, s: calib.Sample, w: Weights, share: float) -> tuple[list, str]:
-        key = (id(s), w.dense, w.sentence, w.lexical, w.article, w.title, w.expansion)
+        key = (id(s), *w.vector().tolist())
         if key not in self.passages:
             self.passages[key] = self.assistant.retriever.passages(s.pool, weights=w)
         if key + (share,) not in self.texts:

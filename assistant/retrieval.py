@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (Chroma) + BM25 over character bigrams -> reciprocal rank fusion -> passages."""
+"""Hybrid retrieval: dense (Chroma) + sentence vectors + BM25 over character bigrams, every candidate scored by every signal, fused on per-query normalised scores -> passages."""
 from __future__ import annotations
 
 import functools
@@ -14,7 +14,7 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from ingest.chunk import references
+from ingest.chunk import LEAD_IN, references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import Chunk, IndexEmpty
@@ -112,6 +112,35 @@ class Weights:
     article: float = 0.5  # a chunk of an article the question names (第十六条)
     title: float = 0.0  # the question names the chunk's document ("河南的…条例", "讲话里", "国务院的…")
     expansion: float = 0.15  # BM25 of the official words the question's everyday words stand for
+    phrase: float = 0.0  # the longest run of the question's own characters found verbatim in the chunk
+
+    def vector(self) -> np.ndarray:
+        return np.array([getattr(self, name) for name in SIGNALS], dtype=np.float64)
+
+
+# The signals every candidate is scored by, in the order of Weights.vector() and Pool.matrix().
+SIGNALS = ("dense", "sentence", "lexical", "article", "title", "expansion", "phrase")
+LIST_MARK = "、"  # the enumeration comma: it joins the items of one list
+
+
+def longest_phrase(query: str, text: str) -> int:
+    """Length of the longest run of the question's characters that joins items with 、 and that the text holds
+    verbatim ("规划、建设、管理"), 0 if none: the same items listed in the same order say more than the words
+    found apart. Runs without 、 are left to bigram BM25: they mostly repeat names (a title, a 工作) that many
+    chunks share."""
+    q, low = "".join(query.lower().split()), text.lower()
+    best = 0
+    for m, ch in enumerate(q):
+        if ch != LIST_MARK:
+            continue
+        for i in range(m - 1, -1, -1):  # runs through this 、, longer to the left while the text still holds them
+            if q[i:m + 2] not in low:
+                break
+            j = m + 2
+            while j < len(q) and q[i:j + 1] in low:
+                j += 1
+            best = max(best, j - i)
+    return best
 
 
 @dataclass
@@ -125,6 +154,7 @@ class Candidate:
     sentence: float | None = None
     article: float = 0.0
     title: float = 0.0  # share of the question's words found in the document's title and issuer
+    phrase: float = 0.0  # longest_phrase of the question in the chunk
 
 
 @dataclass
@@ -139,6 +169,7 @@ class Pool:
     candidates: dict[str, Candidate]
     sentence_background: list[float]  # the query's top sentence cosines over the whole index
     dense_background: list[float]  # the query's top chunk cosines over the whole index
+    follows: dict[str, str] = field(default_factory=dict)  # a chunk that completes a lead-in -> the lead-in's chunk
 
     _signals: dict | None = None
 
@@ -154,24 +185,39 @@ class Pool:
 
     def _normalise(self) -> dict[str, dict[str, float]]:
         floor = min(self.sentence_background, default=0.0)
-        raw = {"dense": {k: c.dense for k, c in self.candidates.items()},
-               "sentence": {k: c.sentence if c.sentence is not None else floor for k, c in self.candidates.items()},
-               "lexical": {k: c.lexical for k, c in self.candidates.items()},
-               "expansion": {k: c.expansion for k, c in self.candidates.items()},
-               "article": {k: c.article for k, c in self.candidates.items()},
-               "title": {k: c.title for k, c in self.candidates.items()}}
+        raw = {name: {k: getattr(c, name) for k, c in self.candidates.items()} for name in SIGNALS}
+        raw["sentence"] = {k: c.sentence if c.sentence is not None else floor for k, c in self.candidates.items()}
         out = {}
         for name, vals in raw.items():
             lo, hi = min(vals.values(), default=0.0), max(vals.values(), default=0.0)
             out[name] = {k: (v - lo) / (hi - lo) if hi > lo else (1.0 if hi > 0 else 0.0) for k, v in vals.items()}
         return out
 
-    def rank(self, w: Weights) -> list[tuple[str, float]]:
+    def matrix(self) -> tuple[list[str], np.ndarray]:
+        """The candidates' keys and their normalised signals, one row each in SIGNALS order."""
         sig = self.signals()
-        fused = {k: w.dense * sig["dense"][k] + w.sentence * sig["sentence"][k] + w.lexical * sig["lexical"][k]
-                 + w.article * sig["article"][k] + w.title * sig["title"][k] + w.expansion * sig["expansion"][k]
-                 for k in self.candidates}
-        return sorted(fused.items(), key=lambda kv: -kv[1])
+        keys = list(self.candidates)
+        return keys, np.array([[sig[name][k] for name in SIGNALS] for k in keys], dtype=np.float64).reshape(-1, len(SIGNALS))
+
+    def fused(self, weights: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Fused scores of every candidate under each row of weights (candidates x rows). A chunk that completes
+        a lead-in ranks at least just below it: the list is what the lead-in announces."""
+        keys, m = self.matrix()
+        fused = m @ weights.T
+        pos = {k: i for i, k in enumerate(keys)}
+        for key, lead in self.follows.items():
+            if key in pos and lead in pos:
+                fused[pos[key]] = np.maximum(fused[pos[key]], fused[pos[lead]] - 1e-6)
+        return keys, fused
+
+    def rank(self, w: Weights) -> list[tuple[str, float]]:
+        keys, fused = self.fused(w.vector()[None, :])
+        fused = fused[:, 0]
+        order = np.argsort(-fused, kind="stable")  # ties keep the candidates' order
+        return [(keys[i], float(fused[i])) for i in order]
+
+
+EVEN_MIX = Weights(0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0)  # dense and BM25 alike: what joins a pool fits nothing
 
 
 class HybridRetriever:
@@ -253,8 +299,10 @@ class HybridRetriever:
                 if c.char_start <= h.sentence.char_start and h.sentence.char_end <= c.char_end:
                     best_sentence[key] = max(best_sentence.get(key, -1.0), h.score)
         self._score(pool, list(cands), lex, exp, best_sentence)
+        added = self._add_continuations(pool)
         if PENALTY_CUE.search(query):
-            added = self._add_referrers(pool)
+            added += self._add_referrers(pool)
+        if added:
             self._score(pool, added, lex, exp, best_sentence)
         return pool
 
@@ -275,7 +323,26 @@ class HybridRetriever:
             c.lexical, c.expansion = lex.get(key, 0.0), exp.get(key, 0.0)
             c.sentence = best_sentence.get(key)
             c.title = titles[c.chunk.doc_id]
+            c.phrase = float(longest_phrase(pool.query, c.chunk.text))
         pool.invalidate()
+
+    def _add_continuations(self, pool: Pool, head: int = 3) -> list[str]:
+        """A best candidate that ends by announcing a list ("…主要体现在四个方面：") is completed by the chunk
+        after it, which holds the list: that chunk joins the pool and ranks at least just below it. 'Best' is
+        the even mix, as for referrers (a pool must not depend on a fit)."""
+        follow: dict[str, str] = {}
+        for key, _ in pool.rank(EVEN_MIX)[:head]:
+            c = pool.candidates[key].chunk
+            if LEAD_IN.search(c.text):
+                follow[chunk_key(c.doc_id, c.ordinal + 1)] = key
+        added: list[str] = []
+        new = [k for k in follow if k not in pool.candidates]
+        for key, chunk in self.index.chunks_by_key(new).items():
+            pool.candidates[key] = Candidate(chunk)
+            added.append(key)
+        pool.follows.update({k: lead for k, lead in follow.items() if k in pool.candidates})
+        pool.invalidate()
+        return added
 
     def _add_referrers(self, pool: Pool, head: int = 3) -> list[str]:
         """A question about consequences: the articles that refer to the best candidates' articles ("违反本条例
@@ -283,7 +350,7 @@ class HybridRetriever:
         'Best' here is the even mix of dense and BM25, not the fitted weights: what joins a pool must not
         depend on a fit (cross-validation builds pools once, before fitting)."""
         added: list[str] = []
-        ranked = [pool.candidates[k] for k, _ in pool.rank(Weights(0.5, 0.0, 0.5, 0.0, 0.0, 0.0))[:head]]
+        ranked = [pool.candidates[k] for k, _ in pool.rank(EVEN_MIX)[:head]]
         for cand in ranked:
             art = cand.chunk.article
             if not art:

@@ -29,6 +29,21 @@ def test_five_governances_returns_the_listing_sentence(corpus_assistant):
     assert len([s for s in a.answer.split("]") if s.strip()]) <= 3  # sentences, not whole chunks
 
 
+def test_the_chunk_after_a_lead_in_ranks_right_below_it(corpus_assistant):
+    """The speech's "…主要体现在四个方面：" ends one chunk; the four items open the next."""
+    r = corpus_assistant.retriever
+    pool = r.gather("回顾两年多来取得的成效主要体现在哪些方面？")
+    assert pool.follows, "the lead-in chunk's continuation joined the pool"
+    (after, lead), = pool.follows.items()
+    assert pool.candidates[lead].chunk.text.rstrip().endswith(("：", ":"))
+    assert pool.candidates[after].chunk.ordinal == pool.candidates[lead].chunk.ordinal + 1
+    order = [k for k, _ in pool.rank(r.weights)]
+    assert order.index(after) <= order.index(lead) + 1
+    a = corpus_assistant.ask("回顾两年多来取得的成效主要体现在哪些方面？")
+    for item in ("完善了城市功能", "提升了城市品质", "促进了经济发展", "锤炼了干部队伍"):
+        assert item in a.answer
+
+
 def test_number_question_returns_the_sentence_with_the_number(corpus_assistant):
     a = corpus_assistant.ask("中心城区和县城建成区新建改造道路多少公里？")
     assert "360.8公里" in a.answer and "[1]" in a.answer

@@ -9,7 +9,10 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-DEV_GATE = {"recall_at_k": 0.93, "recall_at_1": 0.80, "fact_recall": 0.91, "refusal_accuracy": 0.8}
+# The development set's floors are 16ead3c's figures less one question (the issue: no worse than before), except
+# refusal: 16ead3c's 1.0 came from a threshold fitted on these questions; cross-validated it is 0.9.
+DEV_GATE = {"recall_at_k": 0.96, "recall_at_1": 0.83, "mrr": 0.88, "fact_recall": 0.96, "pass_rate": 0.95,
+            "refusal_accuracy": 0.9}
 REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.79, "pass_rate": 0.78}
 KIND_GATE = {  # kind -> {metric: floor}
     "everyday": {"pass_rate": 0.65},

@@ -141,3 +141,41 @@ def test_calibration_file_round_trip_mismatch_warning_and_broken_file(tmp_path, 
 ])
 def test_instructions_on_the_answers_shape_are_not_retrieved_on(question, core):
     assert without_format_instructions(question) == core
+
+
+def test_a_list_found_as_written_counts_only_with_its_enumeration_comma():
+    from assistant.retrieval import longest_phrase
+
+    text = "尤其是坚持规划、建设、管理一起做，城市建设提质"
+    assert longest_phrase("规划、建设、管理指什么？", text) == len("规划、建设、管理")
+    assert longest_phrase("建设、管理和规划", text) == len("建设、管理")
+    assert longest_phrase("规划和建设和管理", text) == 0  # the words apart: bigram BM25's business
+    assert longest_phrase("城市建设提质是什么", text) == 0  # a shared name is no list
+    assert longest_phrase("绿化、 管理", "绿化、管理") == 5  # spaces in a question are not characters of the text
+    assert longest_phrase("、", "、") == 0 and longest_phrase("", text) == 0
+
+
+def test_weights_are_fitted_by_the_ranking_the_retriever_uses():
+    import random
+
+    from assistant.retrieval import SIGNALS, Candidate, Weights
+    from ingest.schema import Chunk
+
+    rng = random.Random(7)
+    samples = []
+    for q in range(12):
+        pool = Pool(f"q{q}", np.zeros(4), [], [], {}, [0.8], [0.8])
+        for i in range(15):
+            chunk = Chunk(doc_id="d", ordinal=i, text="x", char_start=0, char_end=1)
+            cand = Candidate(chunk, **{name: rng.choice([0.0, 0.5, 1.0, rng.random()]) for name in SIGNALS})
+            pool.candidates[f"d:{q}:{i}"] = cand
+        gold = {f"d:{q}:{rng.randrange(15)}"}
+        samples.append(calib.Sample(f"q{q}", pool, gold, True))
+    grid = calib._GRID[::97]
+    by_grid = calib._reciprocal_ranks(samples[0], np.array([w.vector() for w in grid]))
+    for w, rr in zip(grid, by_grid):
+        order = [k for k, _ in samples[0].pool.rank(w)]
+        rank = 1 + min(order.index(g) for g in samples[0].gold)
+        assert rr == pytest.approx(1 / rank if rank <= 5 else 0.0)
+    best = calib.fit_weights(samples)
+    assert isinstance(best, Weights) and best in calib._GRID
