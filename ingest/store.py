@@ -63,8 +63,9 @@ def chunk_key(doc_id: str, ordinal: int) -> str:
     return f"{doc_id}:{ordinal}"
 
 
-def _paged(collection, where: dict | None, include: list[str], page: int = _PAGE) -> dict:
-    """collection.get() in pages, merged: no read hits chroma's SQL-variable limit."""
+def _paged(collection, where: dict | None, include: list[str], page: int | None = None) -> dict:
+    """collection.get() in pages (of _PAGE rows unless given), merged: no read hits chroma's SQL-variable limit."""
+    page = page or _PAGE
     out: dict = {"ids": []}
     offset = 0
     while True:
@@ -150,27 +151,12 @@ class ChromaIndex:
 
     def __init__(self, index_dir: str | Path = ".index", host: str = "", port: int = 8000,
                  collection: str = "policy-docs", refresh_seconds: float = 5.0) -> None:
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
-
         self.index_dir = Path(index_dir)
         self.location = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
+        self._host, self._port, self._collection = host, port, collection
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
-            cs = ChromaSettings(anonymized_telemetry=False)
-            if host:
-                self.client = chromadb.HttpClient(host=host, port=port, settings=cs)
-            else:
-                self.client = chromadb.PersistentClient(path=self.location, settings=cs)
-            # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
-            hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
-            self.chunks = self.client.get_or_create_collection(
-                f"{collection}-chunks", embedding_function=None, configuration=hnsw)
-            self.sentences = self.client.get_or_create_collection(
-                f"{collection}-sentences", embedding_function=None, configuration=hnsw)
-            for c in (self.chunks, self.sentences):
-                _widen_search(c)
-            self.records = self.client.get_or_create_collection(f"{collection}-records", embedding_function=None)
+            self._open()
         except Exception as e:  # chromadb raises many types for a damaged or unreachable store
             raise IndexUnavailable(
                 f"the index at {self.location} cannot be opened ({type(e).__name__}: {e}). If it is damaged, move it aside "
@@ -187,11 +173,49 @@ class ChromaIndex:
         self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
         self._generation_file = self.index_dir / f"generation-{collection}"
         self._lock_file = self.index_dir / f"write-{collection}.lock"
-        self._generation = self._read_generation()
+        self._generation = self._opened_at = self._read_generation()
         # A node sharing a Chroma server but not this directory commits without bumping the generation file:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
+
+    def _open(self, fresh: bool = False) -> None:
+        """Connect to Chroma and open the three collections. fresh=True gives this process a new embedded
+        client: the old one keeps serving whoever still holds its collections, and is freed with them."""
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        cs = ChromaSettings(anonymized_telemetry=False)
+        if self._host:
+            self.client = chromadb.HttpClient(host=self._host, port=self._port, settings=cs)
+        else:
+            if fresh:
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                # chromadb shares one client per path in a process; forget ours (without stopping it) so the
+                # next one reads the directory anew
+                SharedSystemClient._identifier_to_system.pop(self.location, None)
+            self.client = chromadb.PersistentClient(path=self.location, settings=cs)
+        # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
+        hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
+        self.chunks = self.client.get_or_create_collection(
+            f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
+        self.sentences = self.client.get_or_create_collection(
+            f"{self._collection}-sentences", embedding_function=None, configuration=hnsw)
+        for c in (self.chunks, self.sentences):
+            _widen_search(c)
+        self.records = self.client.get_or_create_collection(f"{self._collection}-records", embedding_function=None)
+
+    def _follow(self, generation: str) -> None:
+        """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
+        searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
+        #3769). Reopen once per commit another process made; a Chroma server needs none of this."""
+        if self.shared_server or generation == self._opened_at:
+            return
+        writer = generation.split()[1:2]
+        if writer and writer[0] != str(os.getpid()):
+            self._open(fresh=True)
+        self._opened_at = generation
 
     # -- writers -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -212,6 +236,7 @@ class ChromaIndex:
                 try:
                     if self.shared_server or self._read_generation() != self._generation:
                         # another process committed (or, with a shared server, may have): decide against its state
+                        self._follow(self._read_generation())
                         self.refresh()
                     yield self
                 finally:
@@ -271,6 +296,7 @@ class ChromaIndex:
             return cached
         self._checked = time.monotonic()
         generation = self._read_generation()
+        self._follow(generation)
         if cached is not None:
             # Only the records' metadata is read; the full text only of documents added or changed since (a
             # commit of one document costs one document's text, not every document's).
