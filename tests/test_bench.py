@@ -1,0 +1,24 @@
+"""The scale benchmark's paths run in CI at a small size; its figures are for the README, not asserted here."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_scale_bench_runs_every_path_with_paged_reads():
+    out = subprocess.run([sys.executable, "-m", "bench.scale", "--chunks", "1800", "--page", "500", "--questions", "6",
+                          "--idle", "1", "--during", "3", "--commits", "2", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(r) >= {"chunks", "build_s", "add_one_s", "p50_ms", "p95_ms", "p95_idle_ms", "p95_concurrent_ms",
+                      "p95_during_ingest_ms", "reader_worst_ms", "rss_mb", "cold_start_s"}
+    assert r["chunks"] > 3 * 500  # several pages per full read
+    assert r["add_one_chunks"] >= 7 and r["store"] == "embedded"
+    assert all(r[k] > 0 for k in ("p50_ms", "p95_ms", "p95_idle_ms", "p95_concurrent_ms", "p95_during_ingest_ms",
+                                  "reader_worst_ms", "rss_mb"))
