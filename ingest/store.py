@@ -133,6 +133,7 @@ class Store(Protocol):
 # results then differ from process to process (3 of 120 measured on the corpus) and borderline answers with
 # them. At 400 the top 120 equal an exact search on the corpus; the cost is a wider graph walk per query.
 EF_SEARCH = 400
+REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 
 
 def _widen_search(collection) -> None:
@@ -174,6 +175,8 @@ class ChromaIndex:
         self._generation_file = self.index_dir / f"generation-{collection}"
         self._lock_file = self.index_dir / f"write-{collection}.lock"
         self._generation = self._opened_at = self._read_generation()
+        self._reopened: float | None = None  # monotonic time of the last reopen (see _follow)
+        self._behind = False  # another process committed vectors this client has not loaded
         # A node sharing a Chroma server but not this directory commits without bumping the generation file:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
@@ -209,13 +212,23 @@ class ChromaIndex:
     def _follow(self, generation: str) -> None:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
         searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
-        #3769). Reopen once per commit another process made; a Chroma server needs none of this."""
-        if self.shared_server or generation == self._opened_at:
+        #3769). A reopen costs a reload of the vectors and memory chromadb does not give back (~20 MB at 13k
+        chunks, measured), so it happens at most once per REOPEN_SECONDS: between reopens another process's new
+        documents are found by BM25 and by vector at the next reopen. A Chroma server needs none of this."""
+        if self.shared_server:
             return
-        writer = generation.split()[1:2]
-        if writer and writer[0] != str(os.getpid()):
+        if generation != self._opened_at:
+            self._opened_at = generation
+            writer = generation.split()[1:2]
+            if writer and writer[0] != str(os.getpid()):
+                self._behind = True
+        if self._behind and (self._reopened is None or time.monotonic() - self._reopened >= REOPEN_SECONDS):
             self._open(fresh=True)
-        self._opened_at = generation
+            self._behind, self._reopened = False, time.monotonic()
+
+    def _vectors_behind(self) -> bool:
+        """Another process's vectors are waiting for a reopen that is now due."""
+        return self._behind and self._reopened is not None and time.monotonic() - self._reopened >= REOPEN_SECONDS
 
     # -- writers -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -286,7 +299,7 @@ class ChromaIndex:
             return self._load_documents()
 
     def _fresh(self) -> bool:
-        if self._read_generation() != self._generation:
+        if self._read_generation() != self._generation or self._vectors_behind():
             return False
         return not self.shared_server or time.monotonic() - self._checked < self.refresh_seconds
 
@@ -463,8 +476,12 @@ class ChromaIndex:
             return []
         # The span is filtered here, not in the where: Chroma answers a range filter by scanning every sentence
         # (190 ms at 40k sentences, against 5 ms for one document's sentences by id and version).
-        got = self.sentences.get(where={"$and": [{"doc_id": doc_id}, {"version": d.version}]},
-                                 include=["documents", "metadatas", "embeddings"])
+        try:
+            got = self.sentences.get(where={"$and": [{"doc_id": doc_id}, {"version": d.version}]},
+                                     include=["documents", "metadatas", "embeddings"])
+        except Exception as e:  # vectors another process committed, not yet loaded here (see _follow)
+            log.debug("sentence vectors not available yet: %s", e)
+            return []
         return [(self._sentence(t, m), np.asarray(v, dtype=np.float32))
                 for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])
                 if start <= m["char_start"] and m["char_end"] <= end]
@@ -483,7 +500,11 @@ class ChromaIndex:
         ids = self._chunk_ids(keys)
         if not ids:
             return {}
-        got = self.chunks.get(ids=list(ids), include=["embeddings"])
+        try:
+            got = self.chunks.get(ids=list(ids), include=["embeddings"])
+        except Exception as e:  # vectors another process committed, not yet loaded here (see _follow)
+            log.debug("chunk vectors not available yet: %s", e)
+            return {}
         return {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
 
     # -- lexical ---------------------------------------------------------------------------
@@ -533,9 +554,13 @@ class ChromaIndex:
 
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
         """Committed chunks of one document whose text contains the phrase (e.g. the 第十六条 a penalty cites)."""
-        got = self.chunks.get(where={"doc_id": doc_id}, where_document={"$contains": phrase},
+        d = self.documents().get(doc_id)
+        if d is None:
+            return []
+        # Filtered here: Chroma answers a text filter by scanning every chunk's text (120 ms at 13k chunks).
+        got = self.chunks.get(where={"$and": [{"doc_id": doc_id}, {"version": d.version}]},
                               include=["documents", "metadatas"])
-        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
+        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if phrase in t]
 
     def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]:
         """Committed chunks of the article with this number (e.g. '第十一条') in every document, or in doc_ids."""

@@ -292,28 +292,49 @@ def test_a_commit_in_another_process_is_seen_without_waiting(tmp_path, small_doc
     assert len(reader.documents()) == 2
 
 
-def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_path, small_docs):
+def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_path, small_docs, monkeypatch):
     """Embedded Chroma keeps vectors in each process's memory: after another process's commit the reader must
-    find the new chunks by vector, and fetch their vectors by id (before the fix: not found, then an error)."""
+    find the new chunks by vector, and fetch their vectors by id (before the fix: not found, then an error).
+    It reopens at most once per REOPEN_SECONDS; in between, questions still work and BM25 finds the new text."""
+    from ingest import store
+
     emb = HashEmbedder()
     reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
     first = sorted(small_docs.glob("*"))[0]
     Pipeline(reader, emb).run([first])
     v = emb.embed_query("停车位")
     assert reader.dense(v, 20)
-    code = ("import sys; sys.path.insert(0, {root!r})\n"
-            "from ingest.embed import HashEmbedder\nfrom ingest.pipeline import Pipeline\n"
-            "from ingest.store import ChromaIndex\n"
-            "Pipeline(ChromaIndex({index!r}), HashEmbedder()).run([{path!r}])").format(
-        root=str(ROOT), index=str(tmp_path / "index"), path=str(small_docs))
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=120)
-    docs = reader.documents()
-    new = {d for d in docs if docs[d].path != str(first.resolve())}
+
+    def ingest_elsewhere(path):
+        code = ("import sys; sys.path.insert(0, {root!r})\n"
+                "from ingest.embed import HashEmbedder\nfrom ingest.pipeline import Pipeline\n"
+                "from ingest.store import ChromaIndex\n"
+                "Pipeline(ChromaIndex({index!r}), HashEmbedder()).run([{path!r}])").format(
+            root=str(ROOT), index=str(tmp_path / "index"), path=str(path))
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=120)
+
+    def new_since(before):
+        return set(reader.documents()) - before
+
+    ingest_elsewhere(small_docs)
+    new = new_since({d for d in reader.documents() if reader.documents()[d].path == str(first.resolve())})
     assert new
     found = {h.chunk.doc_id for h in reader.dense(v, 50)} | {h.sentence.doc_id for h in reader.dense_sentences(v, 50)}
     assert found & new
     keys = [k for k in reader.lexical_scores("停车位") if k.split(":")[0] in new]
     assert keys and set(reader.chunk_vectors(keys)) == set(keys)
+
+    # a second commit within the interval: found by BM25 at once, a missing vector is no error
+    before = set(reader.documents())
+    write(tmp_path / "more" / "bikes.txt", "title: 非机动车停放办法\n---\n第一条 非机动车停车位应当划线标识。\n")
+    ingest_elsewhere(tmp_path / "more" / "bikes.txt")
+    (third,) = new_since(before)
+    keys = [k for k in reader.lexical_scores("非机动车停车位") if k.startswith(third + ":")]
+    assert keys
+    assert reader.chunk_vectors(keys) == {} and reader.sentence_vectors(third, 0, 1000) == []  # not loaded yet
+    monkeypatch.setattr(store, "REOPEN_SECONDS", 0.0)  # the interval has passed
+    reader.documents()
+    assert set(reader.chunk_vectors(keys)) == set(keys)
 
 
 def test_a_corrupt_index_is_a_clear_message_not_a_traceback(tmp_path):
