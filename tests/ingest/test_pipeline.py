@@ -450,6 +450,19 @@ def test_chroma_index_implements_the_store_seam_with_neutral_filters(tmp_path, s
     assert everywhere and all(c.doc_id == "parking" for c in index.article_chunks("第一条", {"parking"}))
 
 
+def test_sentence_vectors_are_exactly_the_sentences_inside_the_span(tmp_path, small_docs):
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    got = index.sentences.get(where={"doc_id": "parking"}, include=["metadatas"])
+    spans = sorted((m["char_start"], m["char_end"]) for m in got["metadatas"])
+    assert len(spans) >= 3
+    start, end = spans[1][0], spans[-2][1]
+    inside = index.sentence_vectors("parking", start, end)
+    assert sorted((x.char_start, x.char_end) for x, _ in inside) == spans[1:-1]
+    assert all(v.shape == (HashEmbedder().dim,) for _, v in inside)
+    assert index.sentence_vectors("nope", 0, 10) == [] and index.sentence_vectors("parking", 5, 5) == []
+
+
 def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_docs, monkeypatch):
     import ingest.pipeline as pipeline_module
 
