@@ -125,21 +125,19 @@ LIST_MARK = "、"  # the enumeration comma: it joins the items of one list
 
 def longest_phrase(query: str, text: str) -> int:
     """Length of the longest run of the question's characters that joins items with 、 and that the text holds
-    verbatim ("规划、建设、管理"), 0 if none: the same items listed in the same order say more than the words
+    verbatim ("交通、能源、水利"), 0 if none: the same items listed in the same order say more than the words
     found apart. Runs without 、 are left to bigram BM25: they mostly repeat names (a title, a 工作) that many
-    chunks share."""
+    chunks share. Linear in the question: for each end, the longest run ending there that the text holds."""
     q, low = "".join(query.lower().split()), text.lower()
-    best = 0
-    for m, ch in enumerate(q):
-        if ch != LIST_MARK:
-            continue
-        for i in range(m - 1, -1, -1):  # runs through this 、, longer to the left while the text still holds them
-            if q[i:m + 2] not in low:
-                break
-            j = m + 2
-            while j < len(q) and q[i:j + 1] in low:
-                j += 1
-            best = max(best, j - i)
+    if LIST_MARK not in q:
+        return 0
+    best, i = 0, 0
+    for j in range(len(q)):
+        while i <= j and q[i:j + 1] not in low:
+            i += 1
+        # a 、 strictly inside the run: an item on each side of it
+        if j - i + 1 > best and LIST_MARK in q[i + 1:j]:
+            best = j - i + 1
     return best
 
 
@@ -203,7 +201,9 @@ class Pool:
         """Fused scores of every candidate under each row of weights (candidates x rows). A chunk that completes
         a lead-in ranks at least just below it: the list is what the lead-in announces."""
         keys, m = self.matrix()
-        fused = m @ weights.T
+        # element-wise, not a matrix product: one weight row or the whole grid, each score is summed the same
+        # way, so fitting ranks exactly as answering does
+        fused = (m[:, None, :] * weights[None, :, :]).sum(axis=-1)
         pos = {k: i for i, k in enumerate(keys)}
         for key, lead in self.follows.items():
             if key in pos and lead in pos:
@@ -300,9 +300,10 @@ class HybridRetriever:
                     best_sentence[key] = max(best_sentence.get(key, -1.0), h.score)
         self._score(pool, list(cands), lex, exp, best_sentence)
         added = self._add_continuations(pool)
+        if added:  # scored before referrers are picked: an unscored list chunk must not take a top slot there
+            self._score(pool, added, lex, exp, best_sentence)
         if PENALTY_CUE.search(query):
-            added += self._add_referrers(pool)
-        if added:
+            added = self._add_referrers(pool)
             self._score(pool, added, lex, exp, best_sentence)
         return pool
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, ContextManager, Protocol
@@ -135,6 +136,9 @@ class Store(Protocol):
 EF_SEARCH = 400
 SPAN_CACHE = 512  # document versions whose sentence spans a reader keeps
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
+QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
+MAX_BEHIND_SECONDS = 300.0
+_PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
 
 
 def _widen_search(collection) -> None:
@@ -178,7 +182,8 @@ class ChromaIndex:
         self._lock_file = self.index_dir / f"write-{collection}.lock"
         self._generation = self._opened_at = self._read_generation()
         self._reopened: float | None = None  # monotonic time of the last reopen (see _follow)
-        self._behind = False  # another process committed vectors this client has not loaded
+        self._behind_since: float | None = None  # since when another process's vectors are not loaded here
+        self._foreign_at = 0.0  # when this process last saw another process's commit
         # A node sharing a Chroma server but not this directory commits without bumping the generation file:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
@@ -215,22 +220,40 @@ class ChromaIndex:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
         searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
         #3769). A reopen costs a reload of the vectors and memory chromadb does not give back (~20 MB at 13k
-        chunks, measured), so it happens at most once per REOPEN_SECONDS: between reopens another process's new
-        documents are found by BM25 and by vector at the next reopen. A Chroma server needs none of this."""
+        chunks, measured), so it waits until the other process's commits pause for QUIET_SECONDS (at most
+        MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one comes at once. Meanwhile
+        BM25 finds the new text and a missing vector is no error. Never while this process writes. A Chroma
+        server needs none of this."""
         if self.shared_server:
             return
-        if generation != self._opened_at:
-            self._opened_at = generation
-            writer = generation.split()[1:2]
-            if writer and writer[0] != str(os.getpid()):
-                self._behind = True
-        if self._behind and (self._reopened is None or time.monotonic() - self._reopened >= REOPEN_SECONDS):
-            self._open(fresh=True)
-            self._behind, self._reopened = False, time.monotonic()
+        with self._lock:
+            now = time.monotonic()
+            if generation != self._opened_at:
+                self._opened_at = generation
+                writer = generation.split()[1:2]
+                if writer and writer[0] != _PROCESS:
+                    self._behind_since = self._behind_since or now
+                    self._foreign_at = now
+            if not self._behind_since or not self._reopen_due(now):
+                return
+            if not self._write_lock.acquire(blocking=False):  # another thread of ours is writing: later
+                return
+            try:
+                self._open(fresh=True)
+                self._behind_since, self._reopened = None, now
+            finally:
+                self._write_lock.release()
+
+    def _reopen_due(self, now: float) -> bool:
+        if self._reopened is None:
+            return True
+        if now - self._reopened < REOPEN_SECONDS:
+            return False
+        return now - self._foreign_at >= QUIET_SECONDS or now - self._behind_since >= MAX_BEHIND_SECONDS
 
     def _vectors_behind(self) -> bool:
         """Another process's vectors are waiting for a reopen that is now due."""
-        return self._behind and self._reopened is not None and time.monotonic() - self._reopened >= REOPEN_SECONDS
+        return bool(self._behind_since) and self._reopen_due(time.monotonic())
 
     # -- writers -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -283,7 +306,7 @@ class ChromaIndex:
         """Tell every process sharing this directory that the committed set changed (atomic replace; the
         content is unique per commit, so no clock or inode reuse can hide one)."""
         tmp = self._generation_file.with_name(f"{self._generation_file.name}.{os.getpid()}.{threading.get_ident()}")
-        tmp.write_text(f"{time.time_ns()} {os.getpid()} {threading.get_ident()} {id(self)}")
+        tmp.write_text(f"{time.time_ns()} {_PROCESS} {threading.get_ident()} {id(self)}")
         os.replace(tmp, self._generation_file)
         with self._lock:  # (the cached documents stay: the next read fetches only what changed)
             self._generation = None
@@ -485,9 +508,10 @@ class ChromaIndex:
             if not ids:
                 return []
             got = self.sentences.get(ids=ids, include=["documents", "metadatas", "embeddings"])
-        except Exception as e:  # vectors another process committed, not yet loaded here (see _follow)
-            log.debug("sentence vectors not available yet: %s", e)
-            return []
+        except Exception:
+            if self.shared_server:
+                raise
+            return []  # this document's vectors came from another process, not loaded here yet (see _follow)
         return [(self._sentence(t, m), np.asarray(v, dtype=np.float32))
                 for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])]
 
@@ -524,9 +548,18 @@ class ChromaIndex:
             return {}
         try:
             got = self.chunks.get(ids=list(ids), include=["embeddings"])
-        except Exception as e:  # vectors another process committed, not yet loaded here (see _follow)
-            log.debug("chunk vectors not available yet: %s", e)
-            return {}
+        except Exception:
+            if self.shared_server:
+                raise
+            # some are another process's vectors, not loaded here yet (see _follow): the others one by one
+            got = {"ids": [], "embeddings": []}
+            for i in ids:
+                try:
+                    one = self.chunks.get(ids=[i], include=["embeddings"])
+                except Exception:
+                    continue
+                got["ids"] += one["ids"]
+                got["embeddings"] += list(one["embeddings"])
         return {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
 
     # -- lexical ---------------------------------------------------------------------------

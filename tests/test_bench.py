@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 def test_scale_bench_runs_every_path_with_paged_reads():
     out = subprocess.run([sys.executable, "-m", "bench.scale", "--chunks", "1800", "--page", "500", "--questions", "6",
                           "--idle", "1", "--during", "3", "--commits", "2", "--json"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                         cwd=ROOT, capture_output=True, text=True, timeout=800)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(r) >= {"chunks", "build_s", "add_one_s", "p50_ms", "p95_ms", "p95_idle_ms", "p95_concurrent_ms",

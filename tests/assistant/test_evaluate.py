@@ -9,8 +9,9 @@ from tests.conftest import QUESTIONS, REALISTIC, ROOT
 
 # Floors from the 5-fold cross-validated measurement (README "Evaluating"), each a question or two below what
 # was measured; (metric, floor) pairs, and for false_refusal_rate a ceiling.
-# The development set's floors are 16ead3c's figures less one question (the issue: no worse than before), except
-# refusal: 16ead3c's 1.0 came from a threshold fitted on these questions; cross-validated it is 0.9.
+# The development set's floors are 16ead3c's figures (Recall@5, fact recall) or one question below them (the issue:
+# no worse than before), except refusal: 16ead3c's 1.0 came from a threshold fitted on these questions;
+# cross-validated it is 0.9, the floor.
 DEV_GATE = {"recall_at_k": 0.96, "recall_at_1": 0.83, "mrr": 0.88, "fact_recall": 0.96, "pass_rate": 0.95,
             "refusal_accuracy": 0.9}
 REALISTIC_GATE = {"recall_at_k": 0.92, "fact_recall": 0.79, "pass_rate": 0.78}

@@ -153,6 +153,9 @@ def test_a_list_found_as_written_counts_only_with_its_enumeration_comma():
     assert longest_phrase("城市建设提质是什么", text) == 0  # a shared name is no list
     assert longest_phrase("绿化、 管理", "绿化、管理") == 5  # spaces in a question are not characters of the text
     assert longest_phrase("、", "、") == 0 and longest_phrase("", text) == 0
+    assert longest_phrase("规划、", text) == 0  # a trailing 、 has no item after it
+    long = "、".join(["交通", "能源", "水利"] * 170)  # a pasted list: linear, not quadratic
+    assert longest_phrase(long, "交通、能源、水利") == len("交通、能源、水利")
 
 
 def test_weights_are_fitted_by_the_ranking_the_retriever_uses():
