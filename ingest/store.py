@@ -5,7 +5,11 @@ Write protocol, so that a killed ingest never leaves a document half-indexed:
   2. upsert the document record: this is the commit, the only step that makes the new version visible;
   3. delete chunks of any other version.
 Readers only see chunks whose hash matches the committed record; `reconcile` deletes leftovers of an
-interrupted run. The lexical index follows the same steps: the new version's chunks are added to it before the
+interrupted run. Before step 1 the writer leaves an intent (a small file naming the document) in the index
+directory and removes it after step 3, so `reconcile` looks only at the documents whose write did not finish —
+not at every chunk (a full pass reads every chunk's metadata: 3.3 s at 13k chunks). Indexes from before the
+intents get one full pass, and so does every reconcile with a Chroma server (another node's intents are not
+here). The lexical index follows the same steps: the new version's chunks are added to it before the
 commit and the other versions deleted after it, so it changes by one document's chunks per commit, never by a
 full rebuild (readers keep only committed versions there too, and `reconcile` brings it in step after a crash).
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -180,6 +185,8 @@ class ChromaIndex:
         self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
         self._generation_file = self.index_dir / f"generation-{collection}"
         self._lock_file = self.index_dir / f"write-{collection}.lock"
+        self._intents = self.index_dir / f"pending-{collection}"  # documents whose write has not finished
+        self._intents_kept = self.index_dir / f"pending-{collection}.since"  # every write since leaves an intent
         self._generation = self._opened_at = self._read_generation()
         self._reopened: float | None = None  # monotonic time of the last reopen (see _follow)
         self._behind_since: float | None = None  # since when another process's vectors are not loaded here
@@ -375,6 +382,7 @@ class ChromaIndex:
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
                      sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None:
         """Index a new version of a document (see the module docstring for the commit order)."""
+        intent = self._intend(doc.doc_id)
         _upsert(self.chunks, [c.chunk_id(doc.version) for c in chunks], vectors, [c.text for c in chunks],
                 [self._chunk_meta(c, doc.version) for c in chunks])
         _upsert(self.sentences, [x.sentence_id(doc.version) for x in sentences], sentence_vectors,
@@ -390,21 +398,65 @@ class ChromaIndex:
             self.sentences.delete(where=stale)
             if self._lex.ready():
                 self._lex.remove(doc.doc_id, keep_version=doc.version)
+            intent.unlink(missing_ok=True)  # finished: nothing of this write is left for reconcile
         finally:
             self._committed_now()
 
     def remove_document(self, doc_id: str) -> None:
         """Uncommit first, then delete the chunks."""
+        intent = self._intend(doc_id)
         self.records.delete(ids=[doc_id])
         try:
             self.chunks.delete(where={"doc_id": doc_id})
             self.sentences.delete(where={"doc_id": doc_id})
             self._lex.remove(doc_id)
+            intent.unlink(missing_ok=True)
         finally:
             self._committed_now()
 
+    def _intend(self, doc_id: str) -> Path:
+        """Record that a write of doc_id starts (durably, before any of its rows is written)."""
+        self._intents.mkdir(exist_ok=True)
+        path = self._intents / hashlib.sha1(doc_id.encode()).hexdigest()
+        tmp = path.with_suffix(f".{_PROCESS}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(doc_id)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
     def reconcile(self) -> int:
-        """Delete chunks no committed record points at (left by an interrupted ingest); return how many."""
+        """Delete chunks no committed record points at (left by an interrupted ingest); return how many. Inside
+        the writer lock: only the documents whose write left an intent, unless a full pass is needed."""
+        if self.shared_server or not self._intents_kept.exists():
+            total = self._reconcile_all()
+            if not self.shared_server:
+                self._intents_kept.touch()
+            for path in self._intents.glob("*") if self._intents.exists() else ():
+                path.unlink(missing_ok=True)
+            return total
+        total = 0
+        docs = self.documents()
+        for path in sorted(self._intents.glob("*")):
+            try:
+                doc_id = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                doc_id = None
+            if doc_id and "." not in path.name:
+                kept = docs.get(doc_id)
+                where = {"doc_id": doc_id} if kept is None else {"$and": [{"doc_id": doc_id},
+                                                                         {"version": {"$ne": kept.version}}]}
+                for coll in (self.chunks, self.sentences):
+                    stale = coll.get(where=where, include=[])["ids"]
+                    for i in range(0, len(stale), _BATCH):
+                        coll.delete(ids=stale[i:i + _BATCH])
+                    total += len(stale)
+            path.unlink(missing_ok=True)
+        self._sync_lexical()
+        return total
+
+    def _reconcile_all(self) -> int:
         committed = {d.doc_id: d.version for d in self.documents().values()}
         total = 0
         for coll in (self.chunks, self.sentences):

@@ -354,12 +354,38 @@ def test_orphans_are_cleaned_at_start_unless_a_writer_is_at_work(tmp_path, small
     Pipeline(index, HashEmbedder()).run([small_docs])
     doc = next(iter(index.documents().values()))
     chunk = index.all_chunks(doc.doc_id)[0][1]
+    index._intend(doc.doc_id)  # what add_document does first: the write that is then killed
     index.chunks.upsert(ids=["orphan"], embeddings=[HashEmbedder().embed_query("x").tolist()], documents=["x"],
                         metadatas=[index._chunk_meta(chunk, "uncommitted-version")])
     other = ChromaIndex(tmp_path / "index")
     with index.writer():  # an ingest at work in this directory: its uncommitted chunks are not orphans
         assert other.clean_orphans() == 0
     assert other.clean_orphans() == 1 and index.chunks.get(ids=["orphan"])["ids"] == []
+    assert not any((tmp_path / "index" / "pending-policy-docs").iterdir())  # the intent is gone with it
+
+
+def test_reconcile_reads_only_the_documents_whose_write_did_not_finish(tmp_path, small_docs, monkeypatch):
+    from ingest import store
+
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])  # its first reconcile was a full pass (a new index)
+    assert not any((tmp_path / "index" / "pending-policy-docs").iterdir())  # every write finished
+
+    def no_full_pass(*a, **k):
+        raise AssertionError("reconcile read every chunk")
+    monkeypatch.setattr(store, "_paged", no_full_pass)
+    with index.writer():
+        assert index.reconcile() == 0
+    monkeypatch.undo()
+    # an index from before the intents (no marker): one full pass, then the marker
+    (tmp_path / "index" / "pending-policy-docs.since").unlink()
+    orphan_doc = next(iter(index.documents().values()))
+    chunk = index.all_chunks(orphan_doc.doc_id)[0][1]
+    index.chunks.upsert(ids=["old-orphan"], embeddings=[HashEmbedder().embed_query("x").tolist()], documents=["x"],
+                        metadatas=[index._chunk_meta(chunk, "never-committed")])
+    with index.writer():
+        assert index.reconcile() == 1
+    assert (tmp_path / "index" / "pending-policy-docs.since").exists()
 
 
 def test_a_commit_changes_the_lexical_index_by_one_documents_chunks(tmp_path, small_docs, monkeypatch):
