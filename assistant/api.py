@@ -81,6 +81,14 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
+
+def _v1_extra(ans) -> dict:
+    """What /v1 adds to OpenAI's shape: the citations, whether it refused, the claims the check could not verify,
+    the answer's mode (llm, extractive, extractive-fallback…) and a withheld LLM draft with its reason."""
+    d = ans.to_dict()
+    return {k: d[k] for k in ("citations", "refused", "unverified", "mode", "replaced")}
+
+
 def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: bool = True) -> FastAPI:
     """The one application: API routes first, then the Gradio UI mounted at '/'."""
     # root_path (a reverse proxy's sub-path) is given to uvicorn in cli.serve; links below read it from the request.
@@ -355,7 +363,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.with_sources()},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                    "citations": ans.to_dict()["citations"], "refused": ans.refused}
+                    **_v1_extra(ans)}
         a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
         def chunk(delta: dict, finish=None, extra=None) -> str:
@@ -371,8 +379,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
                         yield chunk({"content": ev.text})
                     else:
                         tail = ev.answer.with_sources()[len(ev.answer.answer):]
-                        yield chunk({"content": tail} if tail else {}, "stop",
-                                    {"citations": ev.answer.to_dict()["citations"], "refused": ev.answer.refused})
+                        yield chunk({"content": tail} if tail else {}, "stop", _v1_extra(ev.answer))
             except Exception:  # OpenAI's stream shape for a failure: an error object, then the end
                 log.exception("streamed completion failed")
                 yield f"data: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"

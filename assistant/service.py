@@ -137,17 +137,21 @@ class Assistant:
         signals = calib.features(pool.query, pool, passages, "".join(draft))
         return Retrieval(passages, draft, cited, signals, self.calibration.probability(signals))
 
-    def standalone(self, question: str, history: Sequence) -> str:
+    def rewrites(self, question: str, history: Sequence) -> list[str]:
+        """The question made standalone: the LLM's rewrite (when there is an LLM) and the offline rule's, distinct,
+        the LLM's first. The one that retrieves with more evidence is asked (`stream`): a small model's rewrite
+        can drop what the rule keeps, and the rule can miss what the model resolves."""
         if not history:
-            return question
+            return [question]
+        out = []
         if self.condenser is not None:
             lines = "\n".join(f"{'用户' if i % 2 == 0 else '助手'}：{t}" for i, t in enumerate(_history_lines(history)))
             try:
-                out = self.condenser.invoke({"history": lines, "question": question}).strip()
-                return out or question
+                out.append(self.condenser.invoke({"history": lines, "question": question}).strip())
             except Exception as e:  # the LLM may be down; the rule still gives a usable question
                 log.warning("condensing with the LLM failed (%s); using the offline rule", e)
-        return condense_rule(question, history)
+        out.append(condense_rule(question, history))
+        return [q for q in dict.fromkeys(out) if q] or [question]
 
     def stream(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
@@ -159,9 +163,9 @@ class Assistant:
             starter.timings_ms = {"total": round((time.perf_counter() - t0) * 1000, 1)}
             yield Event("answer", answer=starter)
             return
-        standalone = self.standalone(question, history)
         with self._cpu:
-            r = self.retrieve(standalone, k, doc_ids, issuer)
+            tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in self.rewrites(question, history)]
+            standalone, r = max(tried, key=lambda t: t[1].probability)  # the first of equals: the LLM's
             if history and standalone == question and r.probability < self.threshold and _user_turns(history):
                 # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
                 joined = join_subject(question, history)
@@ -184,15 +188,15 @@ class Assistant:
         else:
             # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text, and a
             # reply that fails the check is never shown. What streams is the text that passed.
+            read = self.answerer.reads(r.draft_passages, "".join(r.draft))
             try:
-                reply = "".join(self.answerer.stream(standalone, r.passages))
+                reply = "".join(self.answerer.stream(standalone, read))
             except Exception as e:  # down, refused, timed out: the user still gets the offline answer
                 log.warning("the LLM failed (%s); answering extractively", e)
                 reason = f"大模型不可用或超时 / the LLM failed: {type(e).__name__}: {str(e)[:200]}"
                 answer = self._extractive_instead(question, r, {"reason": reason, "answer": "", "unverified": []})
             else:
-                answer = verify(question, reply, r.passages, self.index.documents(), self.refusal,
-                                self.answerer.mode)
+                answer = verify(question, reply, read, self.index.documents(), self.refusal, self.answerer.mode)
                 answer = self._verified_or_extractive(question, answer, r)
             for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
                 if piece:
@@ -314,7 +318,7 @@ def build_assistant(settings: Settings, index: Store | None = None, embedder=Non
             from langchain_core.output_parsers import StrOutputParser
             from langchain_core.prompts import ChatPromptTemplate
 
-            answerer = LLMAnswerer(llm, settings.answer.refusal_text, settings.llm.timeout)
+            answerer = LLMAnswerer(llm, settings.answer.refusal_text, settings.llm.timeout, settings.llm.passages)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
     return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive,
                      r.max_concurrent)

@@ -115,7 +115,9 @@ def _replaced_note(a: Answer, then: str) -> str:
     if not a.replaced.get("answer"):
         return f'<div class="unverified">⚠ 大模型暂不可用或超时，{then.replace("已不予显示", "未能给出回答")}。</div>'
     reason = html.escape(a.replaced["reason"].split(" / ")[0])
-    return f'<div class="unverified">⚠ 大模型的回答未通过核实（{reason}），{then}。</div>'
+    draft = html.escape(a.replaced["answer"])
+    return (f'<div class="unverified">⚠ 大模型的回答未通过核实（{reason}），{then}。'
+            f'<details class="draft"><summary>查看未通过核实的草稿</summary><div>{draft}</div></details></div>')
 
 
 def render_sources(a: Answer, docs: dict, root: str = "", token: Callable[[str], str] = lambda d: "",

@@ -12,8 +12,10 @@ of the answer modes, not of refusal calibration.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from bench.common import ROOT, corpus_settings
 import httpx  # noqa: E402
 
 from assistant.evaluate import evaluate, load_questions  # noqa: E402
+from assistant.answer import make_chat_model  # noqa: E402
 from assistant.service import build_assistant  # noqa: E402
 
 CACHE = ROOT / ".cache" / "llm"
@@ -102,6 +105,62 @@ def serve_model(py: Path, port: int) -> subprocess.Popen:
     raise SystemExit("the model server did not start within 300 s")
 
 
+def cached_chat(inner, path: Path):
+    """The chat model with its replies kept in SQLite by the exact messages sent: a rerun after a change to what
+    happens around the model (the check, the fallback, the report) costs seconds, not an hour; a changed prompt or
+    passage is a new key and goes to the model. Each reply keeps the seconds the model took, for the report."""
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("CREATE TABLE IF NOT EXISTS replies(key TEXT PRIMARY KEY, reply TEXT, seconds REAL)")
+
+    def key(messages) -> str:
+        return hashlib.sha256(json.dumps([[m.type, m.content] for m in messages], ensure_ascii=False).encode()).hexdigest()
+
+    class Cached(BaseChatModel):
+        used: list = []  # (seconds, cached) of every reply this run asked for
+
+        @property
+        def _llm_type(self) -> str:
+            return "cached"
+
+        def _hit(self, k: str):
+            row = db.execute("SELECT reply, seconds FROM replies WHERE key=?", (k,)).fetchone()
+            if row:
+                self.used.append((row[1], True))
+            return row
+
+        def _keep(self, k: str, reply: str, t0: float) -> None:
+            seconds = time.perf_counter() - t0
+            self.used.append((seconds, False))
+            db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?)", (k, reply, seconds))
+            db.commit()
+
+        def _generate(self, messages, stop=None, run_manager=None, **kw) -> ChatResult:
+            k, t0 = key(messages), time.perf_counter()
+            row = self._hit(k)
+            reply = row[0] if row else inner.invoke(messages).content
+            if not row:
+                self._keep(k, reply, t0)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
+
+        def _stream(self, messages, stop=None, run_manager=None, **kw):
+            k, t0 = key(messages), time.perf_counter()
+            row = self._hit(k)
+            if row:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=row[0]))
+                return
+            parts = []
+            for chunk in inner.stream(messages):
+                parts.append(chunk.content)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=chunk.content))
+            self._keep(k, "".join(parts), t0)  # only a reply read to its end is kept
+
+    return Cached()
+
+
 def per_kind(report: dict) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for q in report["questions"]:
@@ -139,6 +198,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions of each file")
     ap.add_argument("--port", type=int, default=8074)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per LLM answer")
+    ap.add_argument("--fresh", action="store_true", help="ask the model again instead of reusing kept replies")
     args = ap.parse_args()
     py = ensure_server_venv()
     ensure_model(py)
@@ -156,7 +216,11 @@ def main() -> None:
     server = serve_model(py, args.port)
     try:
         s.llm.base_url, s.llm.model, s.llm.timeout = f"http://127.0.0.1:{args.port}/v1", ALIAS, args.timeout
-        llm_assistant = build_assistant(s, embedder=extractive.retriever.embedder)
+        replies = CACHE / "replies.sqlite3"
+        if args.fresh:
+            replies.unlink(missing_ok=True)
+        model = cached_chat(make_chat_model(s.llm.base_url, ALIAS, "none", 0.0, args.timeout), replies)
+        llm_assistant = build_assistant(s, embedder=extractive.retriever.embedder, llm=model)
         done = [0]
 
         def ask(q, h):
@@ -181,6 +245,11 @@ def main() -> None:
                 "latency_ms_p95", "answers_with_unverified", "claim_support"):
         key_ = "recall_at_k" if key == "recall_at_5" else key
         lines.append(f"| {key} | {se.get(key_)} | {sl.get(key_)} |")
+    seconds = sorted(t for t, _ in model.used)
+    if seconds:
+        lines += [f"| model seconds per call p50 / p95 | | {seconds[len(seconds) // 2]:.1f} / "
+                  f"{seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))]:.1f} "
+                  f"({sum(1 for _, hit in model.used if hit)} of {len(seconds)} calls reused from {replies.name}) |"]
     modes: dict[str, int] = {}
     for q in llm["questions"]:
         modes[q["mode"]] = modes.get(q["mode"], 0) + 1

@@ -98,3 +98,39 @@ def test_real_uvicorn_20_concurrent_asks(corpus_settings, corpus_assistant):
     finally:
         server.should_exit = True
         t.join(10)
+
+
+def test_v1_carries_the_check_and_ends_honestly_with_an_llm(corpus_settings, corpus_assistant, embedder):
+    """Issue 13.2: /v1 says which answer it gives (mode), what could not be verified and the withheld draft, streamed
+    or not; a made-up figure never goes out; with the LLM down, both shapes give the extractive answer, not an
+    empty reply."""
+    from assistant.answer import make_chat_model
+    from assistant.service import build_assistant
+    from tests.fakes import FakeOpenAI
+    from tests.live import free_port
+
+    ask = {"model": "policy-assistant", "messages": [{"role": "user", "content": "新建公厕多少座？"}]}
+    made_up = FakeOpenAI(["新建停车场有55个。[1]"] * 2)
+    try:
+        for url, draft in ((made_up.url, "新建停车场有55个。[1]"), (f"http://127.0.0.1:{free_port()}/v1", "")):
+            llm = make_chat_model(url, "m", "k", timeout=5)
+            a = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=llm)
+            c = TestClient(create_app(corpus_settings, a, with_ui=False))
+            body = c.post("/v1/chat/completions", json=ask).json()
+            content = body["choices"][0]["message"]["content"]
+            assert "210" in content and "55" not in content and body["mode"] == "extractive-fallback"
+            assert body["unverified"] == [] and body["replaced"]["reason"] and body["replaced"]["answer"] == draft
+            with c.stream("POST", "/v1/chat/completions", json=ask | {"stream": True}) as resp:
+                chunks = [json.loads(ln[6:]) for ln in resp.iter_lines() if ln.startswith("data: {")]
+            streamed = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+            assert "210" in streamed and "55" not in streamed and "[DONE]" not in streamed
+            assert chunks[-1]["mode"] == "extractive-fallback" and chunks[-1]["replaced"]["reason"]
+            body = c.post("/api/ask", json={"question": "新建公厕多少座？"}).json()
+            assert "210" in body["answer"] and body["mode"] == "extractive-fallback" and body["replaced"]["reason"]
+            with c.stream("POST", "/api/ask", json={"question": "新建公厕多少座？", "stream": True}) as resp:
+                blocks = "".join(resp.iter_text()).strip().split("\n\n")
+            kinds = [b.split("\n")[0][7:] for b in blocks]
+            final = json.loads(blocks[kinds.index("answer")].split("\n", 1)[1][6:])
+            assert kinds[-2:] == ["answer", "done"] and "210" in final["answer"] and "55" not in final["answer"]
+    finally:
+        made_up.close()

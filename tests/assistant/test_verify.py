@@ -45,3 +45,35 @@ def test_marks_in_other_notations_are_citations():
         assert not a.unverified and a.citations and a.citations[0].n == 1, written
         assert "【" not in a.answer and "[1]" in a.answer
     assert "[1][2]" in check("本市新建公厕210座[1，2]。").answer
+
+
+def test_a_withheld_draft_is_behind_a_control_and_escaped():
+    """Issue 13.1: the user sees why the model's draft was withheld and can open it; its text is never markup."""
+    from assistant.answer import Answer
+    from assistant.ui import render_answer
+
+    a = Answer("q", "新建公厕210座。[1]", False, mode="extractive-fallback",
+               replaced={"reason": "有陈述未能在引用段落中核实 / claims the cited passages do not bear out",
+                         "answer": "<b>新建停车场有55个</b>[1]", "unverified": ["新建停车场有55个"]})
+    html = render_answer(a)
+    assert "<details" in html and "查看未通过核实的草稿" in html and "有陈述未能在引用段落中核实" in html
+    assert "&lt;b&gt;新建停车场有55个" in html and "<b>" not in html
+    down = Answer("q", "新建公厕210座。[1]", False, mode="extractive-fallback",
+                  replaced={"reason": "大模型不可用或超时 / the LLM failed", "answer": "", "unverified": []})
+    assert "<details" not in render_answer(down) and "大模型暂不可用或超时" in render_answer(down)
+
+
+def test_the_model_reads_the_top_passages_and_those_the_draft_quotes_each_line_numbered():
+    """Issue 13.3: a small model reads fewer passages (on a CPU, reading is most of an answer's time), numbers
+    kept so its marks still point at the right source, and every line carries its passage's number."""
+    from assistant.answer import LLMAnswerer
+    from tests.fakes import fake_chat
+
+    ps = [Passage(n, "t", DOC.title, [], "", f"第{n}段第一行\n第{n}段第二行", 0, 13, 1.0) for n in range(1, 7)]
+    llm = LLMAnswerer(fake_chat("x"), REFUSAL, passages=2)
+    assert [p.n for p in llm.reads(ps, "甲。[5]乙。[1]")] == [1, 2, 5]
+    messages = llm.prompt.format_messages(**llm.inputs("q", llm.reads(ps, "")))
+    lines = messages[1].content.splitlines()
+    assert lines[0] == "<资料>" and lines[-3:] == ["</资料>", "问题：q", "回答："]
+    assert [ln[:3] for ln in lines[1:-3]] == ["[1]"] * 3 + ["[2]"] * 3 and "第2段第二行" in lines[6]
+    assert REFUSAL in messages[0].content and "示例" in messages[0].content
