@@ -14,7 +14,9 @@ from ingest.store import Store
 
 from . import calibration as calib
 from . import starters
-from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer, LLMAnswerer, make_chat_model, verify
+from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer
+from .llm import LLMAnswerer, make_chat_model
+from .verify import verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
@@ -97,6 +99,7 @@ class Assistant:
         self.draft = answerer if isinstance(answerer, ExtractiveAnswerer) else (draft or ExtractiveAnswerer())
         self.use(calibration)
         self.condenser = condenser  # a LangChain chain for follow-ups when an LLM is configured
+        self._chain = None  # built on first use (`chain`)
 
     def use(self, calibration: calib.Calibration) -> None:
         """Take fitted weights, answer-selection share and refusal model (cross-validation swaps them per fold)."""
@@ -153,60 +156,96 @@ class Assistant:
         out.append(condense_rule(question, history))
         return [q for q in dict.fromkeys(out) if q] or [question]
 
+    @property
+    def chain(self):
+        """The answer path as one LangChain (LCEL) chain: {"question", "history"?, "doc_ids"?, "issuer"?, "k"?} ->
+        Answer, with invoke / batch / stream. A greeting or a request for a document's outline is answered from
+        the documents' own titles and headings; anything else is made standalone and retrieved, refused below
+        the calibrated gate, answered in the answerer's slot (the LLM, or the extractive quotes) and checked."""
+        from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnablePassthrough
+
+        if self._chain is None:
+            answer = RunnableLambda(self._llm_answer if self.answerer is not self.draft else self._quoted_answer,
+                                    name=self.answerer.mode)
+            self._chain = (
+                RunnablePassthrough.assign(starter=RunnableLambda(self._starter_step, name="starter"))
+                | RunnableBranch(
+                    (lambda x: x["starter"] is not None, RunnableLambda(lambda x: x["starter"], name="outline")),
+                    RunnablePassthrough.assign(retrieval=RunnableLambda(self._retrieve_step, name="retrieve"))
+                    | RunnableBranch((lambda x: x["retrieval"][1].probability < self.threshold,
+                                      RunnableLambda(self._refusal, name="refuse")),
+                                     answer)))
+        return self._chain
+
     def stream(self, question: str, history: Sequence = (), doc_ids: list[str] | None = None,
                issuer: str | None = None, k: int | None = None) -> Iterator[Event]:
-        """Tokens as they come, then the verified Answer (whose text may differ: bad marks removed)."""
+        """The chain's Answer, its text in pieces (a sentence and its marks at a time) and then whole. Nothing
+        streams before the check: a client cannot take back text it was sent."""
         t0 = time.perf_counter()
-        starter = self._starter(question, doc_ids, issuer)
-        if starter is not None:
-            yield Event("token", starter.answer)
-            starter.timings_ms = {"total": round((time.perf_counter() - t0) * 1000, 1)}
-            yield Event("answer", answer=starter)
-            return
+        answer = self.chain.invoke({"question": question, "history": history, "doc_ids": doc_ids,
+                                    "issuer": issuer, "k": k, "t0": t0})
+        for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
+            if piece:
+                yield Event("token", piece)
+        answer.timings_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
+        yield Event("answer", answer=answer)
+
+    # -- the chain's steps: each takes the state dict ----------------------------------------------------------
+    def _starter_step(self, x: dict) -> Answer | None:
+        return self._starter(x["question"], x.get("doc_ids"), x.get("issuer"))
+
+    def _retrieve_step(self, x: dict) -> tuple[str, Retrieval, float]:
+        """(the standalone question, what it retrieved, when): of the rewrites, the one with more evidence; a question
+        that is not anaphoric but does not retrieve alone may be an ellipsis leaning on the last question."""
+        question, history, k = x["question"], x.get("history") or (), x.get("k")
+        doc_ids, issuer = x.get("doc_ids"), x.get("issuer")
         with self._cpu:
             tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in self.rewrites(question, history)]
             standalone, r = max(tried, key=lambda t: t[1].probability)  # the first of equals: the LLM's
             if history and standalone == question and r.probability < self.threshold and _user_turns(history):
-                # Not anaphoric, but it does not retrieve on its own: an ellipsis that leans on the last question.
                 joined = join_subject(question, history)
                 alt = self.retrieve(joined, k, doc_ids, issuer)
                 if alt.probability > r.probability:
                     standalone, r = joined, alt
-        prob = r.probability
-        t1 = time.perf_counter()
-        if prob < self.threshold:
-            text = self.refusal
-            if r.signals["type_missing"] and r.passages and prob >= self.threshold / 2:
-                text = f"{self.refusal}{NOT_STATED}"
-            answer = Answer(question, text, True, passages=r.passages, mode=self.answerer.mode)
-            yield Event("token", text)
-        elif self.answerer is self.draft:  # extractive: the draft is the answer
-            for token in r.draft:
-                yield Event("token", token)
-            answer = verify(question, "".join(r.draft), r.draft_passages, self.index.documents(), self.refusal,
-                            self.answerer.mode)
-        else:
-            # An LLM's reply is checked before any of it is sent: a client cannot take back streamed text, and a
-            # reply that fails the check is never shown. What streams is the text that passed.
-            read = self.answerer.reads(r.draft_passages, "".join(r.draft))
-            try:
-                reply = "".join(self.answerer.stream(standalone, read))
-            except Exception as e:  # down, refused, timed out: the user still gets the offline answer
-                log.warning("the LLM failed (%s); answering extractively", e)
-                reason = f"大模型不可用或超时 / the LLM failed: {type(e).__name__}: {str(e)[:200]}"
-                answer = self._extractive_instead(question, r, {"reason": reason, "answer": "", "unverified": []})
-            else:
-                answer = verify(question, reply, read, self.index.documents(), self.refusal, self.answerer.mode)
-                answer = self._verified_or_extractive(question, answer, r)
-            for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
-                if piece:
-                    yield Event("token", piece)
-        t2 = time.perf_counter()
-        answer.standalone_question = standalone
-        answer.confidence = round(prob, 3)
+        return standalone, r, time.perf_counter()
+
+    def _finish(self, x: dict, answer: Answer) -> Answer:
+        standalone, r, t1 = x["retrieval"]
+        answer.standalone_question, answer.confidence = standalone, round(r.probability, 3)
+        t0, t2 = x.get("t0", t1), time.perf_counter()
         answer.timings_ms = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                              "total": round((t2 - t0) * 1000, 1)}
-        yield Event("answer", answer=answer)
+        return answer
+
+    def _refusal(self, x: dict) -> Answer:
+        """Below the gate: the refusal, and when the closest passages are on the topic but none states the kind
+        of fact asked for, a note that lists them as reference only."""
+        r = x["retrieval"][1]
+        text = self.refusal
+        if r.signals["type_missing"] and r.passages and r.probability >= self.threshold / 2:
+            text = f"{self.refusal}{NOT_STATED}"
+        return self._finish(x, Answer(x["question"], text, True, passages=r.passages, mode=self.answerer.mode))
+
+    def _quoted_answer(self, x: dict) -> Answer:
+        """Extractive mode: the draft, checked, is the answer."""
+        r = x["retrieval"][1]
+        return self._finish(x, verify(x["question"], "".join(r.draft), r.draft_passages, self.index.documents(),
+                                      self.refusal, self.answerer.mode))
+
+    def _llm_answer(self, x: dict) -> Answer:
+        """LLM mode: the model reads the top passages (and those the draft quotes) under a deadline; its reply is
+        shown only if it passes the check, otherwise the extractive answer is, with the reply kept."""
+        question, (standalone, r, _) = x["question"], x["retrieval"]
+        read = self.answerer.reads(r.draft_passages, "".join(r.draft))
+        try:
+            reply = "".join(self.answerer.stream(standalone, read))
+        except Exception as e:  # down, refused, timed out: the user still gets the offline answer
+            log.warning("the LLM failed (%s); answering extractively", e)
+            reason = f"大模型不可用或超时 / the LLM failed: {type(e).__name__}: {str(e)[:200]}"
+            return self._finish(x, self._extractive_instead(question, r, {"reason": reason, "answer": "",
+                                                                          "unverified": []}))
+        answer = verify(question, reply, read, self.index.documents(), self.refusal, self.answerer.mode)
+        return self._finish(x, self._verified_or_extractive(question, answer, r))
 
     def _verified_or_extractive(self, question: str, answer: Answer, r: Retrieval) -> Answer:
         """An LLM answer is shown only when every claim cites and the cited passages bear it out; otherwise the
@@ -276,11 +315,6 @@ class Assistant:
             out.append(f"《{d.title}》的主要内容是什么？")
         return out
 
-    def as_runnable(self):
-        """The assistant as a LangChain runnable: {'question', 'history'?} -> Answer (invoke / batch / stream)."""
-        from langchain_core.runnables import RunnableLambda
-
-        return RunnableLambda(lambda x: self.ask(x["question"], x.get("history", ())))
 
 
 def _history_lines(history: Sequence) -> list[str]:

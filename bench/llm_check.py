@@ -27,7 +27,7 @@ from bench.common import ROOT, corpus_settings
 import httpx  # noqa: E402
 
 from assistant.evaluate import evaluate, load_questions  # noqa: E402
-from assistant.answer import make_chat_model  # noqa: E402
+from assistant.llm import make_chat_model  # noqa: E402
 from assistant.service import build_assistant  # noqa: E402
 
 CACHE = ROOT / ".cache" / "llm"

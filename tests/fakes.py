@@ -67,3 +67,50 @@ class FakeOpenAI:
 
 
 from ingest.embed import HashEmbedder  # noqa: E402,F401  (re-exported: the fake embedder lives in the product for benches)
+
+
+class RecordedEmbedder:
+    """The real embedder with its vectors kept on disk by (model config, kind, text): the same vectors, without
+    re-running the model on the same corpus in every test session (embedding is ~90% of building the corpus
+    index). A clean clone (CI) starts empty and records; `ASSISTANT_TEST_EMBED_CACHE=0` turns it off."""
+
+    def __init__(self, inner, path) -> None:
+        import sqlite3
+
+        self.inner, self.name, self.config = inner, inner.name, inner.config
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        self._db.execute("CREATE TABLE IF NOT EXISTS v(key TEXT PRIMARY KEY, vec BLOB)")
+        self._lock = threading.Lock()
+
+    def _key(self, kind: str, text: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"{self.config}\0{kind}\0{text}".encode()).hexdigest()
+
+    def _embed(self, kind: str, texts, compute):
+        import numpy as np
+
+        keys = [self._key(kind, t) for t in texts]
+        with self._lock:
+            found = {}
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                found.update(self._db.execute(f"SELECT key, vec FROM v WHERE key IN ({','.join('?' * len(part))})",
+                                              part).fetchall())
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        if missing:
+            vecs = np.asarray(compute([texts[i] for i in missing]), dtype=np.float32)
+            with self._lock:
+                self._db.executemany("INSERT OR REPLACE INTO v VALUES (?, ?)",
+                                     [(keys[i], v.tobytes()) for i, v in zip(missing, vecs)])
+                self._db.commit()
+            found.update({keys[i]: v.tobytes() for i, v in zip(missing, vecs)})
+        return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys]) if keys else \
+            np.zeros((0, 0), dtype=np.float32)
+
+    def embed_passages(self, texts):
+        return self._embed("passage", list(texts), self.inner.embed_passages)
+
+    def embed_query(self, text: str):
+        return self._embed("query", [text], lambda ts: [self.inner.embed_query(ts[0])])[0]

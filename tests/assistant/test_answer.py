@@ -3,7 +3,8 @@ import time
 
 import pytest
 
-from assistant.answer import LLMAnswerer, format_passages, make_chat_model, verify
+from assistant.llm import LLMAnswerer, format_passages, make_chat_model
+from assistant.verify import verify
 from assistant.retrieval import Passage
 from assistant.service import build_assistant, condense_rule
 from ingest.pipeline import Pipeline
@@ -188,11 +189,17 @@ def test_reranker_plumbing_with_a_fake(corpus_assistant):
     assert [p.chunk_ids for p in reranked] != [p.chunk_ids for p in plain]
 
 
-def test_assistant_runnable_invoke_and_batch(corpus_assistant):
-    r = corpus_assistant.as_runnable()
-    one = r.invoke({"question": "新建公厕多少座？"})
-    two = r.batch([{"question": "新建公厕多少座？"}, {"question": "今天天气怎么样？"}])
+def test_the_answer_path_is_an_lcel_chain_with_invoke_batch_and_stream(corpus_assistant):
+    """Issue 10.4: `assistant.chain` is the path `ask` runs: a LangChain runnable a user can take."""
+    from langchain_core.runnables import Runnable
+
+    chain = corpus_assistant.chain
+    assert isinstance(chain, Runnable) and all(step in repr(chain) for step in ("_starter_step", "_refusal", "_quoted_answer"))
+    one = chain.invoke({"question": "新建公厕多少座？"})
+    two = chain.batch([{"question": "新建公厕多少座？"}, {"question": "今天天气怎么样？"}])
+    streamed = list(chain.stream({"question": "新建公厕多少座？"}))
     assert "210" in one.answer and "210" in two[0].answer and two[1].refused
+    assert streamed[-1].answer == one.answer == corpus_assistant.ask("新建公厕多少座？").answer
 
 
 def test_filters_restrict_documents(corpus_assistant):

