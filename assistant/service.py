@@ -16,7 +16,7 @@ from . import calibration as calib
 from . import starters
 from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
-from .verify import verify
+from .verify import missing_lead_figures, verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
@@ -248,7 +248,8 @@ class Assistant:
         return self._finish(x, self._verified_or_extractive(question, answer, r))
 
     def _verified_or_extractive(self, question: str, answer: Answer, r: Retrieval) -> Answer:
-        """An LLM answer is shown only when every claim cites and the cited passages bear it out; otherwise the
+        """An LLM answer is shown only when every claim cites, the cited passages bear it out and it keeps the
+        figures of the sentence the extractive answer leads with (when that answer would be given); otherwise the
         user gets what extractive mode would give (its quotes, or its refusal when its gate would refuse), and
         the withheld answer travels in `replaced`. Never worse than offline."""
         if answer.refused:
@@ -257,6 +258,9 @@ class Assistant:
             reason = "没有可核实的陈述（只有引用标记或没有引用）/ no checkable claim (marks only, or nothing cited)"
         elif answer.unverified:
             reason = "有陈述未能在引用段落中核实 / claims the cited passages do not bear out"
+        elif r.probability >= self.calibration.threshold and (
+                dropped := missing_lead_figures(answer.answer, "".join(r.draft))):
+            reason = f"漏掉了原文答案中的数字 / leaves out figures the quoted answer states: {'、'.join(dropped)}"
         else:
             return answer
         log.info("LLM answer replaced by the extractive one: %s", reason)

@@ -114,3 +114,16 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
     ordered = [citations[n] for n in dict.fromkeys(int(m) for m in MARK.findall(text)) if n in citations]
     return Answer(question, text, False, ordered, unverified=unverified, passages=passages, mode=mode,
                   claims=checked)
+
+
+def missing_lead_figures(answer: str, quoted: str) -> list[str]:
+    """The figures of the quoted (extractive) answer's lead sentence that `answer` leaves out. A model's answer
+    that drops the numbers of the sentence the offline answer leads with answers something else, or less: it is
+    not shown in place of the quotes (never worse than offline)."""
+    for claim in CLAIM.finditer(quoted):
+        bare = _norm(MARK.sub("", claim.group(0)))
+        if len(bare) >= 6:  # past a salutation or heading ("同志们：")
+            said = _norm(MARK.sub("", answer))
+            return [f for f in dict.fromkeys(CLAIMED_FIGURE.findall(bare))
+                    if not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", said)]
+    return []

@@ -78,3 +78,13 @@ def test_the_model_reads_the_top_passages_and_those_the_draft_quotes_each_line_n
     assert lines[0] == "<资料>" and lines[-3:] == ["</资料>", "问题：q", "回答："]
     assert [ln[:3] for ln in lines[1:-3]] == ["[1]"] * 3 + ["[2]"] * 3 and "第2段第二行" in lines[6]
     assert REFUSAL in messages[0].content and "示例" in messages[0].content
+
+
+def test_a_model_answer_that_drops_the_quoted_answers_figures_is_caught():
+    from assistant.verify import missing_lead_figures
+
+    quoted = "同志们：[1]8月3日至4日，全省推进会在XX召开。[1]会议总结了经验。[2]"
+    assert missing_lead_figures("推进会于2023年召开。[1]", quoted) == ["8", "3", "4"]
+    assert missing_lead_figures("推进会8月3日至4日在XX召开。[1]", quoted) == []
+    assert missing_lead_figures("新建公厕1210座。[1]", "新建公厕210座。[1]") == ["210"]  # a figure is whole
+    assert missing_lead_figures("任期五年。[1]", "业主委员会每届任期不超过五年。[1]") == []
