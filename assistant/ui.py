@@ -168,163 +168,185 @@ def _plain_turns(turns) -> list[dict]:
 
 def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService,
              doc_token: Callable[[str], str] = lambda d: "") -> gr.Blocks:
+    """The chat, the documents, the upload (with an admin key) and the evaluation tabs."""
     # delete_cache: files clients upload (question files, documents) leave Gradio's cache within two hours.
     with gr.Blocks(title="政策文件问答", analytics_enabled=False, delete_cache=(600, 3600)) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
-        with gr.Tab("问答"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    # No built-in copy buttons: they copy the message's HTML; each answer has its own 复制.
-                    chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[])
-                    q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
-                    with gr.Row():
-                        send = gr.Button("提问", variant="primary")
-                        retry = gr.Button("重试")
-                        clear = gr.Button("清空")
-                    examples = gr.Dataset(components=[q], samples=[[e] for e in EXAMPLES[:4]], label="示例问题")
-                with gr.Column(scale=2):
-                    sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
-                    copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
-        # Server-side state only. The chat shown is rebuilt from it on every turn and the Chatbot is never an
-        # input: a client-sent Chatbot value can carry file payloads that Gradio would copy and serve.
-        history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
-        display_state = gr.State([])   # [{'role','content'}] rendered by the server
-
-        def respond(question, hist, shown):
-            question = (question if isinstance(question, str) else "").strip()
-            hist, shown = _plain_turns(hist), _plain_turns(shown)
-            if not question:
-                yield shown, hist, shown, gr.update(), gr.update(), ""
-                return
-            limit = settings.server.max_question_chars
-            if len(question) > limit:
-                note = f"问题过长（{len(question)} 字），请控制在 {limit} 字以内。"
-                shown = shown + [{"role": "user", "content": html.escape(question[:200]) + "…"},
-                                 {"role": "assistant", "content": f'<div class="refused">{note}</div>'}]
-                hist = hist + [{"role": "user", "content": question[:limit + 1]}, {"role": "assistant", "content": note}]
-                yield shown, hist, shown, gr.update(), gr.update(), ""  # both states keep one entry per turn
-                return
-            pending = shown + [{"role": "user", "content": html.escape(question)}, {"role": "assistant", "content": ""}]
-            try:
-                a = get_assistant()
-                partial, ans = "", None
-                for ev in a.stream(question, hist):
-                    if ev.kind == "token":
-                        partial += ev.text
-                        pending[-1] = {"role": "assistant", "content": html.escape(partial)}
-                        yield pending, hist, shown, gr.update(), gr.update(), ""
-                    else:
-                        ans = ev.answer
-                turn = len(pending) // 2
-                docs = a.documents()
-                pending[-1] = {"role": "assistant",
-                               "content": render_turn(ans, docs, settings.server.root_path, doc_token, turn)}
-                hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
-                sources_html = render_sources(ans, docs, settings.server.root_path, doc_token, turn)
-                yield pending, hist, pending, sources_html, ans.with_sources(), ""
-            except IndexEmpty:
-                note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"
-                pending[-1] = {"role": "assistant", "content": note}
-                hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": note}]
-                yield pending, hist, pending, gr.update(), gr.update(), ""
-
-        def do_retry(hist, shown):
-            hist, shown = _plain_turns(hist), _plain_turns(shown)
-            last = next((m["content"] for m in reversed(hist) if m["role"] == "user"), "")
-            yield from respond(last, hist[:-2], shown[:-2])
-
-        examples.click(lambda sample: sample[0], examples, q)
-
-        def load_examples():
-            try:
-                return gr.update(samples=[[e] for e in get_assistant().example_questions(EXAMPLES)])
-            except IndexEmpty:
-                return gr.update(samples=[])
-
-        ui.load(load_examples, None, examples)
-        outs = [chat, history_state, display_state, sources, copy_box, q]
-        q.submit(respond, [q, history_state, display_state], outs, concurrency_limit=None)
-        send.click(respond, [q, history_state, display_state], outs, concurrency_limit=None)
-        retry.click(do_retry, [history_state, display_state], outs, concurrency_limit=None)
-        clear.click(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
-        chat.clear(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
-
-        with gr.Tab("文档"):
-            def list_docs():
-                docs = sorted(get_assistant().documents().values(), key=lambda d: d.doc_id)
-                return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
-
-            table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
-            with gr.Row():
-                doc_id = gr.Dropdown(label="阅读文档", choices=[], allow_custom_value=False)
-                refresh = gr.Button("刷新")
-            reader = gr.HTML()
-
-            def refresh_docs():
-                rows = list_docs()
-                return rows, gr.update(choices=[(f"{r[1]} ({r[0]})", r[0]) for r in rows])
-
-            refresh.click(refresh_docs, None, [table, doc_id])
-            ui.load(refresh_docs, None, [table, doc_id])
-
-            def read(doc):
-                d = get_assistant().document(doc or "")
-                if d is None:
-                    return "<p>请选择文档。</p>"
-                meta = " · ".join(html.escape(x) for x in (d.issuer, d.doc_number, d.date) if x)
-                return (f"<h3>{html.escape(d.title)}</h3><p><small>{meta}</small></p>"
-                        f'<div style="white-space:pre-wrap">{html.escape(d.text)}</div>')
-
-            doc_id.change(read, doc_id, reader)
-
+        _chat_tab(ui, _Chat(get_assistant, settings, doc_token))
+        _documents_tab(ui, get_assistant)
         if settings.server.admin_key:
-            with gr.Tab("上传"):
-                gr.Markdown("管理员上传文档并建立索引（txt、md、html、pdf、docx）。")
-                key = gr.Textbox(label="管理员密钥", type="password")
-                files = gr.File(label="文档", file_count="multiple")
-                go = gr.Button("上传并索引", variant="primary")
-                result = gr.Dataframe(headers=["文件", "doc_id", "状态", "片段数", "说明"], interactive=False)
-
-                def upload(k, fs, progress=gr.Progress()):
-                    if not same_secret(k or "", settings.server.admin_key):
-                        raise gr.Error("管理员密钥不正确。")
-                    if not fs:
-                        raise gr.Error("请先选择文件。")
-                    # Only the uploaded bytes are used (Gradio's cache copies), stored under their original names by
-                    # the same service as the API's uploads: a later prune never sees a vanished temp path.
-                    files_in = []
-                    for f in fs:
-                        path = Path(f if isinstance(f, str) else f.name)
-                        files_in.append((getattr(f, "orig_name", None) or path.name, path.read_bytes()))
-                    job, done = uploads.submit(files_in)
-                    while not done.done():
-                        progress(job.done / max(1, job.total), desc=f"{job.done}/{job.total}")
-                        time.sleep(0.2)
-                    if job.status != "done":
-                        raise gr.Error(f"索引失败：{job.error}")
-                    return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in job.report.documents]
-
-                go.click(upload, [key, files], result)
-
-        with gr.Tab("评测"):
-            gr.Markdown("上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`），生成评测报告。")
-            qfile = gr.File(label="问题文件 (.jsonl)", file_types=[".jsonl", ".json", ".txt"])
-            run = gr.Button("开始评测")
-            report = gr.Markdown()
-
-            def run_eval(f, progress=gr.Progress()):
-                from . import evaluate as ev
-
-                if f is None:
-                    return "请先上传问题文件。"
-                questions, errors = ev.load_questions(f if isinstance(f, str) else f.name)
-                a = get_assistant()
-                rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.documents(), settings.retrieval.k,
-                                  lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"))
-                return ev.to_markdown(rep, None, errors)
-
-            run.click(run_eval, qfile, report)
+            _upload_tab(settings, uploads)
+        _evaluation_tab(get_assistant, settings)
     return ui
+
+
+class _Chat:
+    """One chat turn: the question streamed through the assistant, the turn rendered with its own sources."""
+
+    def __init__(self, get_assistant: Callable[[], Assistant], settings: Settings,
+                 doc_token: Callable[[str], str]) -> None:
+        self.get_assistant, self.settings, self.doc_token = get_assistant, settings, doc_token
+
+    def respond(self, question, hist, shown):
+        question = (question if isinstance(question, str) else "").strip()
+        hist, shown = _plain_turns(hist), _plain_turns(shown)
+        if not question:
+            yield shown, hist, shown, gr.update(), gr.update(), ""
+            return
+        limit = self.settings.server.max_question_chars
+        if len(question) > limit:
+            note = f"问题过长（{len(question)} 字），请控制在 {limit} 字以内。"
+            shown = shown + [{"role": "user", "content": html.escape(question[:200]) + "…"},
+                             {"role": "assistant", "content": f'<div class="refused">{note}</div>'}]
+            hist = hist + [{"role": "user", "content": question[:limit + 1]}, {"role": "assistant", "content": note}]
+            yield shown, hist, shown, gr.update(), gr.update(), ""  # both states keep one entry per turn
+            return
+        pending = shown + [{"role": "user", "content": html.escape(question)}, {"role": "assistant", "content": ""}]
+        try:
+            a = self.get_assistant()
+            partial, ans = "", None
+            for ev in a.stream(question, hist):
+                if ev.kind == "token":
+                    partial += ev.text
+                    pending[-1] = {"role": "assistant", "content": html.escape(partial)}
+                    yield pending, hist, shown, gr.update(), gr.update(), ""
+                else:
+                    ans = ev.answer
+            turn = len(pending) // 2
+            docs = a.documents()
+            pending[-1] = {"role": "assistant",
+                           "content": render_turn(ans, docs, self.settings.server.root_path, self.doc_token, turn)}
+            hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
+            sources_html = render_sources(ans, docs, self.settings.server.root_path, self.doc_token, turn)
+            yield pending, hist, pending, sources_html, ans.with_sources(), ""
+        except IndexEmpty:
+            note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"
+            pending[-1] = {"role": "assistant", "content": note}
+            hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": note}]
+            yield pending, hist, pending, gr.update(), gr.update(), ""
+
+    def retry(self, hist, shown):
+        hist, shown = _plain_turns(hist), _plain_turns(shown)
+        last = next((m["content"] for m in reversed(hist) if m["role"] == "user"), "")
+        yield from self.respond(last, hist[:-2], shown[:-2])
+
+
+def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
+    settings, get_assistant = turns.settings, turns.get_assistant
+    with gr.Tab("问答"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                # No built-in copy buttons: they copy the message's HTML; each answer has its own 复制.
+                chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[])
+                q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
+                with gr.Row():
+                    send = gr.Button("提问", variant="primary")
+                    retry = gr.Button("重试")
+                    clear = gr.Button("清空")
+                examples = gr.Dataset(components=[q], samples=[[e] for e in EXAMPLES[:4]], label="示例问题")
+            with gr.Column(scale=2):
+                sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
+                copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
+    # Server-side state only. The chat shown is rebuilt from it on every turn and the Chatbot is never an
+    # input: a client-sent Chatbot value can carry file payloads that Gradio would copy and serve.
+    history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
+    display_state = gr.State([])   # [{'role','content'}] rendered by the server
+    examples.click(lambda sample: sample[0], examples, q)
+
+    def load_examples():
+        try:
+            return gr.update(samples=[[e] for e in get_assistant().example_questions(EXAMPLES)])
+        except IndexEmpty:
+            return gr.update(samples=[])
+
+    ui.load(load_examples, None, examples)
+    outs = [chat, history_state, display_state, sources, copy_box, q]
+    q.submit(turns.respond, [q, history_state, display_state], outs, concurrency_limit=None)
+    send.click(turns.respond, [q, history_state, display_state], outs, concurrency_limit=None)
+    retry.click(turns.retry, [history_state, display_state], outs, concurrency_limit=None)
+    clear.click(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+    chat.clear(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+
+
+def _documents_tab(ui: gr.Blocks, get_assistant: Callable[[], Assistant]) -> None:
+    with gr.Tab("文档"):
+        def list_docs():
+            docs = sorted(get_assistant().documents().values(), key=lambda d: d.doc_id)
+            return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
+
+        table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
+        with gr.Row():
+            doc_id = gr.Dropdown(label="阅读文档", choices=[], allow_custom_value=False)
+            refresh = gr.Button("刷新")
+        reader = gr.HTML()
+
+        def refresh_docs():
+            rows = list_docs()
+            return rows, gr.update(choices=[(f"{r[1]} ({r[0]})", r[0]) for r in rows])
+
+        refresh.click(refresh_docs, None, [table, doc_id])
+        ui.load(refresh_docs, None, [table, doc_id])
+
+        def read(doc):
+            d = get_assistant().document(doc or "")
+            if d is None:
+                return "<p>请选择文档。</p>"
+            meta = " · ".join(html.escape(x) for x in (d.issuer, d.doc_number, d.date) if x)
+            return (f"<h3>{html.escape(d.title)}</h3><p><small>{meta}</small></p>"
+                    f'<div style="white-space:pre-wrap">{html.escape(d.text)}</div>')
+
+        doc_id.change(read, doc_id, reader)
+
+
+def _upload_tab(settings: Settings, uploads: UploadService) -> None:
+    with gr.Tab("上传"):
+        gr.Markdown("管理员上传文档并建立索引（txt、md、html、pdf、docx）。")
+        key = gr.Textbox(label="管理员密钥", type="password")
+        files = gr.File(label="文档", file_count="multiple")
+        go = gr.Button("上传并索引", variant="primary")
+        result = gr.Dataframe(headers=["文件", "doc_id", "状态", "片段数", "说明"], interactive=False)
+
+        def upload(k, fs, progress=gr.Progress()):
+            if not same_secret(k or "", settings.server.admin_key):
+                raise gr.Error("管理员密钥不正确。")
+            if not fs:
+                raise gr.Error("请先选择文件。")
+            # Only the uploaded bytes are used (Gradio's cache copies), stored under their original names by
+            # the same service as the API's uploads: a later prune never sees a vanished temp path.
+            files_in = []
+            for f in fs:
+                path = Path(f if isinstance(f, str) else f.name)
+                files_in.append((getattr(f, "orig_name", None) or path.name, path.read_bytes()))
+            job, done = uploads.submit(files_in)
+            while not done.done():
+                progress(job.done / max(1, job.total), desc=f"{job.done}/{job.total}")
+                time.sleep(0.2)
+            if job.status != "done":
+                raise gr.Error(f"索引失败：{job.error}")
+            return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in job.report.documents]
+
+        go.click(upload, [key, files], result)
+
+
+def _evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) -> None:
+    with gr.Tab("评测"):
+        gr.Markdown("上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`），生成评测报告。")
+        qfile = gr.File(label="问题文件 (.jsonl)", file_types=[".jsonl", ".json", ".txt"])
+        run = gr.Button("开始评测")
+        report = gr.Markdown()
+
+        def run_eval(f, progress=gr.Progress()):
+            from . import evaluate as ev
+
+            if f is None:
+                return "请先上传问题文件。"
+            questions, errors = ev.load_questions(f if isinstance(f, str) else f.name)
+            a = get_assistant()
+            rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.documents(), settings.retrieval.k,
+                              lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"))
+            return ev.to_markdown(rep, None, errors)
+
+        run.click(run_eval, qfile, report)
 
 
 def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService,
