@@ -199,6 +199,11 @@ class ExtractiveAnswerer:
                     score += max(self.semantic, TYPED_MIN)
                 scored.append((score, p.n, start, start + len(sent), sent))
         scored.sort(key=lambda x: -x[0])
+        return self._choose(scored, passages, refers_to)
+
+    def _choose(self, scored: list, passages: list[Passage], refers_to: list[str]) -> list[tuple[int, int, int, str]]:
+        """The best-scored sentences (up to max_sentences, none far below the best, no span twice), plus the clause
+        punishing a chosen duty's breach when consequences were asked for; best passage first."""
         chosen: list[tuple[float, int, int, int, str]] = []
         for item in scored:
             if len(chosen) == self.max_sentences:

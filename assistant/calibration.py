@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from .lexicon import asked_types, han_share, holds_type
-from .retrieval import Passage, Pool, Weights
+from .pool import Pool, Weights
+from .retrieval import Passage
 
 log = logging.getLogger(__name__)
 # The model's inputs. Six, for ~200 fitting questions: the closest sentence's cosine and its margin over the

@@ -10,7 +10,7 @@ from ingest.schema import Document
 
 from . import calibration as calib
 from .evaluate import Question, Result, evaluate, gold_span, holds_evidence, make_report, norm
-from .retrieval import Weights
+from .pool import Weights
 from .service import Assistant, condense_rule
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def install(app: FastAPI, srv: ServerSettings) -> None:
+    """The middleware and the error handlers, on `app`."""
     if srv.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=srv.cors_origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
@@ -64,6 +65,12 @@ def install(app: FastAPI, srv: ServerSettings) -> None:
         ancestors = " ".join(["'self'", *srv.frame_ancestors])
         response.headers["Content-Security-Policy"] = f"frame-ancestors {ancestors}"
         return response
+
+    _error_shape(app)
+
+
+def _error_shape(app: FastAPI) -> None:
+    """Every failure, ours or the framework's, as {"error": {"status", "message"}}."""
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError):

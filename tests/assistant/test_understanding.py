@@ -8,7 +8,8 @@ import pytest
 
 from assistant import calibration as calib
 from assistant.lexicon import asked_types, expansions, holds_type, to_simplified, without_format_instructions
-from assistant.retrieval import Passage, Pool
+from assistant.pool import Pool
+from assistant.retrieval import Passage
 
 
 @pytest.mark.parametrize("question, kinds", [
@@ -144,7 +145,7 @@ def test_instructions_on_the_answers_shape_are_not_retrieved_on(question, core):
 
 
 def test_a_list_found_as_written_counts_only_with_its_enumeration_comma():
-    from assistant.retrieval import longest_phrase
+    from assistant.pool import longest_phrase
 
     text = "尤其是坚持规划、建设、管理一起做，城市建设提质"
     assert longest_phrase("规划、建设、管理指什么？", text) == len("规划、建设、管理")
@@ -161,7 +162,7 @@ def test_a_list_found_as_written_counts_only_with_its_enumeration_comma():
 def test_weights_are_fitted_by_the_ranking_the_retriever_uses():
     import random
 
-    from assistant.retrieval import SIGNALS, Candidate, Weights
+    from assistant.pool import SIGNALS, Candidate, Weights
     from ingest.schema import Chunk
 
     rng = random.Random(7)
