@@ -77,7 +77,9 @@ class Calibration:
     intercept: float = 0.0
     answer_semantic: float = 0.3  # share of sentence-embedding closeness when the extractive answer picks sentences
     threshold: float = 0.5  # refuse below this probability of being answerable (extractive mode)
-    llm_threshold: float = 0.1  # with an LLM: refuse before it only below this (nothing plausible retrieved)
+    # the lowest score of an answerable fitting question; reported by `calibrate`, not a gate (LLM mode refuses
+    # like extractive mode: a lower gate let a small model answer what the documents do not say)
+    llm_threshold: float = 0.1
     fill: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))  # typical values, for missing ones
     fitted_on: dict = field(default_factory=dict)
 

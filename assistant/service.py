@@ -119,9 +119,10 @@ class Assistant:
 
     @property
     def threshold(self) -> float:
-        """Below this probability of being answerable the assistant refuses; with an LLM the model decides,
-        and the gate only stops what nothing plausible was retrieved for."""
-        return self.calibration.threshold if self.answerer.mode == "extractive" else self.calibration.llm_threshold
+        """Below this probability of being answerable the assistant refuses, in every mode: a small model given
+        weaker evidence answered on-topic questions the documents do not answer, and refused everyday ones they
+        do (bench/llm_check.py, README)."""
+        return self.calibration.threshold
 
     def documents(self) -> dict:
         """Committed documents by id (what the edges list and render sources from)."""
@@ -262,8 +263,8 @@ class Assistant:
         user gets what extractive mode would give (its quotes, or its refusal when its gate would refuse), and
         the withheld answer travels in `replaced`. Never worse than offline."""
         if answer.refused:
-            return answer
-        if not answer.claims:
+            reason = "模型未作答，但检索到的段落可以回答 / the model declined; the passages answer"
+        elif not answer.claims:
             reason = "没有可核实的陈述（只有引用标记或没有引用）/ no checkable claim (marks only, or nothing cited)"
         elif answer.unverified:
             reason = "有陈述未能在引用段落中核实 / claims the cited passages do not bear out"

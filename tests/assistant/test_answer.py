@@ -139,10 +139,20 @@ def test_an_unverifiable_llm_reply_to_what_extractive_mode_refuses_is_a_refusal(
     assert a.refused and "西班牙" not in a.answer and a.replaced
 
 
-def test_llm_refusal_is_a_refusal(corpus_assistant, corpus_settings, embedder):
-    assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=fake_chat(REFUSAL))
-    a = assistant.ask("新建改造道路多少公里？")
-    assert a.refused and not a.citations
+def test_llm_mode_refuses_like_extractive_mode(corpus_assistant, corpus_settings, embedder):
+    """Below the gate the model is not asked; above it, a model that declines what the passages answer gets the
+    extractive answer in its place (a small model refused everyday questions the documents answer)."""
+    server = FakeOpenAI([REFUSAL])
+    try:
+        llm = make_chat_model(server.url, "m", "k", timeout=5)
+        assistant = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder, llm=llm)
+        off = assistant.ask("今天天气怎么样？")
+        assert off.refused and not off.citations and not server.requests
+        a = assistant.ask("新建公厕多少座？")
+        assert len(server.requests) == 1 and not a.refused and "210" in a.answer
+        assert a.mode == "extractive-fallback" and "declined" in a.replaced["reason"] and a.replaced["answer"] == REFUSAL
+    finally:
+        server.close()
 
 
 def test_llm_chain_is_a_runnable_with_stream_and_batch():
