@@ -32,7 +32,7 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
         # Without this the UI mounted at '/' would answer unknown API paths with its own body shape.
         raise HTTPException(404, "没有这个接口 / no such endpoint")
 
-    app.state.get_assistant, app.state.uploads = ctx.assistant, ctx.uploads
+    app.state.get_assistant = ctx.assistant  # `serve` loads the model and opens the index before the first request
     if with_ui:
         from ..ui import mount_ui
 
