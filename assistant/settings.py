@@ -88,7 +88,7 @@ class ServerSettings(BaseModel):
 
 
 def check_auth_setup(srv: "ServerSettings") -> None:
-    """Refuse configurations that look protected and are not (raised at start, before serving anything)."""
+    """Refuse configurations that look secured and are not (raised at start, before serving anything)."""
     if srv.api_keys and not (srv.ui_user and srv.ui_password) and not srv.trusted_user_header and not srv.ui_public:
         raise ValueError("API keys are set but the chat UI would be open to anyone (it answers questions and lists "
                          "documents): set UI_USER/UI_PASSWORD or TRUSTED_USER_HEADER, or pass --ui-public "
