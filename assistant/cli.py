@@ -124,60 +124,39 @@ def ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _questions(files: list[str]):
-    from . import evaluate as ev
-
-    questions, errors = [], []
-    for f in files:
-        qs, errs = ev.load_questions(f)
-        questions += qs
-        errors += [f"{f}: {e}" for e in errs]
-    for e in errors:
-        print(f"warning: {e}", file=sys.stderr)
-    return questions, errors
-
-
 def evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from . import evaluate as ev
+    from . import evaluations
     from .service import build_assistant
 
-    questions, errors = _questions(args.files)
     assistant = build_assistant(settings)
-    docs = assistant.documents()
-    k = args.k or settings.retrieval.k
     bar = None
     if sys.stderr.isatty() and not args.json:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(questions), unit="q", desc="eval")
-    progress = (lambda i, n, r: bar.update(1)) if bar else None
-    if args.cv:
-        from .crossval import cross_validate
-
-        report = cross_validate(assistant, questions, docs, k, args.cv, progress)
-    else:
-        report = ev.evaluate(questions, lambda q, h: assistant.ask(q, h), docs, k, progress)
-    if bar:
-        bar.close()
-    baseline = None
-    if args.baseline:
-        make = _load_hook(args.baseline)
-        ask_baseline = make(docs, assistant.retriever.embedder, f"{settings.store.index_dir}/baseline")
-        baseline = ev.evaluate(questions, ask_baseline, docs, k)
-    report["errors"] = errors
+        bar = tqdm(unit="q", desc="eval")
+    progress = (lambda i, n, r: (setattr(bar, "total", n), bar.update(1))) if bar else None
+    try:
+        result = evaluations.run(assistant, args.files, args.k or settings.retrieval.k, args.cv,
+                                 _load_hook(args.baseline) if args.baseline else None,
+                                 f"{settings.store.index_dir}/baseline", progress)
+    except evaluations.NoQuestions as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if bar:
+            bar.close()
+    for e in result.errors:
+        print(f"warning: {e}", file=sys.stderr)
     if args.report:
-        ev.write_report(args.report, report, baseline, errors)
+        result.write(args.report)
     if args.json:
-        out = dict(report)
-        if baseline:
-            out["baseline"] = baseline
-        print(json.dumps(out, ensure_ascii=False))
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
-        print(ev.to_markdown(report, baseline, errors).split("## Questions")[0].rstrip())
-        failed = [q for q in report["questions"] if not q["passed"]]
-        for q in failed:
-            print(f"FAIL {q['id']} [{q['kind']}]: {q['question']} - {q['why']}")
-    return _gates(report["summary"], args.min)
+        print(result.markdown().split("## Questions")[0].rstrip())
+        for q in result.report["questions"]:
+            if not q["passed"]:
+                print(f"FAIL {q['id']} [{q['kind']}]: {q['question']} - {q['why']}")
+    return _gates(result.report["summary"], args.min)
 
 
 def _load_hook(spec: str):
@@ -212,11 +191,17 @@ def _gates(summary: dict, gates: list[str]) -> int:
 def calibrate(settings: Settings, args: argparse.Namespace) -> int:
     from . import calibration as calib
     from .crossval import fit_all
+    from .evaluations import read_questions
     from .service import build_assistant
 
-    questions, _ = _questions(args.files)
+    questions, errors = read_questions(args.files)
+    for e in errors:
+        print(f"warning: {e}", file=sys.stderr)
+    if not questions:
+        print("error: no valid question to fit on", file=sys.stderr)
+        return 2
     assistant = build_assistant(settings)
-    name = assistant.retriever.embedder.name
+    name = assistant.embedder.name
     cal = fit_all(assistant, questions, assistant.documents(),
                   {"files": [Path(f).name for f in args.files], "questions": len(questions)})
     out = Path(args.out) if args.out else calib.default_path(name)

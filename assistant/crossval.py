@@ -101,7 +101,7 @@ def fit_all(assistant: Assistant, questions: Sequence[Question], docs: dict[str,
     """The calibration fitted on every question (what `calibrate` writes)."""
     ss = samples(assistant, questions, docs)
     drafts = _Drafts(assistant)
-    return calib.fit(assistant.retriever.embedder.name, ss, feature_fn(assistant, drafts),
+    return calib.fit(assistant.embedder.name, ss, feature_fn(assistant, drafts),
                      fact_recall_fn(assistant, drafts), fitted_on)
 
 
@@ -121,7 +121,7 @@ def cross_validate(assistant: Assistant, questions: Sequence[Question], docs: di
         for f in range(n_folds):
             train = [s for s, fo in zip(ss, fold_of) if fo != f]
             test = [q for q, fo in zip(questions, fold_of) if fo == f]
-            cal = calib.fit(assistant.retriever.embedder.name, train, score, recall, {"fold": f, "n": len(train)})
+            cal = calib.fit(assistant.embedder.name, train, score, recall, {"fold": f, "n": len(train)})
             assistant.use(cal)
             fitted.append({"fold": f, "weights": cal.weights.__dict__, "answer_semantic": cal.answer_semantic,
                            "threshold": round(cal.threshold, 4)})

@@ -52,7 +52,8 @@ class LLMAnswerer:
 
     mode = "llm"
 
-    def __init__(self, llm, refusal: str, timeout: float | None = None, passages: int = 3) -> None:
+    def __init__(self, llm, refusal: str, timeout: float | None = None, passages: int = 3,
+                 quotes: bool = True) -> None:
         from langchain_core.output_parsers import StrOutputParser
         from langchain_core.prompts import ChatPromptTemplate
 
@@ -66,6 +67,7 @@ class LLMAnswerer:
         self._streaming = self.prompt | llm
         self.timeout = timeout  # for the whole answer; the HTTP client's own timeout applies per read
         self.passages = passages
+        self.quotes = quotes  # the extractive quotes under a verified answer (原文)
 
     def reads(self, passages: list[Passage], draft: str) -> list[Passage]:
         """What the model is given: the top `passages` and those the extractive draft quotes, numbers kept. On a

@@ -14,9 +14,9 @@ from ingest.store import Store
 
 from . import calibration as calib
 from . import starters
-from .answer import NOT_STATED, Answer, Answerer, ExtractiveAnswerer
+from .answer import NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
-from .verify import missing_lead_figures, verify
+from .verify import missing_lead_figures, restates, verify
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
@@ -130,6 +130,22 @@ class Assistant:
 
     def document(self, doc_id: str):
         return self.index.document(doc_id)
+
+    def cached_documents(self) -> dict | None:
+        """The documents without touching the store (None before the first load): for health checks."""
+        return self.index.cached_documents()
+
+    def require_documents(self) -> None:
+        """Raise the 'nothing indexed' error now (before a stream starts) rather than mid-answer."""
+        self.retriever.require_documents()
+
+    def search(self, question: str, k: int | None = None) -> list[Passage]:
+        """The passages retrieval ranks for a question, without an answer."""
+        return self.retriever.search(question, k)
+
+    @property
+    def embedder(self):
+        return self.retriever.embedder
 
     def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
                  issuer: str | None = None) -> Retrieval:
@@ -272,10 +288,25 @@ class Assistant:
                 dropped := missing_lead_figures(answer.answer, "".join(r.draft))):
             reason = f"漏掉了原文答案中的数字 / leaves out figures the quoted answer states: {'、'.join(dropped)}"
         else:
-            return answer
+            return self._with_quotes(question, answer, r) if self.answerer.quotes else answer
         log.info("LLM answer replaced by the extractive one: %s", reason)
         return self._extractive_instead(question, r, {"reason": reason, "answer": answer.answer,
                                                       "unverified": answer.unverified})
+
+    def _with_quotes(self, question: str, answer: Answer, r: Retrieval) -> Answer:
+        """The model's answer, then under 原文 the sentences extractive mode quotes for the same retrieval: a small
+        model's answer is short and may say 天 where the document says 日, and a reader who must trust it sees the
+        documents' own words beside it. Both parts are checked; quotes that fail the check, or that the answer
+        already says word for word, are left off."""
+        quoted = verify(question, "".join(r.draft), r.draft_passages, self.index.documents(), self.refusal,
+                        "extractive")
+        if quoted.refused or quoted.unverified or not quoted.claims or restates(answer.answer, quoted.answer):
+            return answer
+        cites = {c.n: c for c in answer.citations} | {c.n: c for c in quoted.citations}  # the quote's exact span
+        answer.answer = f"{answer.answer}\n\n{QUOTES_HEADING}\n{quoted.answer}"
+        answer.citations = [cites[n] for n in sorted(cites)]
+        answer.claims += quoted.claims
+        return answer
 
     def _extractive_instead(self, question: str, r: Retrieval, withheld: dict) -> Answer:
         """What extractive mode gives for the same retrieval (its quotes, or its refusal when its gate refuses),
@@ -366,7 +397,8 @@ def build_assistant(settings: Settings, index: Store | None = None, embedder=Non
             from langchain_core.output_parsers import StrOutputParser
             from langchain_core.prompts import ChatPromptTemplate
 
-            answerer = LLMAnswerer(llm, settings.answer.refusal_text, settings.llm.timeout, settings.llm.passages)
+            answerer = LLMAnswerer(llm, settings.answer.refusal_text, settings.llm.timeout, settings.llm.passages,
+                                   settings.llm.quotes)
             condenser = ChatPromptTemplate.from_template(CONDENSE_PROMPT) | llm | StrOutputParser()
     return Assistant(retriever, answerer, settings.answer.refusal_text, calibration, condenser, extractive,
                      r.max_concurrent)

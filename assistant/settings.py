@@ -51,6 +51,8 @@ class LLMSettings(BaseModel):
     retries: int = Field(0, description="Retries of a failed LLM call (0: interactive users get the fallback at once)")
     passages: int = Field(3, description="Passages the model reads: the top N and any the extractive draft quotes "
                                          "(a 1.5B model on 2 CPU cores reads about 40 tokens a second)")
+    quotes: bool = Field(True, description="Under the model's checked answer, the sentences extractive mode quotes "
+                                           "for the same question (原文); false = the model's answer alone")
 
 
 class AnswerSettings(BaseModel):

@@ -336,15 +336,18 @@ def _evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) 
         report = gr.Markdown()
 
         def run_eval(f, progress=gr.Progress()):
-            from . import evaluate as ev
+            from . import evaluations
 
             if f is None:
                 return "请先上传问题文件。"
-            questions, errors = ev.load_questions(f if isinstance(f, str) else f.name)
-            a = get_assistant()
-            rep = ev.evaluate(questions, lambda qq, h: a.ask(qq, h), a.documents(), settings.retrieval.k,
-                              lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"))
-            return ev.to_markdown(rep, None, errors)
+            path = f if isinstance(f, str) else f.name
+            try:
+                result = evaluations.run(get_assistant(), [path], settings.retrieval.k,
+                                         progress=lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"),
+                                         names=[getattr(f, "orig_name", None) or Path(path).name])
+            except evaluations.NoQuestions as e:
+                return str(e)
+            return result.markdown()
 
         run.click(run_eval, qfile, report)
 

@@ -127,3 +127,9 @@ def missing_lead_figures(answer: str, quoted: str) -> list[str]:
             return [f for f in dict.fromkeys(CLAIMED_FIGURE.findall(bare))
                     if not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", said)]
     return []
+
+
+def restates(answer: str, quoted: str) -> bool:
+    """Whether `answer` already holds every sentence of `quoted` word for word (punctuation and marks aside)."""
+    said = re.sub(r"[^\w]", "", _norm(MARK.sub("", answer)))
+    return all(re.sub(r"[^\w]", "", _norm(MARK.sub("", c.group(0)))) in said for c in CLAIM.finditer(quoted))

@@ -175,19 +175,21 @@ def per_kind(report: dict) -> dict[str, dict]:
     return rows
 
 
-def table(ext: dict, llm: dict) -> list[str]:
-    a, b = per_kind(ext), per_kind(llm)
-    out = ["| kind | n | passed ext → LLM | refused ext → LLM | fact recall ext → LLM | LLM answers shown / fallback |",
-           "|---|---|---|---|---|---|"]
+def table(ext: dict, llm: dict, alone: dict) -> list[str]:
+    """Per kind: extractive → LLM mode (the model's answer with the quotes under it) / the model's answer alone."""
+    a, b, c = per_kind(ext), per_kind(llm), per_kind(alone)
+    out = ["| kind | n | passed ext → LLM / alone | refused ext → LLM / alone | fact recall ext → LLM / alone "
+           "| model's answer shown / fallback |", "|---|---|---|---|---|---|"]
+    fr = lambda r: f"{sum(r['facts']) / len(r['facts']):.2f}" if r["facts"] else "-"  # noqa: E731
     for kind in sorted(a):
-        x, y = a[kind], b.get(kind)
-        if y is None:
+        x, y, z = a[kind], b.get(kind), c.get(kind)
+        if y is None or z is None:
             continue
-        fr = lambda r: f"{sum(r['facts']) / len(r['facts']):.2f}" if r["facts"] else "-"  # noqa: E731
         shown = y["modes"].get("llm", 0)
         fallback = y["modes"].get("extractive-fallback", 0)
-        out.append(f"| {kind} | {x['n']} | {x['passed']} → {y['passed']} | {x['refused']} → {y['refused']} | "
-                   f"{fr(x)} → {fr(y)} | {shown} / {fallback} |")
+        out.append(f"| {kind} | {x['n']} | {x['passed']} → {y['passed']} / {z['passed']} | "
+                   f"{x['refused']} → {y['refused']} / {z['refused']} | {fr(x)} → {fr(y)} / {fr(z)} | "
+                   f"{shown} / {fallback} |")
     return out
 
 
@@ -220,7 +222,7 @@ def main() -> None:
         if args.fresh:
             replies.unlink(missing_ok=True)
         model = cached_chat(make_chat_model(s.llm.base_url, ALIAS, "none", 0.0, args.timeout), replies)
-        llm_assistant = build_assistant(s, embedder=extractive.retriever.embedder, llm=model)
+        llm_assistant = build_assistant(s, embedder=extractive.embedder, llm=model)
         done = [0]
 
         def ask(q, h):
@@ -230,26 +232,32 @@ def main() -> None:
         t0 = time.perf_counter()
         llm = evaluate(questions, ask, docs)
         t_llm = time.perf_counter() - t0
+        used = list(model.used)  # the LLM-mode run's calls (the run below reuses them all)
+        # The same replies (kept above) with the quotes left off: what the model's answer is worth on its own.
+        s_alone = s.model_copy(update={"llm": s.llm.model_copy(update={"quotes": False})})
+        alone_assistant = build_assistant(s_alone, embedder=extractive.embedder, llm=model)
+        alone = evaluate(questions, lambda q, h: alone_assistant.ask(q, h), docs)
     finally:
         server.terminate()
         server.wait(timeout=30)
     out = ROOT / "artifacts"
     out.mkdir(exist_ok=True)
-    (out / "llm-check.json").write_text(json.dumps({"extractive": ext, "llm": llm}, ensure_ascii=False), encoding="utf-8")
-    se, sl = ext["summary"], llm["summary"]
+    (out / "llm-check.json").write_text(json.dumps({"extractive": ext, "llm": llm, "llm_alone": alone},
+                                                            ensure_ascii=False), encoding="utf-8")
+    se, sl, sa = ext["summary"], llm["summary"], alone["summary"]
     lines = [f"# LLM check: {ALIAS} (llama.cpp, 2 threads) vs extractive", "",
              f"{len(questions)} questions ({', '.join(Path(f).name for f in args.files)}), shipped calibration.",
              f"Time: extractive {t_ext:.0f} s, LLM {t_llm:.0f} s.", "",
-             "| | extractive | LLM mode |", "|---|---|---|"]
+             "| | extractive | LLM mode | model's answer alone (llm.quotes=false) |", "|---|---|---|---|"]
     for key in ("passed", "fact_recall", "refusal_accuracy", "false_refusal_rate", "recall_at_5", "latency_ms_p50",
                 "latency_ms_p95", "answers_with_unverified", "claim_support"):
         key_ = "recall_at_k" if key == "recall_at_5" else key
-        lines.append(f"| {key} | {se.get(key_)} | {sl.get(key_)} |")
-    seconds = sorted(t for t, _ in model.used)
+        lines.append(f"| {key} | {se.get(key_)} | {sl.get(key_)} | {sa.get(key_)} |")
+    seconds = sorted(t for t, _ in used)
     if seconds:
         lines += [f"| model seconds per call p50 / p95 | | {seconds[len(seconds) // 2]:.1f} / "
                   f"{seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))]:.1f} "
-                  f"({sum(1 for _, hit in model.used if hit)} of {len(seconds)} calls reused from {replies.name}) |"]
+                  f"({sum(1 for _, hit in used if hit)} of {len(seconds)} calls reused from {replies.name}) |"]
     modes: dict[str, int] = {}
     for q in llm["questions"]:
         modes[q["mode"]] = modes.get(q["mode"], 0) + 1
@@ -259,7 +267,7 @@ def main() -> None:
             reason = q["withheld"].split(" / ")[0].split(":")[0]
             reasons[reason] = reasons.get(reason, 0) + 1
     lines += ["", f"LLM-mode answers by mode: {modes}", f"Replies withheld, by reason: {reasons}", ""]
-    lines += table(ext, llm)
+    lines += table(ext, llm, alone)
     (out / "llm-check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n" + "\n".join(lines))
 

@@ -21,9 +21,9 @@ async def healthz(request: Request):
     # records, so no Chroma call runs here.
     c = ctx(request)
     a = c.assistant() if c.built else await run_in_threadpool(c.assistant)
-    docs = a.index.cached_documents()
+    docs = a.cached_documents()
     if docs is None:  # before the first load only
-        docs = await run_in_threadpool(a.index.documents)
+        docs = await run_in_threadpool(a.documents)
     return {"status": "ok" if docs else "empty", "index_loaded": bool(docs), "documents": len(docs),
             "chunks": sum(d.chunks for d in docs.values())}
 
@@ -37,7 +37,7 @@ def api_ask(req: AskRequest, request: Request):
     root = request.scope.get("root_path", "")
     if not req.stream:
         return c.answer_json(a.ask(q, history, **kwargs), root)
-    a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
+    a.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
     def events():
         try:
@@ -59,4 +59,4 @@ def api_search(request: Request, q: str, k: int = 5):
     q = check_question(request, q)
     if not 1 <= k <= 50:
         raise HTTPException(422, "k 必须在 1 到 50 之间 / k must be 1-50")
-    return {"query": q, "passages": [p.to_dict() for p in ctx(request).assistant().retriever.search(q, k)]}
+    return {"query": q, "passages": [p.to_dict() for p in ctx(request).assistant().search(q, k)]}

@@ -70,7 +70,7 @@ class Context:
         from ..components import build_pipeline
 
         a = self.assistant()
-        return build_pipeline(self.settings, index=a.index, embedder=a.retriever.embedder)
+        return build_pipeline(self.settings, index=a.index, embedder=a.embedder)
 
     def doc_token(self, doc_id: str) -> str:
         """The signature that lets a reader link (/doc/{id}?t=…) open without the API key."""

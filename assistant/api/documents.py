@@ -56,7 +56,7 @@ async def api_replace(request: Request, doc_id: str, file: UploadFile = File(...
     """Replace one document's content with an uploaded file (keeps its id); the only way a file takes over an
     existing document."""
     c = ctx(request)
-    if await run_in_threadpool(lambda: c.assistant().index.document(doc_id)) is None:
+    if await run_in_threadpool(lambda: c.assistant().document(doc_id)) is None:
         raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
     return await _ingest(request, [file], wait, doc_id)
 

@@ -30,7 +30,7 @@ def _js(value: str) -> str:
 @router.get("/doc/{doc_id}", response_class=HTMLResponse, dependencies=[Depends(reader)])
 def doc_view(request: Request, doc_id: str, s: int = -1, e: int = -1):
     """The whole document, the cited span highlighted; every character of it escaped."""
-    doc = ctx(request).assistant().index.document(doc_id)
+    doc = ctx(request).assistant().document(doc_id)
     if doc is None:
         raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
     t = doc.text

@@ -46,7 +46,7 @@ def v1_chat(req: ChatRequest, request: Request):
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.with_sources()},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, **extra(ans)}
-    a.retriever.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
+    a.require_documents()  # before the stream starts, so an empty index is a 503, not a broken stream
 
     def chunk(delta: dict, finish=None, more=None) -> str:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,

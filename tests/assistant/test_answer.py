@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from assistant.answer import QUOTES_HEADING
 from assistant.llm import LLMAnswerer, format_passages, make_chat_model
 from assistant.verify import verify
 from assistant.retrieval import Passage
@@ -332,3 +333,23 @@ def test_a_verified_llm_answer_that_drops_the_quoted_figures_is_replaced(corpus_
     b = assistant.ask("新建公厕多少座？")
     assert b.mode == "llm" and b.answer.startswith("新建公厕210座") and not b.replaced and b.citations
     assert len(b.passages) >= len(corpus_assistant.ask("新建公厕多少座？").passages)  # every passage listed
+
+
+def test_a_verified_llm_answer_carries_the_quoted_sentences_under_it(corpus_assistant, corpus_settings, embedder):
+    """LLM mode: the model's checked answer first, then under 原文 the sentences extractive mode quotes for the same
+    question, checked too (not when the answer already says them word for word); with llm.quotes off, the model's
+    answer alone."""
+    reply = "新建公厕210座，停车场49个，停车位1.6万余个。[1]"  # the figures of the quoted sentence, in other words
+    extractive = corpus_assistant.ask("新建公厕多少座？")
+    a = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder,
+                        llm=fake_chat(reply)).ask("新建公厕多少座？")
+    head, quoted = a.answer.split(f"\n\n{QUOTES_HEADING}\n")
+    assert a.mode == "llm" and head == reply and quoted == extractive.answer and not a.unverified
+    assert {(c.n, c.quote) for c in extractive.citations} <= {(c.n, c.quote) for c in a.citations}
+    assert a.claims == extractive.claims + 1
+    alone = corpus_settings.model_copy(update={"llm": corpus_settings.llm.model_copy(update={"quotes": False})})
+    b = build_assistant(alone, index=corpus_assistant.index, embedder=embedder, llm=fake_chat(reply)).ask("新建公厕多少座？")
+    assert b.mode == "llm" and b.answer == reply
+    same = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder,
+                           llm=fake_chat(extractive.answer)).ask("新建公厕多少座？")
+    assert same.mode == "llm" and same.answer == extractive.answer  # a copy of the quotes is not quoted twice
