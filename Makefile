@@ -29,9 +29,9 @@ run: ingest
 test: $(DEV)
 	$(PY) -m pytest -q -rs
 
-# The unit tests only: no model, no browser, no corpus index, no subprocess (~30 s).
+# Everything but the integration tests: no model, no browser, no corpus index.
 test-fast: $(DEV)
-	$(PY) -m pytest -q -m "not integration and not browser and not slow and not st and not server"
+	$(PY) -m pytest -q -m "not integration and not browser"
 
 bench: $(DEV)
 	$(PY) -m bench.ingest

@@ -139,7 +139,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         result = evaluations.run(assistant, args.files, args.k or settings.retrieval.k, args.cv,
                                  _load_hook(args.baseline) if args.baseline else None,
                                  f"{settings.store.index_dir}/baseline", progress)
-    except evaluations.NoQuestions as e:
+    except evaluations.CannotEvaluate as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -152,7 +152,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
-        print(result.markdown().split("## Questions")[0].rstrip())
+        print(result.summary_markdown())
         for q in result.report["questions"]:
             if not q["passed"]:
                 print(f"FAIL {q['id']} [{q['kind']}]: {q['question']} - {q['why']}")

@@ -224,9 +224,12 @@ def summarise(results: list[Result], k: int) -> dict:
     }
 
 
-KIND_COLUMNS = [("n", "n"), ("passed", "passed"), ("pass_rate", "pass rate"), ("recall_at_1", "R@1"),
-                ("recall_at_k", "R@k"), ("fact_recall", "fact recall"), ("refused", "refused"),
-                ("false_refusal_rate", "false refusals"), ("refusal_accuracy", "unanswerable refused")]
+# Labels in Chinese like the rest of the product, the English term after them (as the API's messages).
+KIND_COLUMNS = [("n", "题数 n"), ("passed", "通过 passed"), ("pass_rate", "通过率 pass rate"), ("recall_at_1", "R@1"),
+                ("recall_at_k", "R@k"), ("fact_recall", "要点召回 fact recall"), ("refused", "拒答 refused"),
+                ("false_refusal_rate", "误拒率 false refusals"), ("refusal_accuracy", "应拒已拒 unanswerable refused")]
+TITLE = "评测报告 / Evaluation report"
+QUESTIONS_HEADING = "逐题结果（未通过在前）/ Questions (failures first)"
 
 
 def kind_rows(report: dict) -> list[list[str]]:
@@ -237,17 +240,28 @@ def kind_rows(report: dict) -> list[list[str]]:
 
 
 def kind_markdown(report: dict) -> list[str]:
-    lines = ["| kind | " + " | ".join(label for _, label in KIND_COLUMNS) + " |",
+    lines = ["| 类型 kind | " + " | ".join(label for _, label in KIND_COLUMNS) + " |",
              "|---" * (len(KIND_COLUMNS) + 1) + "|"]
     return lines + ["| " + " | ".join(row) + " |" for row in kind_rows(report)]
 
 
-SUMMARY_LABELS = [("n", "questions"), ("recall_at_1", "Recall@1"), ("recall_at_k", "Recall@k"), ("mrr", "MRR"),
-                  ("fact_recall", "fact recall"), ("refusal_accuracy", "refusal accuracy (unanswerable refused)"),
-                  ("false_refusal_rate", "false refusal rate (answerable refused)"),
-                  ("citation_validity", "quote validity (quotes are cut from the stored text)"),
-                  ("claim_support", "claim support"), ("answers_ending_at_lead_in", "answers ending at a lead-in"), ("citation_precision", "citation precision"),
-                  ("latency_ms_p50", "latency p50 (ms)"), ("latency_ms_p95", "latency p95 (ms)"), ("passed", "passed")]
+SUMMARY_LABELS = [("n", "问题数 questions"), ("recall_at_1", "首位命中 Recall@1"), ("recall_at_k", "前k命中 Recall@k"),
+                  ("mrr", "MRR"), ("fact_recall", "要点召回 fact recall"),
+                  ("refusal_accuracy", "应拒已拒 refusal accuracy (unanswerable refused)"),
+                  ("false_refusal_rate", "误拒率 false refusal rate (answerable refused)"),
+                  ("citation_validity", "引文有效 quote validity (quotes are cut from the stored text)"),
+                  ("claim_support", "陈述有据 claim support"),
+                  ("answers_ending_at_lead_in", "止于引导语的回答 answers ending at a lead-in"),
+                  ("citation_precision", "引用精确率 citation precision"), ("latency_ms_p50", "耗时 p50 (ms)"),
+                  ("latency_ms_p95", "耗时 p95 (ms)"), ("passed", "通过 passed")]
+QUESTION_COLUMNS = ["编号 id", "类型 kind", "结果 result", "问题 question", "回答 answer", "原因 why"]
+
+
+def question_rows(report: dict, answer_chars: int = 120) -> list[list[str]]:
+    """One row per question, failures first, for a table a person reads (the answer cut to `answer_chars`)."""
+    return [[str(r["id"]), r.get("kind") or "-", "通过" if r["passed"] else "未通过", r["question"],
+             r["answer"][:answer_chars] + ("…" if len(r["answer"]) > answer_chars else ""), r["why"]]
+            for r in _rows(report)]
 
 
 def _rows(report: dict) -> list[dict]:
@@ -256,18 +270,19 @@ def _rows(report: dict) -> list[dict]:
 
 def to_markdown(report: dict, baseline: dict | None = None, errors: Sequence[str] = ()) -> str:
     s = report["summary"]
-    lines = ["# Evaluation report", "", "| metric | assistant |" + (" naive baseline |" if baseline else ""),
+    lines = [f"# {TITLE}", "", "| 指标 metric | 本系统 assistant |" + (" 基线 naive baseline |" if baseline else ""),
              "|---|---|" + ("---|" if baseline else "")]
     for key, label in SUMMARY_LABELS:
         b = f" {baseline['summary'].get(key)} |" if baseline else ""
         lines.append(f"| {label} | {s.get(key)} |{b}")
     if report.get("cv"):
-        lines += ["", f"Cross-validated: {report['cv']['folds']} folds; every threshold and weight was fitted on the "
+        lines += ["", f"交叉验证 {report['cv']['folds']} 折：每个阈值和权重都在其他折上拟合，从不在被评分的问题上拟合。 "
+                  f"Cross-validated: {report['cv']['folds']} folds; every threshold and weight was fitted on the "
                   "other folds, never on the questions it is scored on."]
-    lines += ["", "## By kind", ""] + kind_markdown(report)
+    lines += ["", "## 按问题类型 / By kind", ""] + kind_markdown(report)
     if errors:
-        lines += ["", "## Lines not evaluated", ""] + [f"- {e}" for e in errors]
-    lines += ["", "## Questions (failures first)", "", "| id | kind | pass | question | gold rank | refused | facts | answer | citations | why |",
+        lines += ["", "## 未评测的行 / Lines not evaluated", ""] + [f"- {e}" for e in errors]
+    lines += ["", f"## {QUESTIONS_HEADING}", "", "| id | kind | pass | question | gold rank | refused | facts | answer | citations | why |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(report):
         cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -280,26 +295,27 @@ def to_markdown(report: dict, baseline: dict | None = None, errors: Sequence[str
 def to_html(report: dict, baseline: dict | None = None, errors: Sequence[str] = ()) -> str:
     e = html.escape
     s = report["summary"]
-    head = "<tr><th>metric</th><th>assistant</th>" + ("<th>naive baseline</th>" if baseline else "") + "</tr>"
+    head = "<tr><th>指标 metric</th><th>本系统 assistant</th>" + ("<th>基线 naive baseline</th>" if baseline else "") + "</tr>"
     rows = "".join(f"<tr><td>{e(label)}</td><td>{e(str(s.get(key)))}</td>"
                    + (f"<td>{e(str(baseline['summary'].get(key)))}</td>" if baseline else "") + "</tr>"
                    for key, label in SUMMARY_LABELS)
     errs = "".join(f"<li>{e(x)}</li>" for x in errors)
-    khead = "<tr><th>kind</th>" + "".join(f"<th>{e(label)}</th>" for _, label in KIND_COLUMNS) + "</tr>"
+    khead = "<tr><th>类型 kind</th>" + "".join(f"<th>{e(label)}</th>" for _, label in KIND_COLUMNS) + "</tr>"
     krows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in kind_rows(report))
     qrows = "".join(
         f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{e(r['id'])}</td><td>{'PASS' if r['passed'] else 'FAIL'}</td>"
         f"<td>{e(r['question'])}</td><td>{r['rank'] or '-'}</td><td>{r['refused']}</td>"
         f"<td>{'-' if r['fact_recall'] is None else r['fact_recall']}</td><td>{e(r['answer'])}</td>"
         f"<td>{e('; '.join(r['cited']))}</td><td>{e(r['why'])}</td></tr>" for r in _rows(report))
-    return (f"<!doctype html><html lang='zh-CN'><meta charset='utf-8'><title>Evaluation report</title>"
+    return (f"<!doctype html><html lang='zh-CN'><meta charset='utf-8'><title>{e(TITLE)}</title>"
             "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}"
             "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}tr.fail{background:#fff0f0}</style>"
-            f"<h1>Evaluation report</h1><table>{head}{rows}</table>"
-            + (f"<p>Cross-validated: {report['cv']['folds']} folds.</p>" if report.get("cv") else "")
-            + f"<h2>By kind</h2><table>{khead}{krows}</table>"
-            + (f"<h2>Lines not evaluated</h2><ul>{errs}</ul>" if errors else "")
-            + "<h2>Questions (failures first)</h2><table><tr><th>id</th><th>pass</th><th>question</th><th>gold rank</th>"
+            f"<h1>{e(TITLE)}</h1><table>{head}{rows}</table>"
+            + (f"<p>交叉验证 {report['cv']['folds']} 折 / Cross-validated: {report['cv']['folds']} folds.</p>"
+               if report.get("cv") else "")
+            + f"<h2>按问题类型 / By kind</h2><table>{khead}{krows}</table>"
+            + (f"<h2>未评测的行 / Lines not evaluated</h2><ul>{errs}</ul>" if errors else "")
+            + f"<h2>{e(QUESTIONS_HEADING)}</h2><table><tr><th>id</th><th>pass</th><th>question</th><th>gold rank</th>"
             f"<th>refused</th><th>facts</th><th>answer</th><th>citations</th><th>why</th></tr>{qrows}</table></html>")
 
 

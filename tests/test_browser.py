@@ -8,6 +8,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from tests.conftest import SPEECH, write
@@ -24,6 +25,9 @@ DOGS = ("title: 测试市养犬管理规定\n---\n测试市养犬管理规定\n�
 XSS = "title: 恶意测试文件\n---\n恶意测试文件\n第一条 本条含有<script>window.__pwned=1</script>和<img src=x onerror=\"window.__pwned=2\">字样，用于测试。\n"
 
 
+ADMIN = "adm-browser"
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, embedder):
     if not Path(CHROMIUM).exists():
@@ -38,6 +42,7 @@ def app_url(tmp_path_factory, embedder):
     shutil.copy(SPEECH, d / "docs" / SPEECH.name)
     s = Settings(_env_file=None)
     s.store.index_dir = str(d / "index")
+    s.server.admin_key = ADMIN
     build_pipeline(s, embedder=embedder).run([d / "docs"])
     host_port, app_port = free_port(), free_port()
     s.server.frame_ancestors = [f"http://127.0.0.1:{host_port}"]
@@ -259,18 +264,49 @@ def test_widget_on_a_site_not_allowed_to_frame_opens_a_tab(browser, app_url, tmp
 
 
 def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):
-    f = tmp_path / "q.jsonl"
-    f.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
+    """Issue 14.10: the admin key is asked for; a GBK file and a file with no valid line say what is wrong; the
+    report is in Chinese, one readable row per question, and downloads as HTML and JSON."""
+    good = tmp_path / "q.jsonl"
+    good.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in [
         {"id": "a", "question": "新建公厕多少座？", "facts": ["210"], "evidence": "新建公厕210座"},
         {"id": "b", "question": "今天天气怎么样？", "facts": []}]) + "\n{broken\n", encoding="utf-8")
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes(json.dumps({"question": "新建公厕多少座？", "facts": []}, ensure_ascii=False).encode("gbk"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("{}\n", encoding="utf-8")
     page.goto(app_url[0] + "/")
     page.get_by_role("tab", name="评测").click()
-    page.locator("input[type=file]").first.set_input_files(str(f))
-    page.get_by_role("button", name="开始评测").click()
-    page.wait_for_function("() => document.body.innerText.includes('Evaluation report')", timeout=120000)
-    body = page.inner_text("body")
-    assert "line 3" in body and "refusal accuracy" in body
+    key = page.get_by_label("管理员密钥").last
+
+    def run(f, k, wait_for):
+        key.fill(k)
+        if not page.locator("input[type=file]").count():  # a file is shown: its × takes it off first
+            page.locator("button[aria-label]").filter(has=page.locator("svg")).last.click()
+        page.locator("input[type=file]").last.set_input_files(str(f))
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="开始评测").click()
+        page.wait_for_function(f"() => document.body.innerText.includes({json.dumps(wait_for)})", timeout=120000)
+
+    run(good, "wrong", "管理员密钥不正确")
+    run(gbk, ADMIN, "不是 UTF-8")
+    run(empty, ADMIN, "没有可评测的问题")
+    run(good, ADMIN, "评测报告 / Evaluation report")
+    page.wait_for_timeout(500)
     page.screenshot(path=str(artifacts / "eval-tab.png"), full_page=True)
+    body = page.inner_text("body")
+    assert "line 3" in body and "应拒已拒" in body and "要点召回" in body
+    table = page.locator(".block").filter(has_text="逐题结果（未通过在前）").last
+    text = table.inner_text()
+    assert "新建公厕多少座？" in text and "今天天气怎么样？" in text and text.count("通过") >= 2
+    width = table.locator("th").filter(has_text="问题 question").first.bounding_box()["width"]
+    assert width > 120, width  # a column a question can be read in, not one letter wide
+    links = page.locator("a[download]")
+    hrefs = {links.nth(i).get_attribute("href") for i in range(links.count())}
+    html_link = next(h for h in hrefs if h and h.endswith(".html"))
+    json_link = next(h for h in hrefs if h and h.endswith(".json"))
+    assert "评测报告" in httpx.get(html_link if html_link.startswith("http") else app_url[0] + html_link).text
+    report = httpx.get(json_link if json_link.startswith("http") else app_url[0] + json_link).json()
+    assert report["summary"]["n"] == 2 and "line 3" in report["errors"][0]
 
 
 def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):

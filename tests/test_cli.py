@@ -55,7 +55,7 @@ def test_read_only_commands_never_create_an_index(tmp_path, command):
     assert out.returncode == 3 and "no index at" in out.stderr and not missing.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # the real model, in a subprocess
 def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     idx = str(tmp_path / "idx")
     assert _run("ingest", str(small_docs), "--index", idx).returncode == 0
@@ -69,4 +69,4 @@ def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     assert data["summary"]["recall_at_1"] == 1.0 and data["summary"]["refusal_accuracy"] == 1.0
     assert data["baseline"]["summary"]["refusal_accuracy"] == 0.0  # the naive pipeline never refuses
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
-    assert "| metric | assistant | naive baseline |" in md
+    assert "| 指标 metric | 本系统 assistant | 基线 naive baseline |" in md

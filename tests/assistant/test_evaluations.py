@@ -22,5 +22,5 @@ def test_bad_lines_and_unreadable_files_are_named_and_the_rest_loads(tmp_path):
 def test_a_file_with_no_valid_question_says_so_instead_of_empty_metrics(tmp_path, content):
     f = tmp_path / "q.jsonl"
     f.write_bytes(content)
-    with pytest.raises(evaluations.NoQuestions, match="没有可评测的问题"):
+    with pytest.raises(evaluations.CannotEvaluate, match="没有可评测的问题"):
         evaluations.run(None, [f], k=5)  # nothing is asked: no assistant is needed

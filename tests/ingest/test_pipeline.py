@@ -164,11 +164,25 @@ def test_a_broken_file_is_reported_and_the_rest_lands(settings, embedder, small_
     assert sorted(index.documents()) == ["notice", "parking"]
 
 
-def _cli(*args, **kw):
-    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT, **kw)
+def _cli(*args):
+    """app.py's main in this process (its output and exit code are what is tested, not a process start), with the
+    hash embedder: the commands' output, not the vectors' meaning."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv("ASSISTANT_EMBEDDING__BACKEND", "hash")
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
-@pytest.mark.slow
 def test_cli_ingest_json_docs_and_chunks(tmp_path, small_docs):
     idx = str(tmp_path / "cli-index")
     out = _cli("ingest", str(small_docs), "--index", idx, "--json")
@@ -206,7 +220,6 @@ sys.exit(app.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.slow
 def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
     """Kill a real ingest between a document's chunk writes and its commit; every committed document must be
     whole, the half-written one invisible, and the next run completes."""
@@ -262,7 +275,6 @@ print(report.documents[0].status, report.documents[0].doc_id)
 """
 
 
-@pytest.mark.slow
 def test_two_processes_ingesting_the_same_file_name_both_land(tmp_path):
     """Two CLI-like writers, one index, two different notice.txt at the same moment: both are committed under
     different ids (the writer lock serialises them), and each process sees the other's commit."""

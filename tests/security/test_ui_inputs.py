@@ -31,7 +31,7 @@ def test_the_question_limit_holds_on_the_server(server):
 def test_a_server_path_is_not_read_as_a_question_file(server, tmp_path):
     planted = tmp_path / "planted.jsonl"
     planted.write_text(json.dumps({"id": "x", "question": "本市新建停车位多少个？", "facts": ["1200"]}, ensure_ascii=False))
-    text = _sse_call(server.url, "run_eval", [_file_payload(str(planted))])
+    text = _sse_call(server.url, "run_eval", ["adm", _file_payload(str(planted))])
     assert not _has(text, "停车位") and "1200" not in text  # the file was never opened
     assert text.startswith("event: error")  # Gradio's path check refuses the payload before the function runs
 
