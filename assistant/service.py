@@ -131,6 +131,10 @@ class Assistant:
     def document(self, doc_id: str):
         return self.index.document(doc_id)
 
+    def chunks(self, doc_id: str) -> list:
+        """A document's chunks in order, as (chunk id, Chunk)."""
+        return self.index.all_chunks(doc_id)
+
     def cached_documents(self) -> dict | None:
         """The documents without touching the store (None before the first load): for health checks."""
         return self.index.cached_documents()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import re
-import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote as url_quote
@@ -14,7 +13,8 @@ from ingest.schema import IndexEmpty
 
 from .answer import NOT_STATED, Answer
 from .service import Assistant
-from .settings import Settings, same_secret
+from .settings import Settings
+from .ui_tabs import documents_tab, evaluation_tab, upload_tab
 from .uploads import UploadService
 
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
@@ -173,10 +173,10 @@ def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads
     with gr.Blocks(title="政策文件问答", analytics_enabled=False, delete_cache=(600, 3600)) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
         _chat_tab(ui, _Chat(get_assistant, settings, doc_token))
-        _documents_tab(ui, get_assistant)
+        refresh_docs, doc_outputs = documents_tab(ui, get_assistant)
         if settings.server.admin_key:  # both need the admin key; without one there is no way in
-            _upload_tab(settings, uploads)
-            _evaluation_tab(get_assistant, settings)
+            upload_tab(ui, settings, uploads, refresh_docs, doc_outputs)
+            evaluation_tab(get_assistant, settings)
     return ui
 
 
@@ -268,114 +268,6 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
     chat.clear(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
 
 
-def _documents_tab(ui: gr.Blocks, get_assistant: Callable[[], Assistant]) -> None:
-    with gr.Tab("文档"):
-        def list_docs():
-            docs = sorted(get_assistant().documents().values(), key=lambda d: d.doc_id)
-            return [[d.doc_id, d.title, d.issuer, d.date, d.chunks] for d in docs]
-
-        table = gr.Dataframe(headers=["doc_id", "标题", "发布机关", "日期", "片段数"], interactive=False)
-        with gr.Row():
-            doc_id = gr.Dropdown(label="阅读文档", choices=[], allow_custom_value=False)
-            refresh = gr.Button("刷新")
-        reader = gr.HTML()
-
-        def refresh_docs():
-            rows = list_docs()
-            return rows, gr.update(choices=[(f"{r[1]} ({r[0]})", r[0]) for r in rows])
-
-        refresh.click(refresh_docs, None, [table, doc_id])
-        ui.load(refresh_docs, None, [table, doc_id])
-
-        def read(doc):
-            d = get_assistant().document(doc or "")
-            if d is None:
-                return "<p>请选择文档。</p>"
-            meta = " · ".join(html.escape(x) for x in (d.issuer, d.doc_number, d.date) if x)
-            return (f"<h3>{html.escape(d.title)}</h3><p><small>{meta}</small></p>"
-                    f'<div style="white-space:pre-wrap">{html.escape(d.text)}</div>')
-
-        doc_id.change(read, doc_id, reader)
-
-
-def _upload_tab(settings: Settings, uploads: UploadService) -> None:
-    with gr.Tab("上传"):
-        gr.Markdown("管理员上传文档并建立索引（txt、md、html、pdf、docx）。")
-        key = gr.Textbox(label="管理员密钥", type="password")
-        files = gr.File(label="文档", file_count="multiple")
-        go = gr.Button("上传并索引", variant="primary")
-        result = gr.Dataframe(headers=["文件", "doc_id", "状态", "片段数", "说明"], interactive=False)
-
-        def upload(k, fs, progress=gr.Progress()):
-            if not same_secret(k or "", settings.server.admin_key):
-                raise gr.Error("管理员密钥不正确。")
-            if not fs:
-                raise gr.Error("请先选择文件。")
-            # Only the uploaded bytes are used (Gradio's cache copies), stored under their original names by
-            # the same service as the API's uploads: a later prune never sees a vanished temp path.
-            files_in = []
-            for f in fs:
-                path = Path(f if isinstance(f, str) else f.name)
-                files_in.append((getattr(f, "orig_name", None) or path.name, path.read_bytes()))
-            job, done = uploads.submit(files_in)
-            while not done.done():
-                progress(job.done / max(1, job.total), desc=f"{job.done}/{job.total}")
-                time.sleep(0.2)
-            if job.status != "done":
-                raise gr.Error(f"索引失败：{job.error}")
-            return [[d.path.rsplit("/", 1)[-1], d.doc_id, d.status, d.chunks, d.error] for d in job.report.documents]
-
-        go.click(upload, [key, files], result)
-
-
-def _evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) -> None:
-    """Admins run a question file against the index: metrics and per kind as text, one readable row per question,
-    the whole report to download as HTML and JSON."""
-    from . import evaluate as ev
-
-    with gr.Tab("评测"):
-        gr.Markdown("管理员上传测试问题文件（JSON Lines，每行 `{\"question\", \"facts\", \"evidence\"}`，UTF-8），"
-                    f"生成评测报告（每次最多 {settings.server.max_eval_questions} 题）。")
-        key = gr.Textbox(label="管理员密钥", type="password")
-        qfile = gr.File(label="问题文件 (.jsonl)", file_types=[".jsonl", ".json", ".txt"])
-        run = gr.Button("开始评测")
-        report = gr.Markdown()
-        rows = gr.Dataframe(headers=ev.QUESTION_COLUMNS, interactive=False, wrap=True, visible=False,
-                            column_widths=["8%", "10%", "8%", "24%", "30%", "20%"], label="逐题结果（未通过在前）")
-        downloads = gr.File(label="下载报告（HTML、JSON）", file_count="multiple", visible=False)
-        run.click(_run_evaluation(get_assistant, settings), [key, qfile], [report, rows, downloads])
-
-
-def _run_evaluation(get_assistant: Callable[[], Assistant], settings: Settings):
-    def run_eval(key, f, progress=gr.Progress()):
-        import json
-        import os
-        import tempfile
-
-        from . import evaluations
-
-        hidden = (gr.update(visible=False), gr.update(visible=False, value=None))
-        if not same_secret(key or "", settings.server.admin_key):
-            return ("管理员密钥不正确。",) + hidden
-        if f is None:
-            return ("请先上传问题文件。",) + hidden
-        path = f if isinstance(f, str) else f.name
-        try:
-            result = evaluations.run(get_assistant(), [path], settings.retrieval.k,
-                                     progress=lambda i, n, r: progress(i / max(n, 1), desc=f"{i}/{n}"),
-                                     names=[getattr(f, "orig_name", None) or Path(path).name],
-                                     limit=settings.server.max_eval_questions)
-        except evaluations.CannotEvaluate as e:
-            return (str(e),) + hidden
-        # In Gradio's cache of this process (mount_ui), which Gradio serves from and which goes at exit.
-        out = Path(tempfile.mkdtemp(prefix="evaluation-", dir=os.environ.get("GRADIO_TEMP_DIR")))
-        (out / "评测报告.html").write_text(result.html(), encoding="utf-8")
-        (out / "评测报告.json").write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        return (result.summary_markdown(), gr.update(value=result.question_rows(), visible=True),
-                gr.update(value=[str(out / "评测报告.html"), str(out / "评测报告.json")], visible=True))
-    return run_eval
-
-
 def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService,
              doc_token: Callable[[str], str] = lambda d: "") -> None:
     """Mount the chat at '/' (after the API routes, or they would 404), with Gradio's file checks in force."""
@@ -392,15 +284,7 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], up
     ui = build_ui(get_assistant, settings, uploads, doc_token)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
-    dependency = None
-    if srv.trusted_user_header:
-        header = srv.trusted_user_header
-
-        def dependency(request):  # the intranet's SSO proxy sets this header; without it, no UI
-            client = getattr(request, "client", None)
-            if not client or client.host not in srv.trusted_proxies:
-                return None  # only the SSO proxy may vouch for a user
-            return request.headers.get(header)
+    dependency = _trusted_user(srv.trusted_user_header, srv.trusted_proxies) if srv.trusted_user_header else None
 
     index_dir = str(Path(settings.store.index_dir).resolve())
     blocked = [index_dir, str(Path.cwd().resolve()), "/proc", "/etc", "/root", "/home", "/var", "/sys", "/dev"]
@@ -410,3 +294,13 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], up
     # mount_gradio_app leaves has_launched False, and gradio's allowed-path check (processing_utils.
     # _check_allowed) returns early for Blocks that have not launched: so a mounted app must set it.
     ui.has_launched = True
+
+
+def _trusted_user(header: str, proxies: list[str]):
+    """Gradio's auth dependency: the user the intranet's SSO proxy names in `header`; without it, no UI."""
+    def dependency(request):
+        client = getattr(request, "client", None)
+        if not client or client.host not in proxies:
+            return None  # only the SSO proxy may vouch for a user
+        return request.headers.get(header)
+    return dependency

@@ -27,6 +27,29 @@ def safe_name(name: str | None) -> str | None:
     return base
 
 
+# Per-file statuses and the ingest's reasons, in Chinese with the English after (as the API's messages): what an
+# admin reads in the upload tab. The ingest layer states its reasons in English, one place for each.
+STATUS_ZH = {"added": "已添加", "updated": "已更新", "unchanged": "未变化", "failed": "失败", "removed": "已删除"}
+_REASONS_ZH = [
+    (r"^empty file", "空文件"), (r"^no such file", "文件不存在"), (r"^not a regular file", "不是普通文件"),
+    (r"^binary content", "二进制内容，不是文本文件"), (r"^unsupported file type", "不支持的文件类型"),
+    (r"MB, over the .* limit", "文件过大"), (r"UTF-16|GB18030", "无法识别的文字编码"),
+    (r"expands to|unpacks to|holds over|chunks, over the|pages, over the", "内容过多，请拆分后上传"),
+    (r"no text layer", "PDF 没有文字层（扫描件？），请先做文字识别"), (r"^unreadable PDF", "PDF 无法读取（损坏或不完整）"),
+    (r"^unreadable DOCX", "Word 文件无法读取（损坏或不是 Word 文件）"), (r"^DOCX contains no text", "Word 文件没有文字"),
+    (r"^no text left after cleaning", "清洗后没有正文"), (r"^same (content|text) as", "与已收录的文档内容相同，只索引一次"),
+    (r"^replacing .* exactly one file", "替换只能上传一个文件"), (r"^no document .* to replace", "要替换的文档不存在"),
+]
+
+
+def explain(error: str) -> str:
+    """An ingest reason as an admin reads it: '中文 / English'; already-Chinese reasons stay as they are."""
+    if not error or re.match(r"[\u4e00-\u9fff]", error):
+        return error
+    zh = next((zh for pattern, zh in _REASONS_ZH if re.search(pattern, error)), "索引失败")
+    return f"{zh} / {error}"
+
+
 @dataclass
 class Job:
     """One upload batch: its progress and, when done, its ingest report."""
@@ -34,13 +57,15 @@ class Job:
     id: str
     total: int
     done: int = 0
+    chunks: int = 0  # chunks indexed so far, over the files done
     status: str = "queued"  # queued | running | done | failed
     report: IngestReport | None = None
     error: str = ""
     created: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total, "error": self.error,
+        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total, "chunks": self.chunks,
+                "error": self.error,
                 "report": self.report.to_dict() if self.report else None}
 
 
@@ -88,8 +113,9 @@ class UploadService:
     def _run(self, job: Job, paths: list[Path], rejected: list[FileResult], replace: str | None = None) -> Job:
         job.status = "running"
         try:
-            def progress(i: int, n: int, _r) -> None:
+            def progress(i: int, n: int, r: FileResult) -> None:
                 job.done = i + len(rejected)
+                job.chunks += r.chunks if r.status in ("added", "updated") else 0
             pipeline = self.pipeline()
             old = pipeline.index.document(replace) if replace else None
             report = pipeline.run(paths, on_progress=progress, replace=replace) if paths else IngestReport()

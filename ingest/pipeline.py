@@ -147,12 +147,18 @@ class Pipeline:
                          and d.doc_id != doc_id and Path(d.path).exists()), None)
             if twin:
                 res.doc_id, res.title, res.status, res.chunks = twin.doc_id, twin.title, "unchanged", twin.chunks
-                res.error = f"same content as {twin.path}; indexed once as {twin.doc_id}"
+                res.error = f"same content as {Path(twin.path).name}; indexed once as {twin.doc_id}"
                 return res
             raw = parse(path, data)
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
+            same = next((d for d in self.index.documents().values() if d.doc_id != doc_id and len(d.text) == len(text)
+                         and d.text == text and Path(d.path).exists()), None)
+            if same:  # the same text in another encoding, format or file name: one document, not two
+                res.doc_id, res.title, res.status, res.chunks = same.doc_id, same.title, "unchanged", same.chunks
+                res.error = f"same text as {Path(same.path).name}; indexed once as {same.doc_id}"
+                return res
             title = raw.meta.get("title") or raw.meta.get("page_title") or text.split("\n", 1)[0][:80]
             doc = Document(doc_id=doc_id, path=str(path), title=title, text=text, sha256=sha, version=version,
                            issuer=raw.meta.get("issuer", ""), doc_number=raw.meta.get("doc_number", ""),

@@ -310,27 +310,67 @@ def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):
 
 
 def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
+    """Issue 14.9: statuses and reasons in Chinese (English after); the 文档 tab follows each change; the same text
+    in GBK under another name is recognised; the buttons are disabled while a job runs; an admin replaces and
+    deletes a document from the UI."""
     from assistant.api import create_app
+    from assistant.service import build_assistant
     from assistant.settings import Settings
 
     s = Settings(_env_file=None)
     s.store.index_dir = str(tmp_path / "index")
     s.server.admin_key = "adm-key"
-    srv = LiveServer(create_app(s))
+    srv = LiveServer(create_app(s, build_assistant(s, embedder=embedder)))
     try:
-        good = write(tmp_path / "up" / "办法.txt", "title: 上传测试办法\n---\n第一条 本办法规定停车位为777个。\n")
+        rule = "title: 上传测试办法\n---\n第一条 本办法规定停车位为777个。\n"
+        good = write(tmp_path / "up" / "办法.txt", rule)
         bad = tmp_path / "up" / "empty.txt"
         bad.write_bytes(b"")
+        gbk = tmp_path / "up2" / "办法（另存为GBK）.txt"
+        gbk.parent.mkdir()
+        gbk.write_bytes(rule.encode("gbk"))
+        newer = write(tmp_path / "up3" / "办法v2.txt", rule.replace("777", "888"))
         page = browser.new_page()
         page.goto(srv.url + "/")
         page.get_by_role("tab", name="上传").click()
         page.get_by_label("管理员密钥").fill("adm-key")
-        page.locator("input[type=file]").first.set_input_files([str(good), str(bad)])
-        page.get_by_role("button", name="上传并索引").click()
-        page.wait_for_function("() => document.body.innerText.includes('added')", timeout=120000)
-        body = page.inner_text("body")
-        assert "empty file" in body and "failed" in body
+        go = page.get_by_role("button", name="上传并索引")
+
+        def upload(paths, button=go):
+            page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files([str(p) for p in paths])
+            listed = f"{paths[-1].stem}\n{paths[-1].suffix}"  # how the file list shows a name
+            page.wait_for_function(f"() => document.body.innerText.includes({json.dumps(listed)})")
+            button.click()
+            page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                                   "b => b.innerText.includes('上传并索引') && b.disabled)", timeout=10000)
+            page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                                   "b => b.innerText.includes('上传并索引') && !b.disabled)", timeout=120000)
+            page.wait_for_timeout(500)
+            body = page.inner_text("body")
+            assert listed not in body and paths[-1].name in body, body  # a run empties the file list
+            return body
+
+        first = upload([good, bad])
+        assert "已添加" in first and "added" in first and "空文件 / empty file" in first and "失败" in first
         page.screenshot(path=str(artifacts / "upload-tab.png"), full_page=True)
+        again = upload([gbk])
+        assert "未变化" in again and "与已收录的文档内容相同" in again and "/tmp" not in again, again
+        page.get_by_role("tab", name="文档").click()
+        docs = page.locator(".block").filter(has_text="发布机关").first.inner_text()
+        assert docs.count("上传测试办法") == 1  # no refresh pressed: the tab followed the upload
+        page.get_by_role("tab", name="上传").click()
+        target = page.get_by_label("已收录的文档（替换或删除）")
+        target.click()
+        page.get_by_role("option", name="上传测试办法").first.click()
+        replaced = upload([newer], page.get_by_role("button", name="用所选文件替换该文档"))
+        assert "已更新" in replaced, replaced
+        doc_id = httpx.get(f"{srv.url}/api/documents", timeout=10).json()["documents"][0]["doc_id"]
+        assert "888" in httpx.get(f"{srv.url}/api/documents/{doc_id}", timeout=10).json()["text"]
+        target.click()
+        page.get_by_role("option", name="上传测试办法").first.click()
+        page.get_by_role("button", name="删除该文档").click()
+        page.wait_for_function("() => document.body.innerText.includes('已删除')", timeout=30000)
+        assert httpx.get(f"{srv.url}/api/documents", timeout=10).json()["documents"] == []
         page.close()
     finally:
         srv.stop()

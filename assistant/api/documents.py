@@ -22,13 +22,13 @@ def api_documents(request: Request):
 
 @router.get("/api/documents/{doc_id}", dependencies=[Depends(bearer)])
 def api_document(request: Request, doc_id: str):
-    index = ctx(request).assistant().index
-    doc = index.document(doc_id)
+    a = ctx(request).assistant()
+    doc = a.document(doc_id)
     if doc is None:
         raise HTTPException(404, f"没有这个文档 / unknown document id: {doc_id}")
     chunks = [{"chunk_id": cid, "section": c.section_path, "article": c.article, "char_start": c.char_start,
                "char_end": c.char_end, "refers_to": references(c.text, c.article)}
-              for cid, c in index.all_chunks(doc_id)]
+              for cid, c in a.chunks(doc_id)]
     return public_meta(doc) | {"text": doc.text, "chunks": chunks}
 
 

@@ -557,3 +557,18 @@ def test_vector_search_is_wide_enough_for_the_results_asked_and_old_indexes_are_
         path=str(tmp_path / "index" / "chroma"))
     seen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert int(seen.stdout.split()[-1]) == EF_SEARCH  # stored, as another process reads it
+
+
+def test_the_same_text_in_another_encoding_and_name_is_one_document(make_index, small_docs, tmp_path):
+    """Issue 14.9: the bytes differ (GBK, another name) but the cleaned text is the same: indexed once."""
+    index = make_index()
+    pipeline = Pipeline(index, HashEmbedder())
+    pipeline.run([small_docs / "parking.txt"])
+    gbk = tmp_path / "other" / "停车条例（GBK）.txt"
+    gbk.parent.mkdir()
+    gbk.write_bytes((small_docs / "parking.txt").read_text(encoding="utf-8").encode("gbk"))
+    r = pipeline.run([gbk]).documents[0]
+    assert (r.status, r.doc_id) == ("unchanged", "parking") and "same text" in r.error
+    assert sorted(index.documents()) == ["parking"]
+    gbk.write_bytes(gbk.read_bytes().replace("1200".encode("gbk"), "1300".encode("gbk")))
+    assert pipeline.run([gbk]).documents[0].status == "added"  # a different text is a document of its own
