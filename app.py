@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", metavar="MODULE:CALLABLE",
                    help="also evaluate a baseline side by side: CALLABLE(docs, embedder, work_dir) -> ask(question, "
                         "history); e.g. bench.naive:baseline (the naive LangChain pipeline, from the repository root)")
+    s = sub.add_parser("feedback", parents=[common], help="export the 👍/👎 feedback given in the chat")
+    s.add_argument("--drafts", action="store_true",
+                   help="the 👎 answers as draft test questions (JSON Lines: question, facts [] to fill, the comment)")
     s = sub.add_parser("calibrate", parents=[common],
                        help="fit the fusion weights and the refusal model on files of test questions")
     s.add_argument("files", nargs="+", metavar="FILE")

@@ -4,7 +4,7 @@ The LLM answerer is in llm.py; the check every answer passes before it is return
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Iterator, Protocol, Sequence
 
 from ingest.chunk import LEAD_IN, list_items, references, sentences
@@ -68,6 +68,15 @@ class Answer:
         if self.refused or not self.citations:
             return self.answer
         return self.answer + "\n\n来源：\n" + "\n".join(f"[{c.n}] {c.label()}：“{c.quote}”" for c in self.citations)
+
+    @classmethod
+    def from_dict(cls, question: str, d: dict) -> "Answer":
+        """An answer kept as to_dict() (a stored conversation), back as an Answer to render."""
+        names = {f.name for f in fields(Citation)}
+        cites = [Citation(**{k: v for k, v in c.items() if k in names}) for c in d.get("citations") or []]
+        return cls(question, d.get("answer", ""), bool(d.get("refused")), cites, d.get("standalone_question", ""),
+                   list(d.get("unverified") or []), mode=d.get("mode", "extractive"), confidence=d.get("confidence"),
+                   replaced=d.get("replaced"))
 
     def to_dict(self, passages: bool = False) -> dict:
         d = {"question": self.question, "answer": self.answer, "refused": self.refused,

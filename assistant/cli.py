@@ -188,6 +188,25 @@ def _gates(summary: dict, gates: list[str]) -> int:
     return failed
 
 
+def feedback(settings: Settings, args: argparse.Namespace) -> int:
+    """The chat's feedback: every rating as JSON (or one per line), or the 👎 ones as draft test questions."""
+    from .conversations import ConversationStore, draft_questions
+
+    if not settings.store.conversations_url and not (Path(settings.store.index_dir) / "conversations.sqlite3").exists():
+        print(f"no conversations database in {settings.store.index_dir}", file=sys.stderr)
+        return 3
+    rows = ConversationStore(settings.store.conversations()).feedback()
+    if args.drafts:
+        for d in draft_questions(rows):
+            print(json.dumps(d, ensure_ascii=False))
+    elif args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for r in rows:
+            print(f"{'👍' if r['rating'] > 0 else '👎'} {r['user']}: {r['question']} - {r['comment'] or '(no comment)'}")
+    return 0
+
+
 def calibrate(settings: Settings, args: argparse.Namespace) -> int:
     from . import calibration as calib
     from .crossval import fit_all

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,11 @@ class StoreSettings(BaseModel):
     chroma_port: int = Field(8000, description="Chroma server port")
     collection: str = Field("policy-docs", description="Collection name prefix (3-60 chars, [a-zA-Z0-9._-])")
     refresh_seconds: float = Field(5.0, description="How often a running app checks for documents committed by other processes")
+    conversations_url: str = Field("", description="SQLAlchemy URL of the conversations and feedback database; empty = "
+                                   "SQLite in index_dir (postgresql+psycopg://… when app nodes share one Chroma server)")
+
+    def conversations(self) -> str:
+        return self.conversations_url or f"sqlite:///{Path(self.index_dir).resolve() / 'conversations.sqlite3'}"
 
 
 class IngestSettings(BaseModel):

@@ -14,6 +14,8 @@ from ingest.schema import IndexEmpty
 from .answer import NOT_STATED, Answer
 from .service import Assistant
 from .settings import Settings
+from .conversations import ConversationStore
+from .ui_sessions import Sessions, new_browser_id
 from .ui_tabs import documents_tab, evaluation_tab, upload_tab
 from .uploads import UploadService
 
@@ -167,31 +169,46 @@ def _plain_turns(turns) -> list[dict]:
 
 
 def build_ui(get_assistant: Callable[[], Assistant], settings: Settings, uploads: UploadService,
-             doc_token: Callable[[str], str] = lambda d: "") -> gr.Blocks:
-    """The chat, the documents, the upload (with an admin key) and the evaluation tabs."""
+             doc_token: Callable[[str], str] = lambda d: "", conversations: ConversationStore | None = None) -> gr.Blocks:
+    """The chat (with the user's conversations when there is a store), the documents, the upload (with an admin
+    key) and the evaluation tabs."""
     # delete_cache: files clients upload (question files, documents) leave Gradio's cache within two hours.
     with gr.Blocks(title="政策文件问答", analytics_enabled=False, delete_cache=(600, 3600)) as ui:
         gr.Markdown("## 政策文件问答\n回答只来自已收录的文件，每句话后标注来源 [n]，点击可查看原文。")
-        _chat_tab(ui, _Chat(get_assistant, settings, doc_token))
+        sessions = Sessions(conversations, settings) if conversations is not None else None
+        _chat_tab(ui, _Chat(get_assistant, settings, doc_token, sessions))
         refresh_docs, doc_outputs = documents_tab(ui, get_assistant)
         if settings.server.admin_key:  # both need the admin key; without one there is no way in
             upload_tab(ui, settings, uploads, refresh_docs, doc_outputs)
-            evaluation_tab(get_assistant, settings)
+            evaluation_tab(get_assistant, settings, conversations)
     return ui
 
 
 class _Chat:
-    """One chat turn: the question streamed through the assistant, the turn rendered with its own sources."""
+    """One chat turn: the question streamed through the assistant, the turn rendered with its own sources, and
+    (with a conversation store) kept in the user's conversation."""
 
     def __init__(self, get_assistant: Callable[[], Assistant], settings: Settings,
-                 doc_token: Callable[[str], str]) -> None:
+                 doc_token: Callable[[str], str], sessions: Sessions | None = None) -> None:
         self.get_assistant, self.settings, self.doc_token = get_assistant, settings, doc_token
+        self.sessions = sessions
 
-    def respond(self, question, hist, shown):
+    def render(self, answers: list[Answer]) -> list[dict]:
+        """Stored answers as the chat shows them (each turn with its own sources)."""
+        docs, root = self.get_assistant().documents(), self.settings.server.root_path
+        out = []
+        for turn, a in enumerate(answers, 1):
+            out += [{"role": "user", "content": html.escape(a.question)},
+                    {"role": "assistant", "content": render_turn(a, docs, root, self.doc_token, turn)}]
+        return out
+
+    def respond(self, question, hist, shown, conv, turn_ids, doc_ids, browser_id, request: gr.Request = None):
+        """Outputs: chat, history, display, sources, copy box, question box, conversation, turn ids, session list."""
         question = (question if isinstance(question, str) else "").strip()
-        hist, shown = _plain_turns(hist), _plain_turns(shown)
+        hist, shown, turn_ids = _plain_turns(hist), _plain_turns(shown), list(turn_ids or [])
+        same = (gr.update(),) * 3
         if not question:
-            yield shown, hist, shown, gr.update(), gr.update(), ""
+            yield (shown, hist, shown, gr.update(), gr.update(), "") + same
             return
         limit = self.settings.server.max_question_chars
         if len(question) > limit:
@@ -199,17 +216,17 @@ class _Chat:
             shown = shown + [{"role": "user", "content": html.escape(question[:200]) + "…"},
                              {"role": "assistant", "content": f'<div class="refused">{note}</div>'}]
             hist = hist + [{"role": "user", "content": question[:limit + 1]}, {"role": "assistant", "content": note}]
-            yield shown, hist, shown, gr.update(), gr.update(), ""  # both states keep one entry per turn
-            return
+            yield (shown, hist, shown, gr.update(), gr.update(), "", conv, turn_ids + [None], gr.update())
+            return  # both states keep one entry per turn
         pending = shown + [{"role": "user", "content": html.escape(question)}, {"role": "assistant", "content": ""}]
         try:
             a = self.get_assistant()
             partial, ans = "", None
-            for ev in a.stream(question, hist):
+            for ev in a.stream(question, hist, doc_ids=list(doc_ids or []) or None):
                 if ev.kind == "token":
                     partial += ev.text
                     pending[-1] = {"role": "assistant", "content": html.escape(partial)}
-                    yield pending, hist, shown, gr.update(), gr.update(), ""
+                    yield (pending, hist, shown, gr.update(), gr.update(), "") + same
                 else:
                     ans = ev.answer
             turn = len(pending) // 2
@@ -218,58 +235,99 @@ class _Chat:
                            "content": render_turn(ans, docs, self.settings.server.root_path, self.doc_token, turn)}
             hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": ans.answer}]
             sources_html = render_sources(ans, docs, self.settings.server.root_path, self.doc_token, turn)
-            yield pending, hist, pending, sources_html, ans.with_sources(), ""
+            listed = gr.update()
+            if self.sessions is not None:
+                conv, turn_id = self.sessions.keep(request, browser_id, conv, question, ans)
+                turn_ids, listed = turn_ids + [turn_id], self.sessions.choices(request, browser_id, conv)
+            yield pending, hist, pending, sources_html, ans.with_sources(), "", conv, turn_ids, listed
         except IndexEmpty:
             note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"
             pending[-1] = {"role": "assistant", "content": note}
             hist = hist + [{"role": "user", "content": question}, {"role": "assistant", "content": note}]
-            yield pending, hist, pending, gr.update(), gr.update(), ""
+            yield pending, hist, pending, gr.update(), gr.update(), "", conv, turn_ids + [None], gr.update()
 
-    def retry(self, hist, shown):
+    def retry(self, hist, shown, conv, turn_ids, doc_ids, browser_id, request: gr.Request = None):
         hist, shown = _plain_turns(hist), _plain_turns(shown)
         last = next((m["content"] for m in reversed(hist) if m["role"] == "user"), "")
-        yield from self.respond(last, hist[:-2], shown[:-2])
+        yield from self.respond(last, hist[:-2], shown[:-2], conv, list(turn_ids or [])[:-1], doc_ids, browser_id,
+                                request)
+
+    def open(self, conv, browser_id, request: gr.Request = None):
+        """A conversation picked in the side panel: its turns, rendered, and the states that continue it."""
+        hist, answers, ids = self.sessions.opened(request, browser_id, conv)
+        shown = self.render(answers)
+        return shown, hist, shown, _NO_SOURCES, "", "", conv, ids
+
+
+_NO_SOURCES = "<p>来源会显示在这里。</p>"
 
 
 def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
-    settings, get_assistant = turns.settings, turns.get_assistant
+    settings, get_assistant, sessions = turns.settings, turns.get_assistant, turns.sessions
     with gr.Tab("问答"):
         with gr.Row():
-            with gr.Column(scale=3):
+            with gr.Column(scale=1, min_width=200, visible=sessions is not None):
+                new = gr.Button("新对话")
+                listed = gr.Radio(label="历史对话", choices=[], elem_id="sessions")
+                title = gr.Textbox(label="重命名为", max_length=60)
+                with gr.Row():
+                    rename = gr.Button("重命名", size="sm")
+                    delete = gr.Button("删除", size="sm", variant="stop")
+                export = gr.Button("导出 Markdown", size="sm")
+                exported = gr.File(label="导出的对话", visible=False)
+            with gr.Column(scale=3, min_width=340):  # on a phone the columns stack instead of squeezing the chat
                 # No built-in copy buttons: they copy the message's HTML; each answer has its own 复制.
-                chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[])
+                chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[], feedback_options=("Like", "Dislike"))
                 q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
                 with gr.Row():
                     send = gr.Button("提问", variant="primary")
+                    stop = gr.Button("停止")
                     retry = gr.Button("重试")
                     clear = gr.Button("清空")
+                only = gr.Dropdown(label="只在这些文档中查找（不选 = 全部）", multiselect=True, choices=[])
+                comment = gr.Textbox(label="对回答的意见（可选，点 👍/👎 时一并记录）", max_length=2000)
+                rated = gr.Markdown()
                 examples = gr.Dataset(components=[q], samples=[[e] for e in EXAMPLES[:4]], label="示例问题")
             with gr.Column(scale=2):
-                sources = gr.HTML("<p>来源会显示在这里。</p>", label="来源")
+                sources = gr.HTML(_NO_SOURCES, label="来源")
                 copy_box = gr.Textbox(label="复制答案（含来源）", lines=4, buttons=["copy"])
     # Server-side state only. The chat shown is rebuilt from it on every turn and the Chatbot is never an
     # input: a client-sent Chatbot value can carry file payloads that Gradio would copy and serve.
     history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
     display_state = gr.State([])   # [{'role','content'}] rendered by the server
+    conv_state, turn_state, only_state = gr.State(None), gr.State([]), gr.State([])
+    browser_id = gr.BrowserState("", storage_key="policy-assistant-browser")  # who, without a login
     examples.click(lambda sample: sample[0], examples, q)
+    only.change(lambda v: list(v or []), only, only_state)
 
-    def load_examples():
+    def load(bid, request: gr.Request = None):
+        bid = new_browser_id(bid)
         try:
-            return gr.update(samples=[[e] for e in get_assistant().example_questions(EXAMPLES)])
+            a = get_assistant()
+            samples = [[e] for e in a.example_questions(EXAMPLES)]
+            docs = sorted(a.documents().values(), key=lambda d: d.doc_id)
         except IndexEmpty:
-            return gr.update(samples=[])
+            samples, docs = [], []
+        panel = sessions.choices(request, bid) if sessions else gr.update()
+        return gr.update(samples=samples), bid, panel, gr.update(choices=[(d.title, d.doc_id) for d in docs])
 
-    ui.load(load_examples, None, examples)
-    outs = [chat, history_state, display_state, sources, copy_box, q]
-    q.submit(turns.respond, [q, history_state, display_state], outs, concurrency_limit=None)
-    send.click(turns.respond, [q, history_state, display_state], outs, concurrency_limit=None)
-    retry.click(turns.retry, [history_state, display_state], outs, concurrency_limit=None)
-    clear.click(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
-    chat.clear(lambda: ([], [], [], "<p>来源会显示在这里。</p>", "", ""), None, outs)
+    ui.load(load, browser_id, [examples, browser_id, listed, only])
+    outs = [chat, history_state, display_state, sources, copy_box, q, conv_state, turn_state, listed]
+    ins = [history_state, display_state, conv_state, turn_state, only_state, browser_id]
+    asked = [q.submit(turns.respond, [q] + ins, outs, concurrency_limit=None),
+             send.click(turns.respond, [q] + ins, outs, concurrency_limit=None),
+             retry.click(turns.retry, ins, outs, concurrency_limit=None)]
+    stop.click(None, None, None, cancels=asked)
+    empty = lambda: ([], [], [], _NO_SOURCES, "", "", None, [])  # noqa: E731
+    clear.click(empty, None, outs[:-1])
+    chat.clear(empty, None, outs[:-1])
+    if sessions is not None:
+        sessions.wire(turns.open, empty, outs, browser_id, conv_state, turn_state, listed, new, rename, title,
+                      delete, export, exported, chat, comment, rated)
 
 
 def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], uploads: UploadService,
-             doc_token: Callable[[str], str] = lambda d: "") -> None:
+             doc_token: Callable[[str], str] = lambda d: "", conversations: ConversationStore | None = None) -> None:
     """Mount the chat at '/' (after the API routes, or they would 404), with Gradio's file checks in force."""
     import atexit
     import os
@@ -281,7 +339,7 @@ def mount_ui(app, settings: Settings, get_assistant: Callable[[], Assistant], up
     cache = tempfile.mkdtemp(prefix="assistant-gradio-")
     os.environ["GRADIO_TEMP_DIR"] = cache
     atexit.register(shutil.rmtree, cache, True)
-    ui = build_ui(get_assistant, settings, uploads, doc_token)
+    ui = build_ui(get_assistant, settings, uploads, doc_token, conversations)
     srv = settings.server
     auth = (srv.ui_user, srv.ui_password) if srv.ui_user and srv.ui_password else None
     dependency = _trusted_user(srv.trusted_user_header, srv.trusted_proxies) if srv.trusted_user_header else None

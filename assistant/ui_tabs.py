@@ -116,7 +116,7 @@ def _ingest_upload(settings: Settings, uploads: UploadService, key, fs, replace:
              explain(d.error)] for d in job.report.documents]
 
 
-def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) -> None:
+def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, conversations=None) -> None:
     """Admins run a question file against the index: metrics and per kind as text, one readable row per question,
     the whole report to download as HTML and JSON."""
     from . import evaluate as ev
@@ -132,6 +132,26 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings) -
                             column_widths=["8%", "10%", "8%", "24%", "30%", "20%"], label="逐题结果（未通过在前）")
         downloads = gr.File(label="下载报告（HTML、JSON）", file_count="multiple", visible=False)
         run.click(_run_evaluation(get_assistant, settings), [key, qfile], [report, rows, downloads])
+        if conversations is not None:
+            drafts = gr.Button("由 👎 反馈生成测试问题草稿")
+            drafted = gr.File(label="测试问题草稿（填写 facts 后即可评测）", visible=False)
+
+            def make_drafts(k):
+                import json
+                import os
+                import tempfile
+
+                from .conversations import draft_questions
+
+                if not same_secret(k or "", settings.server.admin_key):
+                    raise gr.Error("管理员密钥不正确。")
+                lines = [json.dumps(d, ensure_ascii=False) for d in draft_questions(conversations.feedback())]
+                if not lines:
+                    raise gr.Error("还没有 👎 反馈。")
+                out = Path(tempfile.mkdtemp(prefix="drafts-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+                (out / "feedback-drafts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                return gr.update(value=str(out / "feedback-drafts.jsonl"), visible=True)
+            drafts.click(make_drafts, key, drafted)
 
 
 def _run_evaluation(get_assistant: Callable[[], Assistant], settings: Settings):

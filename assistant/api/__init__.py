@@ -36,5 +36,5 @@ def create_app(settings: Settings, assistant: Assistant | None = None, with_ui: 
     if with_ui:
         from ..ui import mount_ui
 
-        mount_ui(app, settings, ctx.assistant, ctx.uploads, ctx.doc_token)
+        mount_ui(app, settings, ctx.assistant, ctx.uploads, ctx.doc_token, ctx.conversations())
     return app

@@ -53,8 +53,20 @@ class Context:
         # the UI's first page load fires several events at once, and two Chroma clients opened concurrently on
         # one path fail inside chromadb: the assistant is built under a lock
         self._lock = threading.Lock()
+        self._conversations = None
         self._doc_secret = secrets.token_bytes(32)  # per process: reader links stay valid while it runs
         self.uploads = UploadService(Path(settings.store.index_dir) / "uploads", self._pipeline)
+
+    def conversations(self):
+        """The conversations and feedback store (its schema migrated now, at start), created once."""
+        from ..conversations import ConversationStore
+
+        with self._lock:
+            if self._conversations is None:
+                if not self.settings.store.conversations_url:  # SQLite beside the index
+                    Path(self.settings.store.index_dir).mkdir(parents=True, exist_ok=True)
+                self._conversations = ConversationStore(self.settings.store.conversations())
+            return self._conversations
 
     @property
     def built(self) -> bool:

@@ -77,10 +77,12 @@ def test_gradio_client_cannot_inject_a_file(server):
     api = c.view_api(return_format="dict", print_info=False)
     endpoints = api["named_endpoints"]
     assert "/respond" in endpoints
-    # The chat endpoint takes the question only; history lives on the server.
+    # The chat endpoint takes the question and this browser's id (whose conversations, when there is no login;
+    # anything but 32 hex digits keeps nothing); history lives on the server.
     params = [p["parameter_name"] for p in endpoints["/respond"]["parameters"]]
-    assert params == ["question"], params
-    out = c.predict("本市新建停车位多少个？", api_name="/respond")
+    assert params == ["question", "browser_id"], params
+    out = c.predict("本市新建停车位多少个？", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
+                    api_name="/respond")
     text = json.dumps(out, ensure_ascii=False, default=str)
     assert "1200" in text and "root:" not in text
 

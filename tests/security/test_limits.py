@@ -124,7 +124,7 @@ def test_reader_links_signed_by_the_ui_open_without_a_key(live):
     assert httpx.get(f"{server.url}/doc/parking?t=deadbeef", timeout=10).status_code == 401
     from gradio_client import Client
 
-    out = Client(server.url, verbose=False).predict("本市新建停车位多少个？", api_name="/respond")
+    out = Client(server.url, verbose=False).predict("本市新建停车位多少个？", "", api_name="/respond")
     link = next(x for x in out if isinstance(x, str) and "/doc/parking" in x)
     token = re.search(r"/doc/parking\?s=\d+&(?:amp;)?e=\d+&(?:amp;)?t=([0-9a-f]+)", link).group(1)
     ok = httpx.get(f"{server.url}/doc/parking?t={token}", timeout=10)

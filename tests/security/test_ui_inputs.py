@@ -24,7 +24,7 @@ def server(live):
 
 
 def test_the_question_limit_holds_on_the_server(server):
-    text = _sse_call(server.url, "respond", ["停" * 2001])
+    text = _sse_call(server.url, "respond", ["停" * 2001, ""])
     assert _has(text, "问题过长") and "2001" in text
 
 
@@ -59,7 +59,7 @@ def test_a_slow_question_does_not_stall_the_others(server):
 
         def ask():
             t = time.perf_counter()
-            _sse_call(server.url, "respond", ["本市新建停车位多少个？"])
+            _sse_call(server.url, "respond", ["本市新建停车位多少个？", ""])
             times.append(time.perf_counter() - t)
         threads = [threading.Thread(target=ask) for _ in range(2)]
         t0 = time.perf_counter()

@@ -1,0 +1,119 @@
+"""The chat's conversations (Gradio, thin): kept server-side per user in the ConversationStore, listed in a side
+panel (open, rename, delete), rated 👍/👎 with an optional comment, exported as Markdown with their sources."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from .answer import Answer
+from .conversations import ConversationStore, to_markdown
+from .settings import Settings
+
+
+def settings_version(settings: Settings) -> str:
+    """What the answers depended on (embedder, retrieval, answer and model settings), as a short digest."""
+    parts = {k: getattr(settings, k).model_dump() for k in ("embedding", "retrieval", "answer")}
+    parts["llm"] = {"model": settings.llm.model, "base_url": settings.llm.base_url, "quotes": settings.llm.quotes}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def user_of(request: gr.Request | None, browser_id) -> str | None:
+    """Who is asking: the SSO proxy's or the login's user name, else this browser's own random id; None when
+    neither is there (a bare API call): such a turn is answered and not kept."""
+    name = getattr(request, "username", None) if request is not None else None
+    if name:
+        return f"user:{name}"
+    if isinstance(browser_id, str) and re.fullmatch(r"[0-9a-f]{32}", browser_id):
+        return f"browser:{browser_id}"
+    return None
+
+
+class Sessions:
+    def __init__(self, store: ConversationStore, settings: Settings) -> None:
+        self.store, self.version = store, settings_version(settings)
+
+    def keep(self, request, browser_id: str, conv: str | None, question: str, answer: Answer) -> tuple[str, int | None]:
+        """Store one answered turn, in a new conversation titled by its first question if there is none yet."""
+        user = user_of(request, browser_id)
+        if user is None:
+            return conv, None
+        if not conv or not any(c.id == conv for c in self.store.list(user)):
+            conv = self.store.create(user, question)
+        return conv, self.store.add_turn(user, conv, question, answer.to_dict())
+
+    def choices(self, request, browser_id: str, selected: str | None = None):
+        user = user_of(request, browser_id)
+        items = [(c.title, c.id) for c in self.store.list(user)] if user else []
+        return gr.update(choices=items, value=selected if any(i == selected for _, i in items) else None)
+
+    def opened(self, request, browser_id: str, conv: str | None) -> tuple[list, list, list[int]]:
+        """A stored conversation as (plain history, answers, turn ids), for the chat to render."""
+        user = user_of(request, browser_id)
+        rows = self.store.turns(user, conv or "") if user else []
+        history, answers = [], []
+        for _, q, a in rows:
+            history += [{"role": "user", "content": q}, {"role": "assistant", "content": a.get("answer", "")}]
+            answers.append(Answer.from_dict(q, a))
+        return history, answers, [i for i, _, _ in rows]
+
+    def rate(self, browser_id: str, conv: str | None, turn_ids: list, comment: str, data: gr.LikeData,
+             request: gr.Request = None):
+        """👍/👎 on an answer: stored with its question, answer, citations and the settings version."""
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        turn = int(index) // 2  # user, assistant, user, assistant…
+        user = user_of(request, browser_id)
+        if data.liked is None or not conv or user is None or not 0 <= turn < len(turn_ids or []) \
+                or turn_ids[turn] is None:
+            return "未记录：请先提问。"
+        rating = 1 if data.liked else -1
+        saved = self.store.rate(user, conv, turn_ids[turn], rating, (comment or "").strip(), self.version)
+        return "已记录反馈，谢谢。" if saved else "未记录：这条回答不在您的对话中。"
+
+    def export(self, conv: str | None, browser_id: str, request: gr.Request = None):
+        user = user_of(request, browser_id)
+        rows = self.store.turns(user, conv or "") if user else []
+        if not rows:
+            raise gr.Error("当前没有可导出的对话。")
+        title = next((c.title for c in self.store.list(user) if c.id == conv), "对话")
+        out = Path(tempfile.mkdtemp(prefix="export-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+        path = out / f"{_file_name(title)}.md"
+        path.write_text(to_markdown(title, rows), encoding="utf-8")
+        return gr.update(value=str(path), visible=True)
+
+
+    def wire(self, open_fn, empty, outs, browser_id, conv, turn_ids, listed, new, rename, title, delete, export,
+             exported, chat, comment, rated) -> None:
+        """The side panel's events; `outs[:-1]` are the chat's outputs without the list, `empty` clears them."""
+        def relist(bid: str, request: gr.Request = None):
+            return self.choices(request, bid)
+
+        def renamed(c: str | None, t: str, bid: str, request: gr.Request = None):
+            if user := user_of(request, bid):
+                self.store.rename(user, c or "", t or "")
+            return self.choices(request, bid, c)
+
+        def deleted(c: str | None, bid: str, request: gr.Request = None) -> None:
+            if user := user_of(request, bid):
+                self.store.delete(user, c or "")
+
+        new.click(empty, None, outs[:-1]).then(relist, browser_id, listed)
+        listed.input(open_fn, [listed, browser_id], outs[:-1])
+        chat.like(self.rate, [browser_id, conv, turn_ids, comment], rated)
+        rename.click(renamed, [conv, title, browser_id], listed)
+        delete.click(deleted, [conv, browser_id], None).then(empty, None, outs[:-1]).then(relist, browser_id, listed)
+        export.click(self.export, [conv, browser_id], exported)
+
+
+def new_browser_id(current: str) -> str:
+    return current or uuid.uuid4().hex
+
+
+def _file_name(title: str) -> str:
+    return "".join(ch for ch in title if ch.isalnum() or ch in "-_（）()")[:40] or "对话"
