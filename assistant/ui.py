@@ -285,7 +285,7 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
                     retry = gr.Button("重试")
                     clear = gr.Button("清空")
                 only = gr.Dropdown(label="只在这些文档中查找（不选 = 全部）", multiselect=True, choices=[])
-                comment = gr.Textbox(label="对回答的意见（可选，点 👍/👎 时一并记录）", max_length=2000)
+                comment = gr.Textbox(label="对回答的意见（可选，点赞或点踩时一并记录）", max_length=2000)
                 rated = gr.Markdown()
                 examples = gr.Dataset(components=[q], samples=[[e] for e in EXAMPLES[:4]], label="示例问题")
             with gr.Column(scale=2):
@@ -296,7 +296,8 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
     history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
     display_state = gr.State([])   # [{'role','content'}] rendered by the server
     conv_state, turn_state, only_state = gr.State(None), gr.State([]), gr.State([])
-    browser_id = gr.BrowserState("", storage_key="policy-assistant-browser")  # who, without a login
+    # Who is asking, without a login: a random id kept in this browser, sealed with a key that outlives restarts.
+    browser_id = gr.BrowserState("", storage_key="policy-assistant-browser", secret=sessions.secret if sessions else None)
     examples.click(lambda sample: sample[0], examples, q)
     only.change(lambda v: list(v or []), only, only_state)
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import uuid
 from pathlib import Path
@@ -35,9 +36,24 @@ def user_of(request: gr.Request | None, browser_id) -> str | None:
     return None
 
 
+def browser_secret(settings: Settings) -> str:
+    """The key Gradio seals the browser id with: the setting, else one made once and kept in the index directory
+    (a new key on every start would make every browser a stranger after a restart)."""
+    if settings.server.browser_secret:
+        return settings.server.browser_secret
+    path = Path(settings.store.index_dir) / "browser-state.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
 class Sessions:
     def __init__(self, store: ConversationStore, settings: Settings) -> None:
         self.store, self.version = store, settings_version(settings)
+        self.secret = browser_secret(settings)
 
     def keep(self, request, browser_id: str, conv: str | None, question: str, answer: Answer) -> tuple[str, int | None]:
         """Store one answered turn, in a new conversation titled by its first question if there is none yet."""

@@ -133,7 +133,7 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
         downloads = gr.File(label="下载报告（HTML、JSON）", file_count="multiple", visible=False)
         run.click(_run_evaluation(get_assistant, settings), [key, qfile], [report, rows, downloads])
         if conversations is not None:
-            drafts = gr.Button("由 👎 反馈生成测试问题草稿")
+            drafts = gr.Button("由“踩”的反馈生成测试问题草稿")
             drafted = gr.File(label="测试问题草稿（填写 facts 后即可评测）", visible=False)
 
             def make_drafts(k):
@@ -147,7 +147,7 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
                     raise gr.Error("管理员密钥不正确。")
                 lines = [json.dumps(d, ensure_ascii=False) for d in draft_questions(conversations.feedback())]
                 if not lines:
-                    raise gr.Error("还没有 👎 反馈。")
+                    raise gr.Error("还没有“踩”的反馈。")
                 out = Path(tempfile.mkdtemp(prefix="drafts-", dir=os.environ.get("GRADIO_TEMP_DIR")))
                 (out / "feedback-drafts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
                 return gr.update(value=str(out / "feedback-drafts.jsonl"), visible=True)

@@ -535,3 +535,71 @@ def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser,
         ctx.close()
     for path in ("/embed", "/doc/dogs"):
         assert "lang=\"zh-CN\"" in httpx.get(app_url[0] + path, timeout=10).text.replace("'", '"')
+
+
+def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embedder, artifacts):
+    """Issue 14 (features): a conversation is kept server-side for this browser, listed after the server restarts
+    and opened again; 👍/👎 with a comment lands in the database with the answer's citations; export gives
+    Markdown with the sources; rename and delete work from the side panel; a document filter narrows the sources."""
+    from assistant.api import create_app
+    from assistant.conversations import ConversationStore
+    from assistant.service import build_assistant
+    from assistant.settings import Settings
+
+    s = Settings(_env_file=None)
+    s.store.index_dir = str(tmp_path / "index")
+    write(tmp_path / "docs" / "dogs.txt", DOGS)
+    shutil.copy(SPEECH, tmp_path / "docs" / SPEECH.name)
+    from assistant.components import build_pipeline
+    build_pipeline(s, embedder=embedder).run([tmp_path / "docs"])
+    port = free_port()
+    srv = LiveServer(create_app(s, build_assistant(s, embedder=embedder)), port)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = ctx.new_page()
+    try:
+        page.goto(srv.url + "/")
+        page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+        page.wait_for_function("() => localStorage.getItem('policy-assistant-browser')")  # the page's id is set
+        _ask(page, "新建公厕多少座？")
+        page.locator("a[href='#cite-1-1']").first.wait_for(timeout=60000)
+        sessions = page.locator("#sessions")
+        sessions.get_by_text("新建公厕多少座？").wait_for(timeout=10000)
+        page.get_by_label("对回答的意见（可选，点赞或点踩时一并记录）").fill("还想知道停车场")
+        page.locator("button[aria-label='踩']").last.click()  # 👎 (Gradio labels it in the page's language)
+        page.get_by_text("已记录反馈").wait_for(timeout=10000)
+        page.get_by_role("button", name="导出 Markdown").click()
+        page.wait_for_function("() => [...document.querySelectorAll('a[download]')].some(a => a.href.endsWith('.md'))",
+                               timeout=10000)
+        href = next(h for h in (a.get_attribute("href") for a in page.locator("a[download]").all()) if h.endswith(".md"))
+        md = httpx.get(href if href.startswith("http") else srv.url + href, timeout=10).text
+        assert "## 问：新建公厕多少座？" in md and "来源：" in md and "210" in md
+        srv.stop()
+        srv = LiveServer(create_app(s, build_assistant(s, embedder=embedder)), port)  # a restart, same database
+        page.reload()
+        sessions.get_by_text("新建公厕多少座？").click(timeout=30000)
+        page.locator("a[href='#cite-1-1']").first.wait_for(timeout=10000)
+        assert "210" in page.locator("[data-testid='bot'], .bot").last.inner_text()
+        page.screenshot(path=str(artifacts / "sessions.png"), full_page=True)
+        [fb] = ConversationStore(s.store.conversations()).feedback()
+        assert (fb["rating"], fb["comment"], fb["question"]) == (-1, "还想知道停车场", "新建公厕多少座？")
+        assert fb["citations"] and "210" in fb["answer"] and fb["user"].startswith("browser:")
+        page.get_by_label("重命名为").fill("公厕数量")
+        page.get_by_role("button", name="重命名").click()
+        sessions.get_by_text("公厕数量").wait_for(timeout=10000)
+        page.get_by_role("button", name="删除", exact=True).click()
+        sessions.get_by_text("公厕数量").wait_for(state="detached", timeout=10000)
+        assert page.locator("[data-testid='bot'], .bot").count() == 0  # the deleted conversation left the screen
+        other = browser.new_context(locale="zh-CN").new_page()  # another browser sees none of it
+        other.goto(srv.url + "/")
+        other.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+        assert other.locator("#sessions").get_by_text("新建公厕").count() == 0
+        other.context.close()
+        only = page.get_by_label("只在这些文档中查找（不选 = 全部）")
+        only.click()
+        page.get_by_role("option", name="测试市养犬管理规定").click()
+        page.keyboard.press("Escape")
+        _ask(page, "新建公厕多少座？")
+        page.locator("[data-testid='bot'] .refused, .bot .refused").last.wait_for(timeout=60000)  # not in that one
+    finally:
+        ctx.close()
+        srv.stop()
