@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
@@ -603,3 +604,37 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
     finally:
         ctx.close()
         srv.stop()
+
+
+def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, monkeypatch):
+    """Issue 14 (features): 停止 ends an answer that is still coming, in the chat and in /embed, and asking again
+    works; the server's stream is closed without an error event."""
+    from assistant.service import Assistant
+
+    original = Assistant.stream
+
+    def slow(self, *a, **k):
+        for ev in original(self, *a, **k):
+            time.sleep(0.3 if ev.kind == "token" else 2.0)  # the checked answer comes last, late
+            yield ev
+    monkeypatch.setattr(Assistant, "stream", slow)
+    url = app_url[0]
+    page.goto(url + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    _ask(page, "新建公厕多少座？")
+    page.get_by_text("新建公厕210座").first.wait_for(timeout=30000)  # the first piece has come
+    page.get_by_role("button", name="停止").click()
+    page.wait_for_timeout(2500)  # longer than the rest of the answer would take
+    assert page.locator("a[href='#cite-1-1']").count() == 0  # the verified answer never arrived
+    page.goto(url + "/embed")
+    page.fill("#q", "新建公厕多少座？")
+    page.click("#send")
+    page.locator("#stop").wait_for(state="visible", timeout=10000)
+    page.locator(".a").filter(has_text="新建公厕").wait_for(timeout=30000)
+    page.click("#stop")
+    page.get_by_text("（已停止）").wait_for(timeout=5000)
+    assert page.locator("#stop").is_hidden() and page.locator("#send").is_enabled()
+    monkeypatch.setattr(Assistant, "stream", original)
+    page.fill("#q", "新建公厕多少座？")
+    page.click("#send")
+    page.locator(".a .cite-link").first.wait_for(timeout=30000)  # asking again works
