@@ -515,7 +515,7 @@ def _luminance(css: str) -> float:
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser, app_url, theme):
+def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser, app_url, theme, artifacts):
     """Issue 14.2 and 14.3: a source card's text keeps WCAG AA contrast on its background in the light and the
     dark theme; the chat, /embed and /doc declare zh-CN."""
     import httpx
@@ -532,6 +532,9 @@ def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser,
                                card.element_handle())
         hi, lo = sorted((_luminance(fg), _luminance(bg)), reverse=True)
         assert (hi + 0.05) / (lo + 0.05) >= 4.5, (theme, fg, bg)
+        page.locator("a[href='#cite-1-1']").first.click()
+        page.wait_for_timeout(600)
+        page.screenshot(path=str(artifacts / f"theme-{theme}.png"))  # README: assets/theme-light.png, -dark.png
     finally:
         ctx.close()
     for path in ("/embed", "/doc/dogs"):
