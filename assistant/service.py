@@ -1,8 +1,8 @@
 """Assistant.ask(question, history) -> Answer: condense, retrieve, refuse or answer, verify citations."""
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 import os
 import re
 import threading
@@ -17,50 +17,11 @@ from . import starters
 from .answer import NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
 from .verify import missing_lead_figures, restates, verify
-from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
+from .followups import CONDENSE_PROMPT, condense_rule, history_lines, join_subject, user_turns
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
-                   "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
-
-
-def _user_turns(history: Sequence) -> list[str]:
-    """History as [{'role','content'}] or [(user, assistant)] -> the user's questions."""
-    out = []
-    for turn in history or ():
-        if isinstance(turn, dict):
-            if turn.get("role") == "user" and turn.get("content"):
-                out.append(str(turn["content"]))
-        elif isinstance(turn, (list, tuple)) and turn:
-            out.append(str(turn[0]))
-    return out
-
-
-def refers_back(question: str) -> bool:
-    """An anaphoric question (那…呢, 其中, 它…) that cannot stand alone."""
-    q = question.strip()
-    return bool(FOLLOW_UP_START.match(q) or FOLLOW_UP_END.search(q))
-
-
-def condense_rule(question: str, history: Sequence) -> str:
-    """Offline follow-up rule: an anaphoric question (那…呢, 其中…) gets the previous question's subject."""
-    return join_subject(question, history) if refers_back(question) else question.strip()
-
-
-def join_subject(question: str, history: Sequence) -> str:
-    """The question with the previous question's subject in front of it."""
-    prev = _user_turns(history)
-    q = question.strip()
-    if not prev:
-        return q
-    subject = QUESTION_PHRASES.sub("", prev[-1]).strip(" ？?。")
-    core = FOLLOW_UP_START.sub("", q).strip()
-    core = re.sub(r"呢([？?]?)$", r"\1", core)
-    return f"{subject} {core}"
-
-
 @dataclass
 class Retrieval:
     """What one standalone question retrieved: passages, the extractive draft (what an answer would quote, and
@@ -169,7 +130,7 @@ class Assistant:
             return [question]
         out = []
         if self.condenser is not None:
-            lines = "\n".join(f"{'用户' if i % 2 == 0 else '助手'}：{t}" for i, t in enumerate(_history_lines(history)))
+            lines = "\n".join(f"{'用户' if i % 2 == 0 else '助手'}：{t}" for i, t in enumerate(history_lines(history)))
             try:
                 out.append(self.condenser.invoke({"history": lines, "question": question}).strip())
             except Exception as e:  # the LLM may be down; the rule still gives a usable question
@@ -231,7 +192,7 @@ class Assistant:
         with self._cpu:
             tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in rewrites]
             standalone, r = max(tried, key=lambda t: t[1].probability)  # the first of equals: the LLM's
-            if history and standalone == question and r.probability < self.threshold and _user_turns(history):
+            if history and standalone == question and r.probability < self.threshold and user_turns(history):
                 joined = join_subject(question, history)
                 alt = self.retrieve(joined, k, doc_ids, issuer)
                 if alt.probability > r.probability:
@@ -364,16 +325,6 @@ class Assistant:
             out.append(f"《{d.title}》的主要内容是什么？")
         return out
 
-
-
-def _history_lines(history: Sequence) -> list[str]:
-    out = []
-    for turn in history:
-        if isinstance(turn, dict):
-            out.append(str(turn.get("content", "")))
-        else:
-            out.extend(str(t) for t in turn if t)
-    return out
 
 
 def build_assistant(settings: Settings, index: Store | None = None, embedder=None, llm=None,

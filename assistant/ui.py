@@ -252,6 +252,18 @@ class _Chat:
         yield from self.respond(last, hist[:-2], shown[:-2], conv, list(turn_ids or [])[:-1], doc_ids, browser_id,
                                 request)
 
+    def load(self, bid, request: gr.Request = None):
+        """A page load: example questions the index answers, this browser's id, its conversations, the documents."""
+        bid = new_browser_id(bid)
+        try:
+            a = self.get_assistant()
+            samples = [[e] for e in a.example_questions(EXAMPLES)]
+            docs = sorted(a.documents().values(), key=lambda d: d.doc_id)
+        except IndexEmpty:
+            samples, docs = [], []
+        panel = self.sessions.choices(request, bid) if self.sessions else gr.update()
+        return gr.update(samples=samples), bid, panel, gr.update(choices=[(d.title, d.doc_id) for d in docs])
+
     def open(self, conv, browser_id, request: gr.Request = None):
         """A conversation picked in the side panel: its turns, rendered, and the states that continue it."""
         hist, answers, ids = self.sessions.opened(request, browser_id, conv)
@@ -263,7 +275,7 @@ _NO_SOURCES = "<p>来源会显示在这里。</p>"
 
 
 def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
-    settings, get_assistant, sessions = turns.settings, turns.get_assistant, turns.sessions
+    settings, sessions = turns.settings, turns.sessions
     with gr.Tab("问答"):
         with gr.Row():
             with gr.Column(scale=1, min_width=200, visible=sessions is not None):
@@ -301,18 +313,7 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
     examples.click(lambda sample: sample[0], examples, q)
     only.change(lambda v: list(v or []), only, only_state)
 
-    def load(bid, request: gr.Request = None):
-        bid = new_browser_id(bid)
-        try:
-            a = get_assistant()
-            samples = [[e] for e in a.example_questions(EXAMPLES)]
-            docs = sorted(a.documents().values(), key=lambda d: d.doc_id)
-        except IndexEmpty:
-            samples, docs = [], []
-        panel = sessions.choices(request, bid) if sessions else gr.update()
-        return gr.update(samples=samples), bid, panel, gr.update(choices=[(d.title, d.doc_id) for d in docs])
-
-    ui.load(load, browser_id, [examples, browser_id, listed, only])
+    ui.load(turns.load, browser_id, [examples, browser_id, listed, only])
     outs = [chat, history_state, display_state, sources, copy_box, q, conv_state, turn_state, listed]
     ins = [history_state, display_state, conv_state, turn_state, only_state, browser_id]
     asked = [q.submit(turns.respond, [q] + ins, outs, concurrency_limit=None),
