@@ -31,13 +31,15 @@ feedback = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("user", sa.String(200), nullable=False),
     sa.Column("conversation_id", sa.String(32), nullable=True),  # kept when the conversation is deleted
+    sa.Column("turn_id", sa.Integer, nullable=False),  # one rating per user and answer: a second vote replaces it
     sa.Column("rating", sa.Integer, nullable=False),  # +1 / -1
     sa.Column("comment", sa.Text, nullable=False, default=""),
     sa.Column("question", sa.Text, nullable=False),
     sa.Column("answer", sa.Text, nullable=False),
     sa.Column("citations", sa.Text, nullable=False),  # JSON list of {label, quote, doc_id, char_start, char_end}
     sa.Column("settings_version", sa.String(64), nullable=False),
-    sa.Column("created", sa.Float, nullable=False))
+    sa.Column("created", sa.Float, nullable=False),
+    sa.UniqueConstraint("user", "turn_id", name="feedback_one_per_answer"))
 
 # Each step takes the schema from version i to i + 1, in one transaction. A new column or table is a new step at
 # the end; a released step is never edited.
@@ -54,19 +56,22 @@ class Conversation:
 
 
 class ConversationStore:
-    def __init__(self, url: str, max_per_user: int = 200) -> None:
+    """Every table is bounded: conversations per user, turns per conversation, one rating per user and answer,
+    and conversations of browsers without a login go after `idle_days` unused."""
+
+    def __init__(self, url: str, max_per_user: int = 200, max_turns: int = 500, idle_days: float = 180) -> None:
         self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self.max_per_user = max_per_user
+        self.max_per_user, self.max_turns, self.idle_days = max_per_user, max_turns, idle_days
         self.migrate()
 
     def migrate(self) -> int:
         """Bring the schema to the latest version; returns it. Safe to run on every start, on every node."""
         with self.engine.begin() as c:
-            schema_version.create(c, checkfirst=True)
             if self.engine.dialect.name == "postgresql":  # two nodes starting at once: one migrates, one waits
-                c.execute(sa.text("LOCK TABLE schema_version IN EXCLUSIVE MODE"))
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(7311001)"))
+            schema_version.create(c, checkfirst=True)
             current = c.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
             for version in range(current, len(MIGRATIONS)):
                 MIGRATIONS[version](c)
@@ -80,7 +85,11 @@ class ConversationStore:
         with self.engine.begin() as c:
             c.execute(conversations.insert().values(id=cid, user=user, title=_title(title), created=now, updated=now))
             old = c.execute(sa.select(conversations.c.id).where(conversations.c.user == user)
-                            .order_by(conversations.c.updated.desc()).offset(self.max_per_user)).scalars().all()
+                            .order_by(conversations.c.updated.desc(), conversations.c.created.desc())
+                            .offset(self.max_per_user)).scalars().all()
+            old += c.execute(sa.select(conversations.c.id).where(  # browsers not seen for idle_days
+                conversations.c.user.like("browser:%"),
+                conversations.c.updated < now - self.idle_days * 86400)).scalars().all()
             if old:
                 c.execute(turns.delete().where(turns.c.conversation_id.in_(old)))
                 c.execute(conversations.delete().where(conversations.c.id.in_(old)))
@@ -109,8 +118,11 @@ class ConversationStore:
         with self.engine.begin() as c:
             if c.execute(conversations.update().where(_own(user, cid)).values(updated=time.time())).rowcount != 1:
                 return None
-            return c.execute(turns.insert().values(conversation_id=cid, question=question, created=time.time(),
-                                                   answer=json.dumps(answer, ensure_ascii=False))).inserted_primary_key[0]
+            if c.execute(sa.select(sa.func.count()).where(turns.c.conversation_id == cid)).scalar() >= self.max_turns:
+                return None  # a full conversation: the answer is shown, not kept
+            return c.execute(turns.insert().values(conversation_id=cid, question=_clean(question), created=time.time(),
+                                                   answer=_clean(json.dumps(answer, ensure_ascii=False)))
+                             ).inserted_primary_key[0]
 
     def turns(self, user: str, cid: str) -> list[tuple[int, str, dict]]:
         """(turn id, question, answer dict) in order; [] for a conversation that is not the user's."""
@@ -132,14 +144,18 @@ class ConversationStore:
             answer = json.loads(row.answer)
             cites = [{k: x.get(k) for k in ("label", "quote", "doc_id", "char_start", "char_end")}
                      for x in answer.get("citations", [])]
+            c.execute(feedback.delete().where(feedback.c.user == user, feedback.c.turn_id == turn_id))
             return c.execute(feedback.insert().values(
-                user=user, conversation_id=cid, rating=1 if rating > 0 else -1, comment=comment[:2000],
+                user=user, conversation_id=cid, turn_id=turn_id, rating=1 if rating > 0 else -1,
+                comment=_clean(comment)[:2000],
                 question=row.question, answer=answer.get("answer", ""), settings_version=settings_version,
                 citations=json.dumps(cites, ensure_ascii=False), created=time.time())).inserted_primary_key[0]
 
-    def feedback(self) -> list[dict]:
+    def feedback(self, limit: int = 10000) -> list[dict]:
+        """The latest `limit` ratings, oldest first."""
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(feedback).order_by(feedback.c.id)).mappings().all()
+            latest = sa.select(feedback).order_by(feedback.c.id.desc()).limit(limit).subquery()
+            rows = c.execute(sa.select(latest).order_by(latest.c.id)).mappings().all()
             return [dict(r) | {"citations": json.loads(r["citations"])} for r in rows]
 
 
@@ -148,7 +164,12 @@ def _own(user: str, cid: str):
 
 
 def _title(text: str) -> str:
-    return " ".join(text.split())[:60] or "新对话"
+    return " ".join(_clean(text).split())[:60] or "新对话"
+
+
+def _clean(text: str) -> str:
+    """Without NUL and other control characters (PostgreSQL refuses NUL in text; SQLite keeps it)."""
+    return "".join(ch for ch in text if ch in "\n\t" or ord(ch) >= 32)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import re
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from .ui_sessions import Sessions, new_browser_id
 from .ui_tabs import documents_tab, evaluation_tab, upload_tab
 from .uploads import UploadService
 
+log = logging.getLogger(__name__)
 # Offered only when the index can answer them (Assistant.example_questions); otherwise questions about its titles.
 EXAMPLES = ["五项治理指哪五项？", "这两年修了多少公里路？", "市容环卫责任区由谁负责？", "无废城市试点要达到什么目标？",
             "业委会任期几年？", "禁烟场所吸烟怎样处罚？", "名城保护的对象有哪些？"]
@@ -237,8 +239,12 @@ class _Chat:
             sources_html = render_sources(ans, docs, self.settings.server.root_path, self.doc_token, turn)
             listed = gr.update()
             if self.sessions is not None:
-                conv, turn_id = self.sessions.keep(request, browser_id, conv, question, ans)
-                turn_ids, listed = turn_ids + [turn_id], self.sessions.choices(request, browser_id, conv)
+                try:
+                    conv, turn_id = self.sessions.keep(request, browser_id, conv, question, ans)
+                    turn_ids, listed = turn_ids + [turn_id], self.sessions.choices(request, browser_id, conv)
+                except Exception:  # the database is down: the answer is still shown, only not kept
+                    log.exception("keeping the conversation failed")
+                    turn_ids = turn_ids + [None]
             yield pending, hist, pending, sources_html, ans.with_sources(), "", conv, turn_ids, listed
         except IndexEmpty:
             note = "索引为空：请管理员先运行 `python app.py ingest docs/`。"

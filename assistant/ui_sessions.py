@@ -25,12 +25,14 @@ def settings_version(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def user_of(request: gr.Request | None, browser_id) -> str | None:
-    """Who is asking: the SSO proxy's or the login's user name, else this browser's own random id; None when
-    neither is there (a bare API call): such a turn is answered and not kept."""
+def user_of(request: gr.Request | None, browser_id, sso: bool = False) -> str | None:
+    """Whose conversations: the user the SSO proxy names (`sso`), else this browser's random id - under a shared
+    UI login every browser keeps its own. None when there is no valid id (a bare API call): the turn is answered
+    and not kept."""
     name = getattr(request, "username", None) if request is not None else None
-    if name:
-        return f"user:{name}"
+    if name and sso:
+        name = str(name)
+        return f"user:{name}" if len(name) <= 150 else f"user:sha256:{hashlib.sha256(name.encode()).hexdigest()}"
     if isinstance(browser_id, str) and re.fullmatch(r"[0-9a-f]{32}", browser_id):
         return f"browser:{browser_id}"
     return None
@@ -42,11 +44,18 @@ def browser_secret(settings: Settings) -> str:
     if settings.server.browser_secret:
         return settings.server.browser_secret
     path = Path(settings.store.index_dir) / "browser-state.key"
-    if not path.exists():
+    if not path.exists():  # written whole, then linked in: two processes starting at once read the same key
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(16))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
@@ -54,10 +63,14 @@ class Sessions:
     def __init__(self, store: ConversationStore, settings: Settings) -> None:
         self.store, self.version = store, settings_version(settings)
         self.secret = browser_secret(settings)
+        self.sso = bool(settings.server.trusted_user_header)
+
+    def user(self, request, browser_id) -> str | None:
+        return user_of(request, browser_id, self.sso)
 
     def keep(self, request, browser_id: str, conv: str | None, question: str, answer: Answer) -> tuple[str, int | None]:
         """Store one answered turn, in a new conversation titled by its first question if there is none yet."""
-        user = user_of(request, browser_id)
+        user = self.user(request, browser_id)
         if user is None:
             return conv, None
         if not conv or not any(c.id == conv for c in self.store.list(user)):
@@ -65,13 +78,13 @@ class Sessions:
         return conv, self.store.add_turn(user, conv, question, answer.to_dict())
 
     def choices(self, request, browser_id: str, selected: str | None = None):
-        user = user_of(request, browser_id)
+        user = self.user(request, browser_id)
         items = [(c.title, c.id) for c in self.store.list(user)] if user else []
         return gr.update(choices=items, value=selected if any(i == selected for _, i in items) else None)
 
     def opened(self, request, browser_id: str, conv: str | None) -> tuple[list, list, list[int]]:
         """A stored conversation as (plain history, answers, turn ids), for the chat to render."""
-        user = user_of(request, browser_id)
+        user = self.user(request, browser_id)
         rows = self.store.turns(user, conv or "") if user else []
         history, answers = [], []
         for _, q, a in rows:
@@ -84,16 +97,17 @@ class Sessions:
         """👍/👎 on an answer: stored with its question, answer, citations and the settings version."""
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
         turn = int(index) // 2  # user, assistant, user, assistant…
-        user = user_of(request, browser_id)
+        user = self.user(request, browser_id)
         if data.liked is None or not conv or user is None or not 0 <= turn < len(turn_ids or []) \
                 or turn_ids[turn] is None:
-            return "未记录：请先提问。"
+            return "未记录：请先提问。", gr.update()
         rating = 1 if data.liked else -1
-        saved = self.store.rate(user, conv, turn_ids[turn], rating, (comment or "").strip(), self.version)
-        return "已记录反馈，谢谢。" if saved else "未记录：这条回答不在您的对话中。"
+        saved = self.store.rate(user, conv, turn_ids[turn], rating, str(comment or "").strip(), self.version)
+        # the comment went with this rating: the box is cleared for the next
+        return ("已记录反馈，谢谢。", "") if saved else ("未记录：这条回答不在您的对话中。", gr.update())
 
     def export(self, conv: str | None, browser_id: str, request: gr.Request = None):
-        user = user_of(request, browser_id)
+        user = self.user(request, browser_id)
         rows = self.store.turns(user, conv or "") if user else []
         if not rows:
             raise gr.Error("当前没有可导出的对话。")
@@ -111,24 +125,25 @@ class Sessions:
             return self.choices(request, bid)
 
         def renamed(c: str | None, t: str, bid: str, request: gr.Request = None):
-            if user := user_of(request, bid):
+            if user := self.user(request, bid):
                 self.store.rename(user, c or "", t or "")
             return self.choices(request, bid, c)
 
         def deleted(c: str | None, bid: str, request: gr.Request = None) -> None:
-            if user := user_of(request, bid):
+            if user := self.user(request, bid):
                 self.store.delete(user, c or "")
 
         new.click(empty, None, outs[:-1]).then(relist, browser_id, listed)
         listed.input(open_fn, [listed, browser_id], outs[:-1])
-        chat.like(self.rate, [browser_id, conv, turn_ids, comment], rated)
+        chat.like(self.rate, [browser_id, conv, turn_ids, comment], [rated, comment])
         rename.click(renamed, [conv, title, browser_id], listed)
         delete.click(deleted, [conv, browser_id], None).then(empty, None, outs[:-1]).then(relist, browser_id, listed)
         export.click(self.export, [conv, browser_id], exported)
 
 
-def new_browser_id(current: str) -> str:
-    return current or uuid.uuid4().hex
+def new_browser_id(current) -> str:
+    """This browser's id: the one it has, if it is one of ours (32 hex digits), else a new one."""
+    return current if isinstance(current, str) and re.fullmatch(r"[0-9a-f]{32}", current) else uuid.uuid4().hex
 
 
 def _file_name(title: str) -> str:

@@ -15,6 +15,8 @@ from .retrieval import Passage
 MARK = re.compile(r"\[(\d{1,2})\]")
 # A figure as a claim states it: the number with its unit, so "5万" is not borne out by "1.5万" or "95".
 CLAIMED_FIGURE = re.compile(r"\d+(?:\.\d+)?(?:%|‰|万|亿|千|百)?")
+# An amount as a claim states it, in Arabic or Chinese numerals, with its unit: a fine, a deadline, a count.
+AMOUNT = re.compile(r"(?:\d+(?:\.\d+)?|[零一二两三四五六七八九十百千万亿]+)\s*(?:元|日|天|个|年|月|倍|%|平方米|公里|座|项|处|人)")
 # A claim: text up to its sentence end, plus the [n] marks that follow the end mark (LLMs put them either side).
 CLAIM = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]*(?:\s*\[\d{1,2}\])*")
 
@@ -99,7 +101,7 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
         checked += 1
         if any(not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", cited_text) for f in CLAIMED_FIGURE.findall(_norm(bare))):
             unverified.append(bare)  # a figure the cited passages do not contain
-        elif not supported(bare, cited_text):
+        elif not supported(bare, cited_text) or grafted(bare, cited_text + _norm("".join(by_n[n].title for n in marks))):
             unverified.append(bare)  # words or an organisation the cited passages do not bear out
         for n in marks:
             p = by_n[n]
@@ -133,3 +135,23 @@ def restates(answer: str, quoted: str) -> bool:
     """Whether `answer` already holds every sentence of `quoted` word for word (punctuation and marks aside)."""
     said = re.sub(r"[^\w]", "", _norm(MARK.sub("", answer)))
     return all(re.sub(r"[^\w]", "", _norm(MARK.sub("", c.group(0)))) in said for c in CLAIM.finditer(quoted))
+
+
+def grafted(claim: str, cited_text: str) -> str:
+    """A phrase of an amount-stating claim that its cited passages never contain (a new word of 3 or more
+    characters: 5 or more characters with its neighbours), or "".
+    An amount is what a reader acts on, so the claim must be about what its passage is about: a small model grafts
+    the asked-about subject onto another clause's fine ("露天烧烤的……处五千元以上罚款" from a clause on dogs)."""
+    if not AMOUNT.search(claim):
+        return ""
+    said = re.sub(r"\W", "", _norm(claim))
+    cited = re.sub(r"\W", "", cited_text)
+    have = {cited[i:i + 2] for i in range(len(cited) - 1)}
+    run, best = "", ""
+    for i in range(len(said) - 1):
+        if said[i:i + 2] in have:
+            run = ""
+            continue
+        run = run + said[i + 1] if run else said[i:i + 2]
+        best = max(best, run, key=len)
+    return best if len(best) >= 5 else ""  # a 2-character word put in ("共" -> "一共") is a paraphrase

@@ -137,14 +137,15 @@ class Pipeline:
             data = read(path, self.max_bytes)
             sha = hashlib.sha256(data).hexdigest()
             version = hashlib.sha256(f"{sha}|{self.tag}".encode()).hexdigest()
+            replacing = doc_id is not None
             doc_id = doc_id or self._doc_id(path)
             res.doc_id = doc_id
             old = self.index.document(doc_id)
             if old and old.version == version:
                 res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
                 return res
-            twin = next((d for d in self.index.documents().values() if d.version == version
-                         and d.doc_id != doc_id and Path(d.path).exists()), None)
+            twin = None if old or replacing else next((d for d in self.index.documents().values()
+                                                        if d.version == version and Path(d.path).exists()), None)
             if twin:
                 res.doc_id, res.title, res.status, res.chunks = twin.doc_id, twin.title, "unchanged", twin.chunks
                 res.error = f"same content as {Path(twin.path).name}; indexed once as {twin.doc_id}"
@@ -153,8 +154,9 @@ class Pipeline:
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
-            same = next((d for d in self.index.documents().values() if d.doc_id != doc_id and len(d.text) == len(text)
-                         and d.text == text and Path(d.path).exists()), None)
+            same = None if old or replacing else next(  # a new file only: an edit or a replace is never skipped
+                (d for d in self.index.documents().values()
+                 if len(d.text) == len(text) and d.text == text and Path(d.path).exists()), None)
             if same:  # the same text in another encoding, format or file name: one document, not two
                 res.doc_id, res.title, res.status, res.chunks = same.doc_id, same.title, "unchanged", same.chunks
                 res.error = f"same text as {Path(same.path).name}; indexed once as {same.doc_id}"

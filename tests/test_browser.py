@@ -587,17 +587,19 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
         [fb] = ConversationStore(s.store.conversations()).feedback()
         assert (fb["rating"], fb["comment"], fb["question"]) == (-1, "还想知道停车场", "新建公厕多少座？")
         assert fb["citations"] and "210" in fb["answer"] and fb["user"].startswith("browser:")
+        other = browser.new_context(locale="zh-CN").new_page()  # another browser sees none of it
+        other.goto(srv.url + "/")
+        other.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+        other.wait_for_function("() => localStorage.getItem('policy-assistant-browser')")  # its list has loaded
+        other.wait_for_timeout(1000)
+        assert other.locator("#sessions").get_by_text("新建公厕").count() == 0
+        other.context.close()
         page.get_by_label("重命名为").fill("公厕数量")
         page.get_by_role("button", name="重命名").click()
         sessions.get_by_text("公厕数量").wait_for(timeout=10000)
         page.get_by_role("button", name="删除", exact=True).click()
         sessions.get_by_text("公厕数量").wait_for(state="detached", timeout=10000)
         assert page.locator("[data-testid='bot'], .bot").count() == 0  # the deleted conversation left the screen
-        other = browser.new_context(locale="zh-CN").new_page()  # another browser sees none of it
-        other.goto(srv.url + "/")
-        other.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
-        assert other.locator("#sessions").get_by_text("新建公厕").count() == 0
-        other.context.close()
         only = page.get_by_label("只在这些文档中查找（不选 = 全部）")
         only.click()
         page.get_by_role("option", name="测试市养犬管理规定").click()
@@ -611,14 +613,14 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
 
 def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, monkeypatch):
     """Issue 14 (features): 停止 ends an answer that is still coming, in the chat and in /embed, and asking again
-    works; the server's stream is closed without an error event."""
+    works."""
     from assistant.service import Assistant
 
     original = Assistant.stream
 
     def slow(self, *a, **k):
         for ev in original(self, *a, **k):
-            time.sleep(0.3 if ev.kind == "token" else 2.0)  # the checked answer comes last, late
+            time.sleep(0.1 if ev.kind == "token" else 6.0)  # the checked answer comes last, late
             yield ev
     monkeypatch.setattr(Assistant, "stream", slow)
     url = app_url[0]
@@ -627,7 +629,7 @@ def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, mo
     _ask(page, "新建公厕多少座？")
     page.get_by_text("新建公厕210座").first.wait_for(timeout=30000)  # the first piece has come
     page.get_by_role("button", name="停止").click()
-    page.wait_for_timeout(2500)  # longer than the rest of the answer would take
+    page.wait_for_timeout(7000)  # longer than the rest of the answer would take
     assert page.locator("a[href='#cite-1-1']").count() == 0  # the verified answer never arrived
     page.goto(url + "/embed")
     page.fill("#q", "新建公厕多少座？")

@@ -52,7 +52,8 @@ def test_feedback_keeps_the_question_answer_citations_and_settings(url):
     cid = store.create("alice", "q")
     turn = store.add_turn("alice", cid, "新建公厕多少座？", ANSWER)
     assert store.rate("bob", cid, turn, -1, "偷评", "v1") is None
-    store.rate("alice", cid, turn, -1, "少了停车场", "v1")
+    store.rate("alice", cid, turn, 1, "", "v1")
+    store.rate("alice", cid, turn, -1, "少了停车场\x00", "v1")  # a second vote replaces the first
     store.delete("alice", cid)  # the feedback outlives the conversation
     [fb] = store.feedback()
     assert (fb["user"], fb["rating"], fb["comment"], fb["question"], fb["settings_version"]) == (
@@ -67,10 +68,18 @@ def test_migrations_run_once_and_record_the_version(url):
         assert c.execute(sa.text("select count(*) from schema_version")).scalar() == 1
 
 
-def test_a_users_oldest_conversations_go_past_the_limit(url):
-    store = ConversationStore(url, max_per_user=3)
+def test_every_table_is_bounded(url):
+    """Conversations per user (their turns go with them), turns per conversation, idle browsers' conversations."""
+    store = ConversationStore(url, max_per_user=3, max_turns=2)
     ids = [store.create("alice", f"第{i}个") for i in range(5)]
     assert {c.id for c in store.list("alice")} == set(ids[2:])
+    assert store.add_turn("alice", ids[0], "q", ANSWER) is None  # a pruned conversation takes no turns
+    assert [store.add_turn("alice", ids[4], "q", ANSWER) is not None for _ in range(3)] == [True, True, False]
+    with store.engine.connect() as c:
+        assert c.execute(sa.text("select count(*) from turns")).scalar() == 2
+    old = ConversationStore(url, idle_days=0).create("browser:" + "a" * 32, "旧")
+    ConversationStore(url, idle_days=0).create("browser:" + "b" * 32, "新")  # prunes browsers idle 0 days
+    assert ConversationStore(url).list("browser:" + "a" * 32) == [] and old
 
 
 def test_a_conversation_exports_as_markdown_with_its_sources():

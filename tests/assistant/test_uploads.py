@@ -13,7 +13,7 @@ def test_a_job_counts_its_files_and_the_chunks_they_made(tmp_path):
                                 ("b.txt", SMALL_REG.replace("停车", "充电").encode())])
     done.result(timeout=60)
     made = [d.chunks for d in job.report.documents if d.status == "added"]
-    assert len(made) == 2 and (job.done, job.total, job.chunks) == (3, 3, sum(made)) > (3, 3, 0)
+    assert len(made) == 2 and job.chunks == sum(made) > 0 and (job.done, job.total) == (3, 3)
     assert job.to_dict()["chunks"] == sum(made)
 
 

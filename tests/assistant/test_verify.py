@@ -88,3 +88,19 @@ def test_a_model_answer_that_drops_the_quoted_answers_figures_is_caught():
     assert missing_lead_figures("推进会8月3日至4日在XX召开。[1]", quoted) == []
     assert missing_lead_figures("新建公厕1210座。[1]", "新建公厕210座。[1]") == ["210"]  # a figure is whole
     assert missing_lead_figures("任期五年。[1]", "业主委员会每届任期不超过五年。[1]") == []
+
+
+def test_an_amount_grafted_onto_another_subject_is_not_verified():
+    """A model's claim that takes a fine from a clause on one subject and states it for the subject asked about is
+    unverified, though every figure and most words are in the cited passage; a paraphrase of the clause is not."""
+    from assistant.verify import grafted
+
+    text = "第八十五条 在物业管理区域内饲养烈性犬和大型犬的，由公安机关没收犬只，并处五千元以上一万元以下罚款。"
+    doc = Document("d", "d.txt", "某条例", text)
+    ps = [Passage(1, "d", "某条例", [], "第八十五条", text, 0, len(text), 1.0)]
+    graft = "露天烧烤的，由公安机关没收犬只，并处五千元以上一万元以下罚款。[1]"
+    a = verify("露天烧烤罚多少？", graft, ps, {"d": doc}, REFUSAL, "llm")
+    assert a.unverified == [graft[:-3]]
+    plain = "饲养大型犬的，公安机关没收犬只，并可处五千元以上一万元以下罚款。[1]"
+    assert not verify("养大型犬罚多少？", plain, ps, {"d": doc}, REFUSAL, "llm").unverified
+    assert grafted("没收犬只。", "x") == ""  # no amount: the ordinary support check decides

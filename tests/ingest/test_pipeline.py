@@ -572,3 +572,14 @@ def test_the_same_text_in_another_encoding_and_name_is_one_document(make_index, 
     assert sorted(index.documents()) == ["parking"]
     gbk.write_bytes(gbk.read_bytes().replace("1200".encode("gbk"), "1300".encode("gbk")))
     assert pipeline.run([gbk]).documents[0].status == "added"  # a different text is a document of its own
+
+
+def test_an_edit_that_equals_another_document_is_not_skipped(make_index, small_docs):
+    """Only a new file is recognised as a copy: a document edited (or replaced) to the text of another one is
+    updated, never left with its old text."""
+    index = make_index()
+    pipeline = Pipeline(index, HashEmbedder())
+    pipeline.run([small_docs])
+    copy(small_docs / "parking.txt", small_docs / "notice.md")  # notice's file now holds parking's bytes
+    r = {d.doc_id: d for d in pipeline.run([small_docs / "notice.md"]).documents}["notice"]
+    assert r.status == "updated" and index.document("notice").text == index.document("parking").text
