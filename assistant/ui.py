@@ -101,8 +101,10 @@ def _cards(a: Answer, docs: dict, root: str, token: Callable[[str], str], turn: 
         p = next((p for p in a.passages if p.n == c.n), None)
         start, end = (p.char_start, p.char_end) if p else (c.char_start, c.char_end)
         start, end = min(start, c.char_start), max(end, c.char_end)
-        full = doc.text if doc else c.quote
-        before, quoted, after = full[start:c.char_start], full[c.char_start:c.char_end], full[c.char_end:end]
+        if doc is not None and doc.text[c.char_start:c.char_end] == c.quote:
+            before, quoted, after = doc.text[start:c.char_start], c.quote, doc.text[c.char_end:end]
+        else:  # a kept answer whose document was since replaced or removed: its own quote, nothing around it
+            before, quoted, after = "", c.quote, "（原文已更新或删除，此为回答时的引文）" if c.quote else ""
         cards.append(
             (f'<div class="cite cite-{turn}-{c.n}">' if inline else f'<div class="cite" id="cite-{turn}-{c.n}">') +
             f'<b>[{c.n}] {html.escape(c.label())}</b>'

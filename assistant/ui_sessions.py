@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import gradio as gr
 from .answer import Answer
 from .conversations import ConversationStore, to_markdown
 from .settings import Settings
+from .ui_tabs import download_dir
 
 
 def settings_version(settings: Settings) -> str:
@@ -112,7 +112,7 @@ class Sessions:
         if not rows:
             raise gr.Error("当前没有可导出的对话。")
         title = next((c.title for c in self.store.list(user) if c.id == conv), "对话")
-        out = Path(tempfile.mkdtemp(prefix="export-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+        out = download_dir("export-")
         path = out / f"{_file_name(title)}.md"
         path.write_text(to_markdown(title, rows), encoding="utf-8")
         return gr.update(value=str(path), visible=True)

@@ -138,8 +138,6 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
 
             def make_drafts(k):
                 import json
-                import os
-                import tempfile
 
                 from .conversations import draft_questions
 
@@ -148,7 +146,7 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
                 lines = [json.dumps(d, ensure_ascii=False) for d in draft_questions(conversations.feedback())]
                 if not lines:
                     raise gr.Error("还没有“踩”的反馈。")
-                out = Path(tempfile.mkdtemp(prefix="drafts-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+                out = download_dir("drafts-")
                 (out / "feedback-drafts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
                 return gr.update(value=str(out / "feedback-drafts.jsonl"), visible=True)
             drafts.click(make_drafts, key, drafted)
@@ -157,8 +155,6 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
 def _run_evaluation(get_assistant: Callable[[], Assistant], settings: Settings):
     def run_eval(key, f, progress=gr.Progress()):
         import json
-        import os
-        import tempfile
 
         from . import evaluations
 
@@ -175,10 +171,26 @@ def _run_evaluation(get_assistant: Callable[[], Assistant], settings: Settings):
                                      limit=settings.server.max_eval_questions)
         except evaluations.CannotEvaluate as e:
             return (str(e),) + hidden
-        # In Gradio's cache of this process (mount_ui), which Gradio serves from and which goes at exit.
-        out = Path(tempfile.mkdtemp(prefix="evaluation-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+        out = download_dir("evaluation-")
         (out / "评测报告.html").write_text(result.html(), encoding="utf-8")
         (out / "评测报告.json").write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
         return (result.summary_markdown(), gr.update(value=result.question_rows(), visible=True),
                 gr.update(value=[str(out / "评测报告.html"), str(out / "评测报告.json")], visible=True))
     return run_eval
+
+
+def download_dir(prefix: str, keep_seconds: float = 3600) -> Path:
+    """A new folder for a file to download, in Gradio's cache of this process (which Gradio serves from and which
+    goes at exit); this kind's folders older than `keep_seconds` go now, so clicks do not pile files up."""
+    import os
+    import shutil
+    import tempfile
+
+    base = os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()
+    for old in Path(base).glob(f"{prefix}*"):
+        try:
+            if time.time() - old.stat().st_mtime > keep_seconds:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

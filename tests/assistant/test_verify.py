@@ -104,3 +104,16 @@ def test_an_amount_grafted_onto_another_subject_is_not_verified():
     plain = "饲养大型犬的，公安机关没收犬只，并可处五千元以上一万元以下罚款。[1]"
     assert not verify("养大型犬罚多少？", plain, ps, {"d": doc}, REFUSAL, "llm").unverified
     assert grafted("没收犬只。", "x") == ""  # no amount: the ordinary support check decides
+
+
+def test_a_kept_answer_whose_document_changed_shows_its_own_quote():
+    """A conversation reopened after its document was replaced: the card shows the quote the answer had, marked as
+    such, never a highlight at the old offsets of the new text."""
+    from assistant.answer import Answer, Citation
+    from assistant.ui import render_sources
+
+    c = Citation(1, "t", DOC.title, "", "第二条", "新建公厕210座", 5, 13, 1.0)
+    changed = Document("t", "t.txt", DOC.title, "第一条 全部改写了。第二条 新的条文内容完全不同。")
+    html_ = render_sources(Answer("q", "新建公厕210座。[1]", False, [c]), {"t": changed})
+    assert "<mark>新建公厕210座</mark>" in html_ and "原文已更新或删除" in html_
+    assert "<mark>新建公厕210座</mark>" in render_sources(Answer("q", "新建公厕210座。[1]", False, [c]), {})
