@@ -220,6 +220,7 @@ sys.exit(app.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.integration  # other processes
 def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
     """Kill a real ingest between a document's chunk writes and its commit; every committed document must be
     whole, the half-written one invisible, and the next run completes."""
@@ -275,6 +276,7 @@ print(report.documents[0].status, report.documents[0].doc_id)
 """
 
 
+@pytest.mark.integration  # other processes
 def test_two_processes_ingesting_the_same_file_name_both_land(tmp_path):
     """Two CLI-like writers, one index, two different notice.txt at the same moment: both are committed under
     different ids (the writer lock serialises them), and each process sees the other's commit."""
@@ -304,6 +306,7 @@ def test_a_commit_in_another_process_is_seen_without_waiting(tmp_path, small_doc
     assert len(reader.documents()) == 2
 
 
+@pytest.mark.integration  # other processes
 def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_path, small_docs, monkeypatch):
     """Embedded Chroma keeps vectors in each process's memory: after another process's commit the reader must
     find the new chunks by vector, and fetch their vectors by id (before the fix: not found, then an error).
