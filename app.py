@@ -19,7 +19,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     from assistant.cli import existing, settings_from
 
     s = settings_from(args)
-    return s if args.command in (None, "serve", "ingest") else existing(s)  # read-only commands need an index
+    return s if args.command in (None, "serve", "ingest", "feedback") else existing(s)  # read-only ones need an index
 
 
 def parser() -> argparse.ArgumentParser:

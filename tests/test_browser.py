@@ -169,7 +169,7 @@ def test_embed_in_an_iframe_and_widget_on_another_origin(page, app_url, artifact
     page.goto(host + "/index.html")
     frame = page.frame_locator("#chat")
     frame.locator("#q").fill("新建公厕多少座？")
-    frame.locator("button").click()
+    frame.locator("#send").click()
     frame.locator(".src mark").first.wait_for(timeout=60000)
     assert "210" in frame.locator("#log").inner_text()
     page.get_by_role("button", name="打开政策问答").click()

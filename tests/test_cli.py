@@ -70,3 +70,35 @@ def test_eval_with_naive_baseline_on_small_docs(tmp_path, small_docs):
     assert data["baseline"]["summary"]["refusal_accuracy"] == 0.0  # the naive pipeline never refuses
     md = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "| 指标 metric | 本系统 assistant | 基线 naive baseline |" in md
+
+
+def test_feedback_exports_ratings_and_drafts_from_the_conversations_database(tmp_path, capsys):
+    """`app.py feedback --json` gives every rating with its question, answer and citations; `--drafts` gives the
+    踩 ones as draft test questions without facts (the evaluator refuses them until a person writes them)."""
+    from app import main
+    from assistant.conversations import ConversationStore
+    from assistant.evaluate import load_questions
+
+    idx = tmp_path / "index"
+    assert main(["feedback", "--index", str(idx)]) == 3  # no database: said, none created
+    assert not idx.exists()
+    idx.mkdir()
+    store = ConversationStore(f"sqlite:///{idx / 'conversations.sqlite3'}")
+    cid = store.create("browser:" + "a" * 32, "q")
+    answer = {"answer": "新建公厕210座。[1]", "citations": [{"n": 1, "label": "《讲话》", "quote": "新建公厕210座"}]}
+    good = store.add_turn("browser:" + "a" * 32, cid, "新建公厕多少座？", answer)
+    bad = store.add_turn("browser:" + "a" * 32, cid, "停车场多少个？", answer)
+    store.rate("browser:" + "a" * 32, cid, good, 1, "", "v1")
+    store.rate("browser:" + "a" * 32, cid, bad, -1, "答非所问", "v1")
+    capsys.readouterr()
+    assert main(["feedback", "--index", str(idx), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["question"], r["rating"]) for r in rows] == [("新建公厕多少座？", 1), ("停车场多少个？", -1)]
+    assert rows[1]["citations"][0]["quote"] == "新建公厕210座" and rows[1]["comment"] == "答非所问"
+    assert main(["feedback", "--index", str(idx), "--drafts"]) == 0
+    drafts = tmp_path / "drafts.jsonl"
+    drafts.write_text(capsys.readouterr().out, encoding="utf-8")
+    [d] = [json.loads(x) for x in drafts.read_text(encoding="utf-8").splitlines()]
+    assert d["question"] == "停车场多少个？" and d["note"] == "答非所问" and "facts" not in d
+    qs, errors = load_questions(drafts)
+    assert qs == [] and "missing field 'facts'" in errors[0]
