@@ -441,8 +441,10 @@ def test_an_earlier_answers_citation_opens_its_own_source(browser, app_url):
         inline = page.locator(".cite.cite-1-1")
         inline.wait_for(timeout=10000)  # visible: its 来源 block opened
         assert "active" in inline.get_attribute("class")
-        box, at = inline.bounding_box(), link.bounding_box()
-        assert 0 <= box["y"] - at["y"] < 844, (box, at)  # right below the answer, not a page further down
+        # Both measured in one step: the page is still scrolling smoothly to the card
+        box, at = page.evaluate("([c, a]) => [c.getBoundingClientRect().top, a.getBoundingClientRect().top]",
+                                [inline.element_handle(), link.element_handle()])
+        assert 0 <= box - at < 844, (box, at)  # right below the answer, not a page further down
     finally:
         ctx.close()
 
