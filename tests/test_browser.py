@@ -554,6 +554,7 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
 
     s = Settings(_env_file=None)
     s.store.index_dir = str(tmp_path / "index")
+    s.server.admin_key = ADMIN
     write(tmp_path / "docs" / "dogs.txt", DOGS)
     shutil.copy(SPEECH, tmp_path / "docs" / SPEECH.name)
     from assistant.components import build_pipeline
@@ -589,6 +590,16 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
         [fb] = ConversationStore(s.store.conversations()).feedback()
         assert (fb["rating"], fb["comment"], fb["question"]) == (-1, "还想知道停车场", "新建公厕多少座？")
         assert fb["citations"] and "210" in fb["answer"] and fb["user"].startswith("browser:")
+        page.get_by_role("tab", name="评测").click()  # the admin turns the 踩 answer into a draft test question
+        page.get_by_label("管理员密钥").last.fill(ADMIN)
+        page.get_by_role("button", name="由“踩”的反馈生成测试问题草稿").click()
+        page.wait_for_function("() => [...document.querySelectorAll('a[download]')].some(a => a.href.endsWith('.jsonl'))",
+                               timeout=10000)
+        href = next(h for h in (a.get_attribute("href") for a in page.locator("a[download]").all()) if h.endswith(".jsonl"))
+        [draft] = [json.loads(x) for x in httpx.get(href if href.startswith("http") else srv.url + href,
+                                                     timeout=10).text.splitlines()]
+        assert draft["question"] == "新建公厕多少座？" and draft["note"] == "还想知道停车场" and "facts" not in draft
+        page.get_by_role("tab", name="问答").click()
         other = browser.new_context(locale="zh-CN").new_page()  # another browser sees none of it
         other.goto(srv.url + "/")
         other.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
@@ -645,3 +656,42 @@ def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, mo
     page.fill("#q", "新建公厕多少座？")
     page.click("#send")
     page.locator(".a .cite-link").first.wait_for(timeout=30000)  # asking again works
+
+
+def test_upload_progress_shows_the_file_and_the_chunks(browser, tmp_path, embedder):
+    """Issue 14.9: a long upload shows which file of how many it is on and the chunks indexed so far (the
+    embedder is slowed: what is tested is the display, not the model's speed)."""
+    from assistant.api import create_app
+    from assistant.service import build_assistant
+    from assistant.settings import Settings
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def embed_passages(self, texts):
+            time.sleep(1.0)
+            return self.inner.embed_passages(texts)
+
+    s = Settings(_env_file=None)
+    s.store.index_dir = str(tmp_path / "index")
+    s.server.admin_key = ADMIN
+    srv = LiveServer(create_app(s, build_assistant(s, embedder=Slow(embedder))))
+    try:
+        files = [write(tmp_path / "up" / f"办法{i}.txt", f"title: 进度测试办法{i}\n---\n第一条 本办法第{i}号规定停车位为{i}00个。\n")
+                 for i in range(1, 4)]
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.get_by_role("tab", name="上传").click()
+        page.get_by_label("管理员密钥").fill(ADMIN)
+        page.locator("[role=tabpanel]:visible input[type=file]").first.set_input_files([str(f) for f in files])
+        page.wait_for_function("() => document.body.innerText.includes('办法3\\n.txt')")
+        page.get_by_role("button", name="上传并索引").click()
+        page.get_by_text("文件 1/3，已索引 1 个片段").first.wait_for(timeout=30000)
+        page.wait_for_function("() => document.body.innerText.split('已添加').length > 3", timeout=60000)  # all 3
+        page.close()
+    finally:
+        srv.stop()

@@ -182,3 +182,28 @@ def test_a_stream_that_fails_sends_an_error_event(server):
         assert '"error"' in v1.text and v1.text.rstrip().endswith("[DONE]")
     finally:
         Assistant.stream = original
+
+
+def test_a_client_that_stops_a_stream_ends_it_cleanly(server, caplog):
+    """A client that closes an answer stream midway (停止 in /embed): the server logs no error and answers the
+    next question as usual."""
+    from assistant.service import Assistant
+
+    original = Assistant.stream
+
+    def slow(self, *a, **k):
+        for ev in original(self, *a, **k):
+            time.sleep(0 if ev.kind == "token" else 1.5)  # the checked answer comes late
+            yield ev
+    Assistant.stream = slow
+    try:
+        with httpx.stream("POST", f"{server.url}/api/ask", json={"question": "停车位多少个？", "stream": True},
+                          timeout=30) as r:
+            first = next(r.iter_lines())
+        assert first.startswith("event: token")
+        time.sleep(2.5)  # past the answer the server would have sent
+        assert not [x for x in caplog.records if x.levelname == "ERROR"], caplog.text
+    finally:
+        Assistant.stream = original
+    again = httpx.post(f"{server.url}/api/ask", json={"question": "停车位多少个？"}, timeout=30)
+    assert again.status_code == 200 and again.json()["answer"]
