@@ -78,7 +78,7 @@ class ServerSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"],
                                        description="Addresses whose trusted_user_header is believed (the SSO proxy's)")
     ui_public: bool = Field(False, description="Serve the UI without a login although API keys are set (say so explicitly)")
-    browser_secret: str = Field("", description="Key that seals the chat's per-browser id in the browser; empty = one kept "
+    browser_secret: str = Field("", description="Key Gradio encrypts the stored per-browser id with (readable across restarts); empty = one kept "
                                 "in index_dir (set the same value on every node that shares a conversations database)")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser")
     frame_ancestors: list[str] = Field(default_factory=list, description="Sites allowed to frame /embed ('self' always)")

@@ -316,7 +316,8 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
     history_state = gr.State([])   # [{'role','content'}] plain text, for follow-up condensing
     display_state = gr.State([])   # [{'role','content'}] rendered by the server
     conv_state, turn_state, only_state = gr.State(None), gr.State([]), gr.State([])
-    # Who is asking, without a login: a random id kept in this browser, sealed with a key that outlives restarts.
+    # Who is asking, without a login: 128 random bits kept in this browser (Gradio encrypts them with a key that
+    # outlives restarts, so the browser's id stays readable).
     browser_id = gr.BrowserState("", storage_key="policy-assistant-browser", secret=sessions.secret if sessions else None)
     examples.click(lambda sample: sample[0], examples, q)
     only.change(lambda v: list(v or []), only, only_state)

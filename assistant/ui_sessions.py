@@ -39,7 +39,7 @@ def user_of(request: gr.Request | None, browser_id, sso: bool = False) -> str | 
 
 
 def browser_secret(settings: Settings) -> str:
-    """The key Gradio seals the browser id with: the setting, else one made once and kept in the index directory
+    """The key Gradio encrypts the stored browser id with: the setting, else one made once and kept in the index directory
     (a new key on every start would make every browser a stranger after a restart)."""
     if settings.server.browser_secret:
         return settings.server.browser_secret
