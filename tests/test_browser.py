@@ -633,7 +633,7 @@ def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, mo
 
     def slow(self, *a, **k):
         for ev in original(self, *a, **k):
-            time.sleep(0.1 if ev.kind == "token" else 6.0)  # the checked answer comes last, late
+            time.sleep(0.1 if ev.kind == "token" else 3.0)  # the checked answer comes last, late
             yield ev
     monkeypatch.setattr(Assistant, "stream", slow)
     url = app_url[0]
@@ -642,7 +642,7 @@ def test_stop_ends_a_streaming_answer_in_the_chat_and_in_embed(page, app_url, mo
     _ask(page, "新建公厕多少座？")
     page.get_by_text("新建公厕210座").first.wait_for(timeout=30000)  # the first piece has come
     page.get_by_role("button", name="停止").click()
-    page.wait_for_timeout(7000)  # longer than the rest of the answer would take
+    page.wait_for_timeout(4000)  # longer than the rest of the answer would take
     assert page.locator("a[href='#cite-1-1']").count() == 0  # the verified answer never arrived
     page.goto(url + "/embed")
     page.fill("#q", "新建公厕多少座？")
@@ -673,7 +673,7 @@ def test_upload_progress_shows_the_file_and_the_chunks(browser, tmp_path, embedd
             return getattr(self.inner, name)
 
         def embed_passages(self, texts):
-            time.sleep(1.0)
+            time.sleep(0.5)
             return self.inner.embed_passages(texts)
 
     s = Settings(_env_file=None)
