@@ -135,6 +135,6 @@ class Settings(BaseSettings):
 
 
 def same_secret(given: str, secret: str) -> bool:
-    """Constant-time comparison that also takes non-ASCII input (a header, a form field): compare_digest on str
-    raises for it, which would be a 500 instead of a 401."""
+    """Constant-time equality that also takes non-ASCII input (a header, a form field): the stdlib's digest check
+    on str raises for it, which would be a 500 instead of a 401."""
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass"))

@@ -73,9 +73,12 @@ class Sessions:
         user = self.user(request, browser_id)
         if user is None:
             return conv, None
-        if not conv or not any(c.id == conv for c in self.store.list(user)):
+        kept = answer.to_dict()
+        turn = self.store.add_turn(user, conv, question, kept) if conv else None  # None: not this user's, or gone
+        if turn is None:
             conv = self.store.create(user, question)
-        return conv, self.store.add_turn(user, conv, question, answer.to_dict())
+            turn = self.store.add_turn(user, conv, question, kept)
+        return conv, turn
 
     def choices(self, request, browser_id: str, selected: str | None = None):
         user = self.user(request, browser_id)

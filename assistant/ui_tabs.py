@@ -141,8 +141,7 @@ def evaluation_tab(get_assistant: Callable[[], Assistant], settings: Settings, c
 
                 from .conversations import draft_questions
 
-                if not same_secret(k or "", settings.server.admin_key):
-                    raise gr.Error("管理员密钥不正确。")
+                _check_admin(settings, k)
                 lines = [json.dumps(d, ensure_ascii=False) for d in draft_questions(conversations.feedback())]
                 if not lines:
                     raise gr.Error("还没有“踩”的反馈。")

@@ -128,6 +128,10 @@ class Pipeline:
             cand = f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
         return cand
 
+    def _copy(self, match) -> Document | None:
+        """An indexed document `match` accepts whose file is still there."""
+        return next((d for d in self.index.documents().values() if match(d) and Path(d.path).exists()), None)
+
     def ingest_file(self, path: Path, doc_id: str | None = None) -> FileResult:
         """One file -> one committed document (or a failed line saying why); `doc_id` replaces that document."""
         res = FileResult(str(path))
@@ -144,23 +148,16 @@ class Pipeline:
             if old and old.version == version:
                 res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
                 return res
-            twin = None if old or replacing else next((d for d in self.index.documents().values()
-                                                        if d.version == version and Path(d.path).exists()), None)
-            if twin:
-                res.doc_id, res.title, res.status, res.chunks = twin.doc_id, twin.title, "unchanged", twin.chunks
-                res.error = f"same content as {Path(twin.path).name}; indexed once as {twin.doc_id}"
-                return res
+            new_file = not (old or replacing)  # only a new file can be a copy: an edit or a replace is never skipped
+            if new_file and (twin := self._copy(lambda d: d.version == version)):
+                return _indexed_as(res, twin, "same content")
             raw = parse(path, data)
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
-            same = None if old or replacing else next(  # a new file only: an edit or a replace is never skipped
-                (d for d in self.index.documents().values()
-                 if len(d.text) == len(text) and d.text == text and Path(d.path).exists()), None)
-            if same:  # the same text in another encoding, format or file name: one document, not two
-                res.doc_id, res.title, res.status, res.chunks = same.doc_id, same.title, "unchanged", same.chunks
-                res.error = f"same text as {Path(same.path).name}; indexed once as {same.doc_id}"
-                return res
+            # the same text in another encoding, format or file name: one document, not two
+            if new_file and (same := self._copy(lambda d: len(d.text) == len(text) and d.text == text)):
+                return _indexed_as(res, same, "same text")
             title = raw.meta.get("title") or raw.meta.get("page_title") or text.split("\n", 1)[0][:80]
             doc = Document(doc_id=doc_id, path=str(path), title=title, text=text, sha256=sha, version=version,
                            issuer=raw.meta.get("issuer", ""), doc_number=raw.meta.get("doc_number", ""),
@@ -182,3 +179,10 @@ class Pipeline:
             log.exception("ingest of %s failed", path)
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         return res
+
+
+def _indexed_as(res: FileResult, doc: Document, what: str) -> FileResult:
+    """A file left out as a copy of an indexed document: reported unchanged, under that document."""
+    res.doc_id, res.title, res.status, res.chunks = doc.doc_id, doc.title, "unchanged", doc.chunks
+    res.error = f"{what} as {Path(doc.path).name}; indexed once as {doc.doc_id}"
+    return res

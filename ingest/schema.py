@@ -50,7 +50,7 @@ class Document:
 
 @dataclass
 class Chunk:
-    """A span of a document's cleaned text with its place in the structure."""
+    """A span of a document's cleaned text with its place under the headings."""
 
     doc_id: str
     ordinal: int
