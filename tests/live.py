@@ -1,11 +1,29 @@
 """A real uvicorn on 127.0.0.1 in a thread, for the tests that talk to the app over HTTP or through a browser."""
 from __future__ import annotations
 
+import functools
 import socket
+import ssl
 import threading
 import time
 
+import httpx
 import uvicorn
+
+# httpx builds a TLS context for every module-level call (~40 ms: it reads the CA bundle), though every server the
+# tests talk to is plain HTTP on 127.0.0.1; a few hundred calls made that seconds of the suite.
+_TLS = ssl.create_default_context()
+
+
+class _Http:
+    """`http.get(...)`, `http.post(...)`, `http.stream(...)`: httpx's own calls (a fresh client each, no cookies
+    kept between calls) with that one TLS context."""
+
+    def __getattr__(self, name: str):
+        return functools.partial(getattr(httpx, name), verify=_TLS)
+
+
+http = _Http()
 
 
 def free_port() -> int:
@@ -31,5 +49,12 @@ class LiveServer:
         raise RuntimeError("uvicorn did not start")
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        stop_all([self])
+
+
+def stop_all(servers: list[LiveServer]) -> None:
+    """Asks every server to exit, then waits for them: they shut down side by side."""
+    for srv in servers:
+        srv.server.should_exit = True
+    for srv in servers:
+        srv.thread.join(10)

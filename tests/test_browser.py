@@ -9,11 +9,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from tests.conftest import SPEECH, write
-from tests.live import LiveServer, free_port
+from tests.live import LiveServer, free_port, http
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -199,9 +198,7 @@ def test_embed_marks_open_their_quote_errors_are_said_and_the_log_fills_the_fram
     assert card.count() == 1 and "210" in card.inner_text()
     link = card.locator("a").get_attribute("href")
     assert link.startswith("/doc/") and "&t=" in link
-    import httpx
-
-    assert "<mark id='hl'>" in httpx.get(url + link, timeout=10).text  # the signed link opens the reader page
+    assert "<mark id='hl'>" in http.get(url + link, timeout=10).text  # the signed link opens the reader page
     log_h = page.evaluate("document.getElementById('log').getBoundingClientRect().height")
     assert log_h > 0.75 * 600, log_h
     page.route("**/api/ask", lambda route: route.abort())
@@ -305,8 +302,8 @@ def test_eval_tab_runs_a_question_file(page, app_url, tmp_path, artifacts):
     hrefs = {links.nth(i).get_attribute("href") for i in range(links.count())}
     html_link = next(h for h in hrefs if h and h.endswith(".html"))
     json_link = next(h for h in hrefs if h and h.endswith(".json"))
-    assert "评测报告" in httpx.get(html_link if html_link.startswith("http") else app_url[0] + html_link).text
-    report = httpx.get(json_link if json_link.startswith("http") else app_url[0] + json_link).json()
+    assert "评测报告" in http.get(html_link if html_link.startswith("http") else app_url[0] + html_link).text
+    report = http.get(json_link if json_link.startswith("http") else app_url[0] + json_link).json()
     assert report["summary"]["n"] == 2 and "line 3" in report["errors"][0]
 
 
@@ -365,13 +362,13 @@ def test_admin_upload_tab(browser, tmp_path, embedder, artifacts):
         page.get_by_role("option", name="上传测试办法").first.click()
         replaced = upload([newer], page.get_by_role("button", name="用所选文件替换该文档"))
         assert "已更新" in replaced, replaced
-        doc_id = httpx.get(f"{srv.url}/api/documents", timeout=10).json()["documents"][0]["doc_id"]
-        assert "888" in httpx.get(f"{srv.url}/api/documents/{doc_id}", timeout=10).json()["text"]
+        doc_id = http.get(f"{srv.url}/api/documents", timeout=10).json()["documents"][0]["doc_id"]
+        assert "888" in http.get(f"{srv.url}/api/documents/{doc_id}", timeout=10).json()["text"]
         target.click()
         page.get_by_role("option", name="上传测试办法").first.click()
         page.get_by_role("button", name="删除该文档").click()
         page.wait_for_function("() => document.body.innerText.includes('已删除')", timeout=30000)
-        assert httpx.get(f"{srv.url}/api/documents", timeout=10).json()["documents"] == []
+        assert http.get(f"{srv.url}/api/documents", timeout=10).json()["documents"] == []
         page.close()
     finally:
         srv.stop()
@@ -520,8 +517,6 @@ def _luminance(css: str) -> float:
 def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser, app_url, theme, artifacts):
     """Issue 14.2 and 14.3: a source card's text keeps WCAG AA contrast on its background in the light and the
     dark theme; the chat, /embed and /doc declare zh-CN."""
-    import httpx
-
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN", color_scheme=theme)
     page = ctx.new_page()
     try:
@@ -540,7 +535,7 @@ def test_source_cards_are_readable_in_both_themes_and_pages_are_chinese(browser,
     finally:
         ctx.close()
     for path in ("/embed", "/doc/dogs"):
-        assert "lang=\"zh-CN\"" in httpx.get(app_url[0] + path, timeout=10).text.replace("'", '"')
+        assert "lang=\"zh-CN\"" in http.get(app_url[0] + path, timeout=10).text.replace("'", '"')
 
 
 def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embedder, artifacts):
@@ -578,7 +573,7 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
         page.wait_for_function("() => [...document.querySelectorAll('a[download]')].some(a => a.href.endsWith('.md'))",
                                timeout=10000)
         href = next(h for h in (a.get_attribute("href") for a in page.locator("a[download]").all()) if h.endswith(".md"))
-        md = httpx.get(href if href.startswith("http") else srv.url + href, timeout=10).text
+        md = http.get(href if href.startswith("http") else srv.url + href, timeout=10).text
         assert "## 问：新建公厕多少座？" in md and "来源：" in md and "210" in md
         srv.stop()
         srv = LiveServer(create_app(s, build_assistant(s, embedder=embedder)), port)  # a restart, same database
@@ -596,7 +591,7 @@ def test_sessions_feedback_and_export_survive_a_restart(browser, tmp_path, embed
         page.wait_for_function("() => [...document.querySelectorAll('a[download]')].some(a => a.href.endsWith('.jsonl'))",
                                timeout=10000)
         href = next(h for h in (a.get_attribute("href") for a in page.locator("a[download]").all()) if h.endswith(".jsonl"))
-        [draft] = [json.loads(x) for x in httpx.get(href if href.startswith("http") else srv.url + href,
+        [draft] = [json.loads(x) for x in http.get(href if href.startswith("http") else srv.url + href,
                                                      timeout=10).text.splitlines()]
         assert draft["question"] == "新建公厕多少座？" and draft["note"] == "还想知道停车场" and "facts" not in draft
         page.get_by_role("tab", name="问答").click()

@@ -6,9 +6,8 @@ import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 
-from .context import STREAM_ERROR, AskRequest, bearer, check_filters, check_history, check_question, ctx
+from .context import STREAM_ERROR, EventStream, AskRequest, bearer, check_filters, check_history, check_question, ctx
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -51,7 +50,7 @@ def api_ask(req: AskRequest, request: Request):
             yield f"event: error\ndata: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"
         yield "event: done\ndata: {}\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return EventStream(events())
 
 
 @router.get("/api/search", dependencies=[Depends(bearer)])

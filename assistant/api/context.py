@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 from fastapi import HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..service import Assistant, build_assistant
@@ -20,6 +21,23 @@ from ..uploads import UploadService
 
 # What a stream that fails after its 200 status line sends (the details go to the server log).
 STREAM_ERROR = {"error": {"status": 500, "message": "回答生成失败，请重试 / the answer failed, please retry"}}
+
+
+class EventStream(StreamingResponse):
+    """A text/event-stream of a generator that is closed when the response ends, however it ends. A client that
+    goes away leaves Starlette's iterator suspended until the garbage collector finds it, and with it the answer
+    (a model still writing on the LLM server, a conversation left open); this closes it at once."""
+
+    def __init__(self, events) -> None:
+        super().__init__(events, media_type="text/event-stream")
+        self._events = events
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._events.close)
 
 
 class AskRequest(BaseModel):

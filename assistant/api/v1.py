@@ -8,9 +8,8 @@ import time
 import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import StreamingResponse
 
-from .context import STREAM_ERROR, ChatRequest, bearer, check_history, check_question, ctx, valid_text
+from .context import STREAM_ERROR, EventStream, ChatRequest, bearer, check_history, check_question, ctx, valid_text
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -67,4 +66,4 @@ def v1_chat(req: ChatRequest, request: Request):
             yield f"data: {json.dumps(STREAM_ERROR, ensure_ascii=False)}\n\n"
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return EventStream(events())

@@ -4,12 +4,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
 from assistant.api import create_app
+from tests.live import http
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_real_uvicorn_20_concurrent_asks(corpus_settings, corpus_assistant):
     try:
         qs = ["新建公厕多少座？", "“五项治理”包括哪些？", "今天天气怎么样？", "业主委员会每届任期不超过几年？"] * 5
         with ThreadPoolExecutor(20) as pool:
-            rs = list(pool.map(lambda q: httpx.post(f"http://127.0.0.1:{port}/api/ask", json={"question": q}, timeout=120), qs))
+            rs = list(pool.map(lambda q: http.post(f"http://127.0.0.1:{port}/api/ask", json={"question": q}, timeout=120), qs))
         assert [r.status_code for r in rs] == [200] * 20
         assert all(("210" in r.json()["answer"]) for r, q in zip(rs, qs) if q == "新建公厕多少座？")
         assert all(r.json()["refused"] for r, q in zip(rs, qs) if q == "今天天气怎么样？")

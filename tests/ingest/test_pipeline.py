@@ -356,6 +356,7 @@ def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_pat
     assert set(reader.chunk_vectors(fresh + keys)) == set(fresh + keys)
 
 
+@pytest.mark.integration  # another process
 def test_a_corrupt_index_is_a_clear_message_not_a_traceback(tmp_path):
     (tmp_path / "idx" / "chroma").mkdir(parents=True)
     (tmp_path / "idx" / "chroma" / "chroma.sqlite3").write_bytes(b"not a database" * 1000)
@@ -539,6 +540,7 @@ def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_doc
     assert text_reads and all(ids == ["new"] for ids in text_reads), calls
 
 
+@pytest.mark.integration  # another process
 def test_vector_search_is_wide_enough_for_the_results_asked_and_old_indexes_are_widened(tmp_path, small_docs):
     import chromadb
     from chromadb.config import Settings as ChromaSettings

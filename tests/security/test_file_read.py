@@ -6,8 +6,9 @@ import os
 import re
 import tempfile
 
-import httpx
 import pytest
+
+from tests.live import http
 
 SECRET = "ADMIN-SECRET-7c1f"
 TARGETS = ["/etc/passwd", "/proc/self/environ"]
@@ -24,11 +25,11 @@ def _history_with_file(path: str) -> list:
 
 def _sse_call(base: str, fn: str, data: list) -> str:
     """POST /gradio_api/call/<fn> then read its event stream; the whole text of the events."""
-    r = httpx.post(f"{base}/gradio_api/call/{fn}", json={"data": data}, timeout=30)
+    r = http.post(f"{base}/gradio_api/call/{fn}", json={"data": data}, timeout=30)
     if r.status_code != 200:
         return r.text
     event_id = r.json()["event_id"]
-    with httpx.stream("GET", f"{base}/gradio_api/call/{fn}/{event_id}", timeout=30) as s:
+    with http.stream("GET", f"{base}/gradio_api/call/{fn}/{event_id}", timeout=30) as s:
         return "".join(s.iter_text())
 
 
@@ -36,9 +37,9 @@ def _leaked(base: str, text: str) -> list[str]:
     """Every file URL the server put in its output, fetched: the contents an attacker would get."""
     got = []
     for url in {m for m in re.findall(r'"url":\s*"([^"]+)"', text)}:
-        got.append(httpx.get(url if url.startswith("http") else base + url, timeout=10).text)
+        got.append(http.get(url if url.startswith("http") else base + url, timeout=10).text)
     for path in re.findall(r'"path":\s*"([^"]+)"', text):
-        got.append(httpx.get(f"{base}/gradio_api/file={path}", timeout=10).text)
+        got.append(http.get(f"{base}/gradio_api/file={path}", timeout=10).text)
     return got
 
 
@@ -65,7 +66,7 @@ def test_gradio_file_route_refuses_server_paths(server, small_settings):
     assert os.path.exists(chroma_db)
     for target in TARGETS + [chroma_db]:
         for route in ("/gradio_api/file=", "/file="):
-            r = httpx.get(server.url + route + target, timeout=10)
+            r = http.get(server.url + route + target, timeout=10)
             assert r.status_code in (400, 403, 404), (route + target, r.status_code)
             assert "root:" not in r.text and SECRET not in r.text and "SQLite" not in r.text
 

@@ -9,6 +9,9 @@ import time
 import httpx
 import pytest
 
+from tests.live import http
+from tests.security.test_file_read import _sse_call
+
 
 @pytest.fixture(scope="module")
 def open_server(live):
@@ -21,7 +24,7 @@ def keyed_server(live):
 
 
 def ask(server, body: dict, **kw) -> httpx.Response:
-    return httpx.post(f"{server.url}/api/ask", json=body, timeout=30, **kw)
+    return http.post(f"{server.url}/api/ask", json=body, timeout=30, **kw)
 
 
 def test_history_is_bounded_per_turn_and_in_turns(open_server):
@@ -39,7 +42,7 @@ def test_history_is_bounded_per_turn_and_in_turns(open_server):
 
 def test_v1_messages_are_bounded(open_server):
     msgs = [{"role": "user", "content": "停" * 5000}, {"role": "user", "content": "停车位多少个？"}]
-    r = httpx.post(f"{open_server.url}/v1/chat/completions", json={"messages": msgs}, timeout=30)
+    r = http.post(f"{open_server.url}/v1/chat/completions", json={"messages": msgs}, timeout=30)
     assert r.status_code == 422 and "error" in r.json()
 
 
@@ -54,31 +57,31 @@ def test_upload_runs_as_a_job_and_keeps_every_name(open_server):
     files = [("files", ("附件.txt", "title: 甲办法\n---\n第一条 甲办法规定的停车位为111个。\n".encode())),
              ("files", ("附件.txt", "title: 乙办法\n---\n第一条 乙办法规定的停车位为222个。\n".encode())),
              ("files", ("..", b"x"))]
-    r = httpx.post(f"{open_server.url}/api/documents?wait=false", files=files, headers=auth, timeout=30)
+    r = http.post(f"{open_server.url}/api/documents?wait=false", files=files, headers=auth, timeout=30)
     assert r.status_code == 202
     job = r.json()["id"]
-    while (j := httpx.get(f"{open_server.url}/api/jobs/{job}", headers=auth, timeout=10).json())["status"] in ("queued", "running"):
-        assert httpx.get(f"{open_server.url}/healthz", timeout=5).status_code == 200  # the server answers meanwhile
+    while (j := http.get(f"{open_server.url}/api/jobs/{job}", headers=auth, timeout=10).json())["status"] in ("queued", "running"):
+        assert http.get(f"{open_server.url}/healthz", timeout=5).status_code == 200  # the server answers meanwhile
         time.sleep(0.1)
     assert j["status"] == "done"
     statuses = [d["status"] for d in j["report"]["documents"]]
     assert statuses.count("failed") == 1 and statuses.count("added") == 2  # both 附件.txt kept, a bad name reported
-    docs = httpx.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
+    docs = http.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
     assert {"甲办法", "乙办法"} <= {d["title"] for d in docs}
-    assert httpx.get(f"{open_server.url}/api/jobs/nope", headers=auth, timeout=10).status_code == 404
-    assert httpx.get(f"{open_server.url}/api/jobs/{job}", timeout=10).status_code == 401
+    assert http.get(f"{open_server.url}/api/jobs/nope", headers=auth, timeout=10).status_code == 404
+    assert http.get(f"{open_server.url}/api/jobs/{job}", timeout=10).status_code == 401
 
 
 def test_reader_page_needs_the_key_like_the_document_api(keyed_server):
-    assert httpx.get(f"{keyed_server.url}/doc/parking", timeout=10).status_code == 401
-    assert httpx.get(f"{keyed_server.url}/api/documents/parking", timeout=10).status_code == 401
-    ok = httpx.get(f"{keyed_server.url}/doc/parking", headers={"Authorization": "Bearer k1"}, timeout=10)
+    assert http.get(f"{keyed_server.url}/doc/parking", timeout=10).status_code == 401
+    assert http.get(f"{keyed_server.url}/api/documents/parking", timeout=10).status_code == 401
+    ok = http.get(f"{keyed_server.url}/doc/parking", headers={"Authorization": "Bearer k1"}, timeout=10)
     assert ok.status_code == 200 and "1200" in ok.text
 
 
 def test_widget_escapes_the_host_header(open_server):
     host = "evil';alert(1);'"
-    r = httpx.get(f"{open_server.url}/widget.js", headers={"Host": host}, timeout=10)
+    r = http.get(f"{open_server.url}/widget.js", headers={"Host": host}, timeout=10)
     literal = re.search(r"var base = (\"(?:[^\"\\\\]|\\\\.)*\");", r.text).group(1)
     assert json.loads(literal).startswith("http://evil';alert(1);'")  # the host is data inside one string literal
     assert "</script>" not in r.text
@@ -114,26 +117,23 @@ def test_sso_header_only_from_trusted_proxies(live):
     server = live(api_keys=["k1"], trusted_user_header="X-Remote-User", trusted_proxies=["10.9.9.9"])
     r = ask(server, {"question": "停车位多少个？"}, headers={"X-Remote-User": "mallory"})
     assert r.status_code == 401  # 127.0.0.1 is not the configured proxy: the header means nothing
-    assert httpx.get(f"{server.url}/config", headers={"X-Remote-User": "mallory"}, timeout=10).status_code == 401
-    trusted = live(api_keys=["k1"], trusted_user_header="X-Remote-User")  # default: loopback proxy
+    assert http.get(f"{server.url}/config", headers={"X-Remote-User": "mallory"}, timeout=10).status_code == 401
+    trusted = live(ui=False, api_keys=["k1"], trusted_user_header="X-Remote-User")  # default: loopback proxy
     assert ask(trusted, {"question": "停车位多少个？"}, headers={"X-Remote-User": "alice"}).status_code == 200
 
 
 def test_reader_links_signed_by_the_ui_open_without_a_key(live):
     server = live(api_keys=["k1"], ui_public=True)
-    assert httpx.get(f"{server.url}/doc/parking?t=deadbeef", timeout=10).status_code == 401
-    from gradio_client import Client
-
-    out = Client(server.url, verbose=False).predict("本市新建停车位多少个？", "", api_name="/respond")
-    link = next(x for x in out if isinstance(x, str) and "/doc/parking" in x)
-    token = re.search(r"/doc/parking\?s=\d+&(?:amp;)?e=\d+&(?:amp;)?t=([0-9a-f]+)", link).group(1)
-    ok = httpx.get(f"{server.url}/doc/parking?t={token}", timeout=10)
+    assert http.get(f"{server.url}/doc/parking?t=deadbeef", timeout=10).status_code == 401
+    events = _sse_call(server.url, "respond", ["本市新建停车位多少个？", ""])  # what the chat page receives
+    token = re.search(r"/doc/parking\?s=\d+&(?:amp;)?e=\d+&(?:amp;)?t=([0-9a-f]+)", events).group(1)
+    ok = http.get(f"{server.url}/doc/parking?t={token}", timeout=10)
     assert ok.status_code == 200 and "1200" in ok.text
 
 
 def test_no_server_path_is_exposed(open_server, small_settings):
     index_dir = str(small_settings.store.index_dir)
-    docs = httpx.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
-    one = httpx.get(f"{open_server.url}/api/documents/parking", timeout=10).json()
+    docs = http.get(f"{open_server.url}/api/documents", timeout=10).json()["documents"]
+    one = http.get(f"{open_server.url}/api/documents/parking", timeout=10).json()
     text = str(docs) + str({k: v for k, v in one.items() if k != "text"})
     assert "/" not in "".join(d["file"] for d in docs) and index_dir not in text and "/tmp" not in text

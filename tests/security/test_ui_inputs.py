@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
-import httpx
 import pytest
 
+from tests.live import http
 from tests.security.test_file_read import _file_payload, _sse_call
 
 
@@ -40,33 +39,33 @@ def test_a_server_path_is_not_ingested_by_the_upload_tab(server, tmp_path):
     planted = tmp_path / "planted.txt"
     planted.write_text("title: 不应被索引\n---\n第一条 这份文件只在服务器上。\n")
     _sse_call(server.url, "upload", ["adm", [_file_payload(str(planted))]])
-    titles = {d["title"] for d in httpx.get(f"{server.url}/api/documents", timeout=10).json()["documents"]}
+    titles = {d["title"] for d in http.get(f"{server.url}/api/documents", timeout=10).json()["documents"]}
     assert "不应被索引" not in titles
 
 
 def test_a_slow_question_does_not_stall_the_others(server):
-    """Two chat questions at once, each held for 2 s inside the answer: together they take ~2 s, not ~4 s."""
+    """Two chat questions at once: each answer waits inside the service until the other has started too, so
+    they finish only if the server runs them side by side (one behind the other, the first waits in vain)."""
     from assistant.service import Assistant
 
     original = Assistant.stream
+    both = threading.Barrier(2, timeout=10)
 
-    def slow(self, *a, **k):
-        time.sleep(2)
+    def meet(self, *a, **k):
+        both.wait()  # raises BrokenBarrierError after 10 s alone
         yield from original(self, *a, **k)
-    Assistant.stream = slow
+    Assistant.stream = meet
     try:
-        times = []
+        answers = []
 
         def ask():
-            t = time.perf_counter()
-            _sse_call(server.url, "respond", ["本市新建停车位多少个？", ""])
-            times.append(time.perf_counter() - t)
+            answers.append(_sse_call(server.url, "respond", ["本市新建停车位多少个？", ""]))
         threads = [threading.Thread(target=ask) for _ in range(2)]
-        t0 = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join(30)
-        assert len(times) == 2 and time.perf_counter() - t0 < 3.5, times
+        word = "停车".encode("unicode_escape").decode()  # the events carry JSON, non-ASCII escaped
+        assert not both.broken and len(answers) == 2 and all(word in a for a in answers), answers
     finally:
         Assistant.stream = original
