@@ -39,9 +39,11 @@ def _best_span(claim: str, p: Passage) -> tuple[int, int]:
 # A claim restating its source shares most of its character pairs with it; under half is not a restatement.
 # Quoted sentences share all of them. Not fitted on LLM answers (there is no set of them yet): a documented constant.
 SUPPORT_MIN = 0.5
-# An organisation named in a claim ("市公安局", "城市管理部门") must be named in its source: the two characters
-# before the suffix identify it well enough (公安局 vs 管理局).
-ORGANISATION = re.compile(r"([\u4e00-\u9fff]{2})(局|厅|委员会|部门|政府|办公室|机关)")
+# An organisation named in a claim ("市公安局", "城市管理部门") must be named in its source, by the two characters
+# before its generic tail (公安局 vs 管理局). The tail includes the words departments' titles share (行政, 主管,
+# 管理, 执法, 职能), so "物业管理行政主管部门" is checked whole, not as the "主管部门" that a passage on
+# 规划行政主管部门 also holds.
+ORGANISATION = re.compile(r"[\u4e00-\u9fff]{2}(?:行政|主管|管理|综合|执法|职能){0,3}(?:局|厅|委员会|部门|政府|办公室|机关)")
 
 
 def supported(claim: str, source: str) -> bool:

@@ -30,6 +30,18 @@ def test_invented_organisation_figure_and_claim_are_flagged():
     assert len(a.unverified) == 3 and a.claims == 3
 
 
+def test_a_department_is_named_by_its_whole_title_not_the_generic_words_it_shares():
+    """A model that answers with another department whose title ends in the same words ("…行政主管部门") as the
+    one the passage names has not been borne out by it; the passage's own department, in other words, has."""
+    from assistant.verify import supported
+
+    source = "规划行政主管部门负责对违法建筑的认定;城市管理执法部门负责查处违法建筑、毁坏绿地等行为;"
+    assert not supported("物业管理行政主管部门负责查处违法建筑", source)
+    assert not supported("交通管理执法部门负责查处违法建筑", source)
+    assert supported("违法建筑由城市管理执法部门负责查处", source)
+    assert supported("规划行政主管部门负责认定违法建筑", source)
+
+
 def test_a_quoted_heading_is_covered_by_the_next_mark():
     a = check("一是方便群众。公厕实行免费开放。[2]")
     assert not a.unverified
