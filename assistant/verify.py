@@ -58,6 +58,14 @@ def supported(claim: str, source: str) -> bool:
     return sum(1 for t in pairs if t in low) / len(pairs) >= SUPPORT_MIN
 
 
+def _says_nothing(claim: str) -> bool:
+    """Too short to claim anything, punctuation only (the "……" that ends a cut list), or a department's name alone
+    (with its level, 县级以上…): its passage names it, but what for is the question's, which the check cannot hold
+    against the passage (a small model picks the wrong one of the departments an article lists)."""
+    named = re.sub(r"[省市县区乡镇级以上各]", "", ORGANISATION.sub("", claim))
+    return len(_norm(claim)) < 4 or not re.search(r"\w", named)
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\s+", "", normalise(text))
 
@@ -89,8 +97,8 @@ def verify(question: str, raw: str, passages: list[Passage], docs: dict[str, Doc
     for i, claim in enumerate(claims):
         marks = [int(m) for m in MARK.findall(claim)]
         bare = MARK.sub("", claim).strip()
-        if len(_norm(bare)) < 4 or not re.search(r"\w", bare):
-            continue  # too short to claim anything, or punctuation only (the "……" that ends a cut list)
+        if _says_nothing(bare):
+            continue
         if not marks:
             # A heading or lead-in quoted with the sentence after it ("一是完善了城市功能。着眼于…[1]"): the
             # next mark covers it when its passage holds it word for word.

@@ -40,6 +40,8 @@ def test_a_department_is_named_by_its_whole_title_not_the_generic_words_it_share
     assert not supported("交通管理执法部门负责查处违法建筑", source)
     assert supported("违法建筑由城市管理执法部门负责查处", source)
     assert supported("规划行政主管部门负责认定违法建筑", source)
+    named = check("市城市管理局。[1]")  # the name alone: no claim the check can hold against the passage
+    assert named.claims == 0 and check("由市城市管理局负责维护。[1]").claims == 1
 
 
 def test_a_quoted_heading_is_covered_by_the_next_mark():
