@@ -172,10 +172,14 @@ class HybridRetriever:
     def _add_named_articles(self, pool: Pool, allowed) -> None:
         """"第十一条" names an addressable unit: its chunks join, the document the question names first. Every
         document has a 第九条: the one whose title the question names best is the one meant (1.0); the others stay
-        candidates, well below (0.3 at most)."""
+        candidates, well below (0.3 at most). Only the documents already among the candidates are looked in: a
+        question naming a document brings its chunks there (their indexed text carries the title and article), and
+        every document's 第九条 is thousands of rows in a large index."""
         cands = pool.candidates
+        docs = {c.chunk.doc_id for c in cands.values()}
+        scope = docs if allowed is None else docs & set(allowed)
         for ref in dict.fromkeys(ARTICLE_REF.findall(pool.query)):
-            arts = self.index.article_chunks(ref, allowed)
+            arts = self.index.article_chunks(ref, scope) if scope else []
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}
             best = max(named.values(), default=0.0)
             for c in arts:
