@@ -15,7 +15,7 @@ def open_index(s: Settings) -> ChromaIndex:
 
 def build_embedder(s: Settings) -> Embedder:
     e = s.embedding
-    return make_embedder(e.backend, e.model_path, e.query_prefix, e.passage_prefix, e.batch_size)
+    return make_embedder(e.backend, e.model_path, e.query_prefix, e.passage_prefix, e.batch_size, e.query_threads)
 
 
 def build_pipeline(s: Settings, index: Store | None = None, embedder: Embedder | None = None) -> Pipeline:

