@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -15,11 +16,15 @@ from .clean import clean
 from .embed import Embedder
 from .loaders import parse, read
 from .schema import Document, IngestError
-from .store import Store, index_text
+from .store import Prepared, Store, index_text
 
 log = logging.getLogger(__name__)
 # Chunks one document may make (each is embedded, with its sentences): bounds one file's ingest time.
 MAX_CHUNKS = 20_000
+# Files committed together (one write per collection instead of one per file): at most this many, and no more
+# once this many seconds have gone into the batch, so a batch of large files never holds the writer lock long.
+BATCH_DOCUMENTS = 64
+BATCH_SECONDS = 1.0
 PIPELINE_VERSION = "4"  # 4: tables and copyright articles kept; 3: sentences embedded  # bump when cleaning or chunking rules change, so every document is redone
 
 
@@ -92,16 +97,25 @@ class Pipeline:
         files = discover(paths)
         if replace is not None and len(files) != 1:
             raise IngestError(f"replacing {replace} takes exactly one file, not {len(files)}")
-        for n, path in enumerate(files, 1):
-            with self.index.writer():  # one document at a time across processes: ids and versions never race
+        todo = iter(files)
+        done = 0
+        while done < len(files):
+            batch = _Batch()
+            with self.index.writer():  # one batch at a time across processes: ids and versions never race
                 if replace is not None and self.index.document(replace) is None:
                     raise IngestError(f"no document {replace} to replace")
-                result = self.ingest_file(path, replace)
-            report.documents.append(result)
-            log.info("%s %s (%d chunks)%s", result.status, result.path, result.chunks,
-                     f": {result.error}" if result.error else "")
-            if on_progress:
-                on_progress(n, len(files), result)
+                for path in todo:
+                    batch.results.append(self.ingest_file(path, replace, batch))
+                    if batch.full():
+                        break
+                self._commit(batch)
+            for result in batch.results:
+                done += 1
+                report.documents.append(result)
+                log.info("%s %s (%d chunks)%s", result.status, result.path, result.chunks,
+                         f": {result.error}" if result.error else "")
+                if on_progress:
+                    on_progress(done, len(files), result)
         if prune:
             # Only documents from the paths given: another node's files (a shared Chroma server) and uploads
             # are not this run's to remove.
@@ -118,8 +132,26 @@ class Pipeline:
         report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
-    def _doc_id(self, path: Path) -> str:
-        docs = self.index.documents()
+    def _commit(self, batch: "_Batch") -> None:
+        """Commit a batch's documents in one write; if that fails, each on its own, so one document the store
+        refuses fails alone."""
+        try:
+            self.index.add_documents(batch.prepared)
+            return
+        except Exception:
+            if len(batch.prepared) == 1:
+                log.exception("ingest of %s failed", batch.prepared[0].doc.path)
+                batch.fail(batch.prepared[0], sys.exc_info()[1])
+                return
+        for p in batch.prepared:
+            try:
+                self.index.add_documents([p])
+            except Exception as e:
+                log.exception("ingest of %s failed", p.doc.path)
+                batch.fail(p, e)
+
+    def _doc_id(self, path: Path, batch: "_Batch") -> str:
+        docs = {**self.index.documents(), **batch.documents()}
         for d in docs.values():
             if d.path == str(path):
                 return d.doc_id
@@ -128,12 +160,19 @@ class Pipeline:
             cand = f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
         return cand
 
-    def _copy(self, match) -> Document | None:
-        """An indexed document `match` accepts whose file is still there."""
-        return next((d for d in self.index.documents().values() if match(d) and Path(d.path).exists()), None)
+    def _copy(self, match, batch: "_Batch") -> Document | None:
+        """An indexed (or batched) document `match` accepts whose file is still there."""
+        docs = [*self.index.documents().values(), *batch.documents().values()]
+        return next((d for d in docs if match(d) and Path(d.path).exists()), None)
 
-    def ingest_file(self, path: Path, doc_id: str | None = None) -> FileResult:
-        """One file -> one committed document (or a failed line saying why); `doc_id` replaces that document."""
+    def ingest_file(self, path: Path, doc_id: str | None = None, batch: "_Batch | None" = None) -> FileResult:
+        """One file -> one document in the batch, committed with it (or a failed line saying why); without a
+        batch, committed at once. `doc_id` replaces that document. Inside the writer lock."""
+        if batch is None:
+            batch = _Batch()
+            batch.results.append(self.ingest_file(path, doc_id, batch))
+            self._commit(batch)
+            return batch.results[0]
         res = FileResult(str(path))
         try:
             path = path.resolve() if path.exists() else path
@@ -142,21 +181,21 @@ class Pipeline:
             sha = hashlib.sha256(data).hexdigest()
             version = hashlib.sha256(f"{sha}|{self.tag}".encode()).hexdigest()
             replacing = doc_id is not None
-            doc_id = doc_id or self._doc_id(path)
+            doc_id = doc_id or self._doc_id(path, batch)
             res.doc_id = doc_id
-            old = self.index.document(doc_id)
+            old = self.index.document(doc_id)  # (a batched file never has the id of another: see _doc_id)
             if old and old.version == version:
                 res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
                 return res
             new_file = not (old or replacing)  # only a new file can be a copy: an edit or a replace is never skipped
-            if new_file and (twin := self._copy(lambda d: d.version == version)):
+            if new_file and (twin := self._copy(lambda d: d.version == version, batch)):
                 return _indexed_as(res, twin, "same content")
             raw = parse(path, data)
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
             # the same text in another encoding, format or file name: one document, not two
-            if new_file and (same := self._copy(lambda d: len(d.text) == len(text) and d.text == text)):
+            if new_file and (same := self._copy(lambda d: len(d.text) == len(text) and d.text == text, batch)):
                 return _indexed_as(res, same, "same text")
             title = raw.meta.get("title") or raw.meta.get("page_title") or text.split("\n", 1)[0][:80]
             doc = Document(doc_id=doc_id, path=str(path), title=title, text=text, sha256=sha, version=version,
@@ -170,15 +209,39 @@ class Pipeline:
             vectors = self.embedder.embed_passages([index_text(c) for c in chunks])
             sentence_vectors = self.embedder.embed_passages([x.index_text() for x in sents])
             doc.chunks = len(chunks)
-            self.index.add_document(doc, chunks, vectors, sents, sentence_vectors)
             res.title, res.chunks = title, len(chunks)
             res.status = "updated" if old else "added"
+            batch.add(res, Prepared(doc, chunks, vectors, sents, sentence_vectors))
         except IngestError as e:
             res.status, res.error = "failed", str(e)
         except Exception as e:  # a surprise in one file (a parser, the store) must not sink the batch
             log.exception("ingest of %s failed", path)
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
         return res
+
+
+class _Batch:
+    """Files read, chunked and embedded, waiting to be committed together, with every file's report line."""
+
+    def __init__(self) -> None:
+        self.results: list[FileResult] = []
+        self.prepared: list[Prepared] = []
+        self._lines: dict[str, FileResult] = {}  # document id -> its report line
+        self.started = time.perf_counter()
+
+    def add(self, result: FileResult, prepared: Prepared) -> None:
+        self.prepared.append(prepared)
+        self._lines[prepared.doc.doc_id] = result
+
+    def documents(self) -> dict[str, Document]:
+        return {p.doc.doc_id: p.doc for p in self.prepared}
+
+    def full(self) -> bool:
+        return len(self.prepared) >= BATCH_DOCUMENTS or time.perf_counter() - self.started >= BATCH_SECONDS
+
+    def fail(self, prepared: Prepared, error: BaseException) -> None:
+        line = self._lines[prepared.doc.doc_id]
+        line.status, line.chunks, line.error = "failed", 0, f"{type(error).__name__}: {error}"
 
 
 def _indexed_as(res: FileResult, doc: Document, what: str) -> FileResult:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -200,21 +201,25 @@ def test_cli_ingest_json_docs_and_chunks(tmp_path, small_docs):
 
 
 KILLER = """
-import os, signal, sys
+import json, os, signal, sys
 sys.path.insert(0, {root!r})
-from ingest import store
-original, calls = store.ChromaIndex.add_document, []
+from ingest import pipeline, store
+pipeline.BATCH_DOCUMENTS = 2  # commits of two documents: the first lands, the second is killed
+original, calls = store.ChromaIndex.add_documents, []
 
-def add_document(self, doc, chunks, vectors, sentences=(), sentence_vectors=None):
-    calls.append(doc.doc_id)
-    if len(calls) == 3:  # the third document: its chunks are written, its record (the commit) is not
-        ids = [c.chunk_id(doc.version) for c in chunks]
-        self.chunks.upsert(ids=ids, embeddings=vectors.tolist(), documents=[c.text for c in chunks],
-                           metadatas=[self._chunk_meta(c, doc.version) for c in chunks])
+def add_documents(self, items):
+    calls.append([p.doc.doc_id for p in items])
+    if len(calls) == 2:  # the second batch: its chunks are written, its records (the commit) are not
+        with open({committed!r}, "w") as f:
+            json.dump(calls[0], f)
+        for p in items:
+            ids = [c.chunk_id(p.doc.version) for c in p.chunks]
+            self.chunks.upsert(ids=ids, embeddings=p.vectors.tolist(), documents=[c.text for c in p.chunks],
+                               metadatas=[self._chunk_meta(c, p.doc.version) for c in p.chunks])
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, doc, chunks, vectors, sentences, sentence_vectors)
+    return original(self, items)
 
-store.ChromaIndex.add_document = add_document
+store.ChromaIndex.add_documents = add_documents
 import app
 sys.exit(app.main(sys.argv[1:]))
 """
@@ -230,15 +235,17 @@ def test_kill_9_never_leaves_a_half_indexed_document(tmp_path):
         write(src / f"speech{i}.txt", text.replace("同志们", f"同志们{i}"))
     idx = tmp_path / "kill-index"
     env = dict(os.environ, ASSISTANT_EMBEDDING__BACKEND="hash")
-    proc = subprocess.run([sys.executable, "-c", KILLER.format(root=str(ROOT)), "ingest", str(src), "--index", str(idx)],
+    said = tmp_path / "committed.json"
+    killer = KILLER.format(root=str(ROOT), committed=str(said))
+    proc = subprocess.run([sys.executable, "-c", killer, "ingest", str(src), "--index", str(idx)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
     index = ChromaIndex(idx)
     committed = index.documents()
-    assert len(committed) == 2
+    assert len(committed) == 2 and set(committed) == set(json.loads(said.read_text()))
     raw = index.chunks.get(include=["metadatas"])["metadatas"]
-    assert len({m["doc_id"] for m in raw}) == 3  # the third document's chunks are there, uncommitted
+    assert len({m["doc_id"] for m in raw}) == 4  # the second batch's chunks are there, uncommitted
     for doc in committed.values():
         assert sum(1 for m in raw if m["doc_id"] == doc.doc_id and m["version"] == doc.version) == doc.chunks
     visible = {c.doc_id for _, c in index.all_chunks()}
@@ -518,26 +525,57 @@ def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_doc
     assert failed and all("chunks, over the 1 limit" in d.error for d in failed)
 
 
+def _spy_records(index) -> list[tuple]:
+    """Every read of the records collection: (ids, where, include)."""
+    calls, real_get = [], index.records.get
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("ids"), kwargs.get("where"), tuple(kwargs.get("include") or ())))
+        return real_get(*args, **kwargs)
+    index.records.get = spy
+    return calls
+
+
 def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_docs):
-    """Issue 12: after a commit, the other documents' full texts stay cached; only the records' metadata is read
-    to learn what changed, and the changed document's text fetched."""
+    """Issue 12: the writer's cached documents take its own commit in place (no record read back); another
+    process reads the version record, then only the records committed since: never every record."""
     index = ChromaIndex(tmp_path / "index")
     pipe = Pipeline(index, HashEmbedder())
     pipe.run([small_docs])
-    index.documents()
-    calls = []
-    real_get = index.records.get
-
-    def spy(*args, **kwargs):
-        calls.append((kwargs.get("ids"), tuple(kwargs.get("include") or ())))
-        return real_get(*args, **kwargs)
-    index.records.get = spy
+    reader = ChromaIndex(tmp_path / "index")
+    assert set(reader.documents()) == set(index.documents())
+    mine, theirs = _spy_records(index), _spy_records(reader)
     write(small_docs / "new.txt", "title: 新增文件\n---\n第一条 新建公共充电桩八百个。\n")
     pipe.run([small_docs / "new.txt"])
     docs = index.documents()
     assert set(docs) >= {"new", "parking"} and "充电桩" in docs["new"].text and docs["parking"].text
-    text_reads = [ids for ids, include in calls if "documents" in include]
-    assert text_reads and all(ids == ["new"] for ids in text_reads), calls
+    assert not [c for c in mine if "documents" in c[2]], mine
+    seen = reader.documents()
+    assert seen.keys() == docs.keys() and "充电桩" in seen["new"].text
+    assert all(ids or where for ids, where, _ in theirs), theirs  # no full read
+    texts = [where for ids, where, include in theirs if "documents" in include]
+    assert texts == [{"seq": {"$gte": reader._seen.seq - 1}}], theirs
+
+
+def test_a_removal_and_an_unfinished_write_reach_other_processes(tmp_path, small_docs):
+    """A removal leaves no record to find by its number: the version record counts removals, and a reader that
+    sees the count change compares every record once. A write killed after its commit (no generation bump, no
+    version) is made known by the next writer's reconcile."""
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    reader = ChromaIndex(tmp_path / "index")
+    assert "parking" in reader.documents()
+    index.remove_document("parking")
+    assert "parking" not in reader.documents() and "parking" not in index.documents()
+    # a record written as a killed writer would leave it: committed, but no version record counts it
+    doc = next(iter(index.documents().values()))
+    meta = dict(index._metas[doc.doc_id], title="改过的标题")
+    index._intend(doc.doc_id)
+    index.records.upsert(ids=[doc.doc_id], embeddings=[[1.0]], documents=[doc.text], metadatas=[meta])
+    assert reader.documents()[doc.doc_id].title != "改过的标题"  # nothing told it yet
+    with index.writer():
+        index.reconcile()
+    assert reader.documents()[doc.doc_id].title == "改过的标题"
 
 
 @pytest.mark.integration  # another process
@@ -588,3 +626,36 @@ def test_an_edit_that_equals_another_document_is_not_skipped(make_index, small_d
     copy(small_docs / "parking.txt", small_docs / "notice.md")  # notice's file now holds parking's bytes
     r = {d.doc_id: d for d in pipeline.run([small_docs / "notice.md"]).documents}["notice"]
     assert r.status == "updated" and index.document("notice").text == index.document("parking").text
+
+
+def test_many_small_files_are_committed_together_and_a_refused_one_fails_alone(make_index, small_docs, tmp_path,
+                                                                                monkeypatch):
+    """Issue 12: files are committed in batches (one write per collection); within a batch, two files of one
+    name get two ids and a copy is recognised as before; a document the store refuses fails alone, the rest land."""
+    from ingest import store
+
+    for d in ("a", "b"):
+        write(tmp_path / "src" / d / "notice.txt", f"title: {d}单位通知\n---\n第一条 {d}单位的停车位为300个。\n")
+    copy(small_docs / "parking.txt", tmp_path / "src" / "parking.txt")
+    copy(small_docs / "parking.txt", tmp_path / "src" / "parking-copy.txt")
+    write(tmp_path / "src" / "refused.txt", "title: 拒收\n---\n第一条 这一份被存储拒绝。\n")
+    index = make_index()
+    commits = []
+    real = store.ChromaIndex.add_documents
+
+    def add_documents(self, items):
+        commits.append([p.doc.doc_id for p in items])
+        if any(p.doc.doc_id == "refused" for p in items):
+            raise ValueError("the store refused it")
+        return real(self, items)
+    monkeypatch.setattr(store.ChromaIndex, "add_documents", add_documents)
+    report = Pipeline(index, HashEmbedder()).run([tmp_path / "src"])
+    by_name = {Path(d.path).relative_to(tmp_path / "src").as_posix(): d for d in report.documents}
+    assert len(commits[0]) == 4  # one batch; then each on its own after the refusal
+    assert by_name["refused.txt"].status == "failed" and "the store refused it" in by_name["refused.txt"].error
+    kept, copied = by_name["parking-copy.txt"], by_name["parking.txt"]  # (in file order, the copy comes first)
+    assert kept.status == "added" and copied.status == "unchanged" and "same content" in copied.error
+    ids = {by_name[f"{d}/notice.txt"].doc_id for d in ("a", "b")}
+    assert len(ids) == 2 and ids <= set(index.documents())
+    assert sorted(index.documents()) == sorted(ids | {kept.doc_id})
+    assert index.reconcile() == 0 and {c.doc_id for _, c in index.all_chunks()} == set(index.documents())
