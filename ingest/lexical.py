@@ -236,22 +236,35 @@ class LexicalIndex:
             db.execute("INSERT INTO log(first, last, dead) VALUES (1, 0, ?)", (dead.tobytes(),))
 
     def add(self, doc_id: str, version: str, rows: Iterable[tuple[int, str]]) -> None:
-        """Index one version's chunks, (ordinal, text) each, in one transaction (readers of the store keep
-        ignoring them until the store commits that version)."""
+        """Index one version's chunks, (ordinal, text) each (see add_many)."""
+        self.add_many([(doc_id, version, rows)])
+
+    def add_many(self, versions: Iterable[tuple[str, str, Iterable[tuple[int, str]]]]) -> None:
+        """Index versions' chunks, (doc_id, version, [(ordinal, text)]) each, in one transaction and one segment
+        (readers of the store keep ignoring them until the store commits those versions)."""
         with self._transaction() as db:
             postings: dict[str, tuple[list, list]] = {}
-            first, last, _ = self._insert(db, doc_id, version, rows, postings)
+            first, last = 0, -1
+            for doc_id, version, rows in versions:
+                a, b, _ = self._insert(db, doc_id, version, rows, postings)
+                if b >= a:
+                    first, last = (first if last >= first else a), b
             if postings:
                 self._write_postings(db, postings)
             db.execute("INSERT INTO log(first, last, dead) VALUES (?, ?, NULL)", (first, last))
 
     def remove(self, doc_id: str, keep_version: str | None = None) -> None:
         """Delete a document's rows, or all but those of keep_version."""
+        self.remove_many([(doc_id, keep_version)])
+
+    def remove_many(self, pairs: Iterable[tuple[str, str | None]]) -> None:
+        """remove() of each (doc_id, keep_version), in one transaction."""
         with self._transaction() as db:
-            if keep_version is None:
-                self._delete(db, "doc = ?", (number(doc_id),))
-            else:
-                self._delete(db, "doc = ? AND ver != ?", (number(doc_id), number(keep_version)))
+            for doc_id, keep_version in pairs:
+                if keep_version is None:
+                    self._delete(db, "doc = ?", (number(doc_id),))
+                else:
+                    self._delete(db, "doc = ? AND ver != ?", (number(doc_id), number(keep_version)))
 
     def remove_versions(self, pairs: Collection[tuple[int, int]]) -> None:
         """Delete the rows of these (document number, version number) pairs (`versions` gives them)."""

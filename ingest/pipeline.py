@@ -81,6 +81,7 @@ class Pipeline:
         self.index, self.embedder = index, embedder
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
         self.max_bytes = int(max_file_mb * 1024 * 1024)
+        self._lookup: _Lookup | None = None
         self.tag = f"p{PIPELINE_VERSION}|{chunk_size}|{chunk_overlap}|{getattr(embedder, 'config', embedder.name)}"
 
     def run(self, paths: Sequence[str | Path], prune: bool = False,
@@ -150,20 +151,33 @@ class Pipeline:
                 log.exception("ingest of %s failed", p.doc.path)
                 batch.fail(p, e)
 
+    def _known(self, batch: "_Batch") -> tuple["_Lookup", "_Lookup"]:
+        """The indexed documents' lookup (built again only when the store's documents change) and the batch's."""
+        docs = self.index.documents()
+        if self._lookup is None or self._lookup.docs is not docs:
+            self._lookup = _Lookup(docs)
+        return self._lookup, batch.lookup
+
     def _doc_id(self, path: Path, batch: "_Batch") -> str:
-        docs = {**self.index.documents(), **batch.documents()}
-        for d in docs.values():
-            if d.path == str(path):
+        known = self._known(batch)
+        for k in known:
+            if (d := k.by_path.get(str(path))) is not None:
                 return d.doc_id
         cand = _slug(path.stem)
-        if cand in docs and docs[cand].path != str(path) and Path(docs[cand].path).exists():
-            cand = f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+        for k in known:
+            if (d := k.docs.get(cand)) is not None and d.path != str(path) and Path(d.path).exists():
+                return f"{cand}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
         return cand
 
-    def _copy(self, match, batch: "_Batch") -> Document | None:
-        """An indexed (or batched) document `match` accepts whose file is still there."""
-        docs = [*self.index.documents().values(), *batch.documents().values()]
-        return next((d for d in docs if match(d) and Path(d.path).exists()), None)
+    def _copy(self, batch: "_Batch", version: str = "", text: str = "") -> Document | None:
+        """An indexed (or batched) document of this version, or this text, whose file is still there."""
+        for k in self._known(batch):
+            same = k.by_version.get(version, []) if version else [d for d in k.by_length.get(len(text), ())
+                                                                    if d.text == text]
+            for d in same:
+                if Path(d.path).exists():
+                    return d
+        return None
 
     def ingest_file(self, path: Path, doc_id: str | None = None, batch: "_Batch | None" = None) -> FileResult:
         """One file -> one document in the batch, committed with it (or a failed line saying why); without a
@@ -188,14 +202,14 @@ class Pipeline:
                 res.title, res.status, res.chunks = old.title, "unchanged", old.chunks
                 return res
             new_file = not (old or replacing)  # only a new file can be a copy: an edit or a replace is never skipped
-            if new_file and (twin := self._copy(lambda d: d.version == version, batch)):
+            if new_file and (twin := self._copy(batch, version=version)):
                 return _indexed_as(res, twin, "same content")
             raw = parse(path, data)
             text = clean(raw.text)
             if not text:
                 raise IngestError("no text left after cleaning")
             # the same text in another encoding, format or file name: one document, not two
-            if new_file and (same := self._copy(lambda d: len(d.text) == len(text) and d.text == text, batch)):
+            if new_file and (same := self._copy(batch, text=text)):
                 return _indexed_as(res, same, "same text")
             title = raw.meta.get("title") or raw.meta.get("page_title") or text.split("\n", 1)[0][:80]
             doc = Document(doc_id=doc_id, path=str(path), title=title, text=text, sha256=sha, version=version,
@@ -220,6 +234,28 @@ class Pipeline:
         return res
 
 
+class _Lookup:
+    """Documents by id, path, version and text length: a file's id and whether it is a copy, found without a
+    pass over every document."""
+
+    def __init__(self, docs: dict[str, Document] | None = None) -> None:
+        self.docs: dict[str, Document] = docs if docs is not None else {}
+        self.by_path: dict[str, Document] = {}
+        self.by_version: dict[str, list[Document]] = {}
+        self.by_length: dict[int, list[Document]] = {}
+        for d in self.docs.values():
+            self._index(d)
+
+    def add(self, doc: Document) -> None:
+        self.docs[doc.doc_id] = doc
+        self._index(doc)
+
+    def _index(self, d: Document) -> None:
+        self.by_path[d.path] = d
+        self.by_version.setdefault(d.version, []).append(d)
+        self.by_length.setdefault(len(d.text), []).append(d)
+
+
 class _Batch:
     """Files read, chunked and embedded, waiting to be committed together, with every file's report line."""
 
@@ -227,14 +263,13 @@ class _Batch:
         self.results: list[FileResult] = []
         self.prepared: list[Prepared] = []
         self._lines: dict[str, FileResult] = {}  # document id -> its report line
+        self.lookup = _Lookup()
         self.started = time.perf_counter()
 
     def add(self, result: FileResult, prepared: Prepared) -> None:
         self.prepared.append(prepared)
         self._lines[prepared.doc.doc_id] = result
-
-    def documents(self) -> dict[str, Document]:
-        return {p.doc.doc_id: p.doc for p in self.prepared}
+        self.lookup.add(prepared.doc)
 
     def full(self) -> bool:
         return len(self.prepared) >= BATCH_DOCUMENTS or time.perf_counter() - self.started >= BATCH_SECONDS

@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, ContextManager, Protocol
+from typing import Callable, Collection, ContextManager, Protocol
 
 import numpy as np
 
@@ -159,7 +159,7 @@ class Store(Protocol):
 # results then differ from process to process (3 of 120 measured on the corpus) and borderline answers with
 # them. At 400 the top 120 equal an exact search on the corpus; the cost is a wider graph walk per query.
 EF_SEARCH = 400
-SPAN_CACHE = 512  # document versions whose sentence spans a reader keeps
+SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
 MAX_BEHIND_SECONDS = 300.0
@@ -467,7 +467,9 @@ class ChromaIndex:
         small files cost one write per collection, not one each. Distinct document ids."""
         if not items:
             return
-        intents = [self._intend(p.doc.doc_id) for p in items]
+        intent = self._intend(*(p.doc.doc_id for p in items))
+        known = self.documents()
+        updates = [p for p in items if p.doc.doc_id in known]  # (a new one's leftovers are reconcile's)
         _upsert(self.chunks, [c.chunk_id(p.doc.version) for p in items for c in p.chunks],
                 np.vstack([p.vectors for p in items]), [c.text for p in items for c in p.chunks],
                 [self._chunk_meta(c, p.doc.version) for p in items for c in p.chunks])
@@ -477,8 +479,8 @@ class ChromaIndex:
                     np.vstack([p.sentence_vectors for p in said]), [x.text for p in said for x in p.sentences],
                     [self._sentence_meta(x, p.doc.version) for p in said for x in p.sentences])
         if self._lex.ready():  # (never built: its first build reads every committed version, these too)
-            for p in items:
-                self._lex.add(p.doc.doc_id, p.doc.version, [(c.ordinal, index_text(c)) for c in p.chunks])
+            self._lex.add_many((p.doc.doc_id, p.doc.version, [(c.ordinal, index_text(c)) for c in p.chunks])
+                               for p in items)
         before = self._version()
         after = Version((before or Version()).seq + 1, (before or Version()).removals)
         metas = {}
@@ -491,13 +493,13 @@ class ChromaIndex:
         self.records.upsert(ids=list(metas) + ids, embeddings=[[1.0]] * len(items) + vecs,
                             documents=[p.doc.text for p in items] + texts, metadatas=list(metas.values()) + ms)
         try:  # committed: whatever happens to the clean-up, every process must learn of the commit
-            for p, intent in zip(items, intents):
+            for p in updates:  # (a delete by filter scans the collection's metadata: 26 ms at 64k chunks)
                 stale = {"$and": [{"doc_id": p.doc.doc_id}, {"version": {"$ne": p.doc.version}}]}
                 self.chunks.delete(where=stale)
                 self.sentences.delete(where=stale)
-                if self._lex.ready():
-                    self._lex.remove(p.doc.doc_id, keep_version=p.doc.version)
-                intent.unlink(missing_ok=True)  # finished: nothing of this write is left for reconcile
+            if self._lex.ready() and updates:
+                self._lex.remove_many((p.doc.doc_id, p.doc.version) for p in updates)
+            intent.unlink(missing_ok=True)  # finished: nothing of this write is left for reconcile
         finally:
             self._committed_now(before, after, {p.doc.doc_id: (p.doc, metas[p.doc.doc_id]) for p in items})
 
@@ -525,13 +527,14 @@ class ChromaIndex:
         self.records.upsert(ids=ids, embeddings=vecs, documents=texts, metadatas=ms)
         self._committed_now()
 
-    def _intend(self, doc_id: str) -> Path:
-        """Record that a write of doc_id starts (durably, before any of its rows is written)."""
+    def _intend(self, *doc_ids: str) -> Path:
+        """Record that a write of these documents starts (durably, before any of their rows is written): one
+        file, a document id per line."""
         self._intents.mkdir(exist_ok=True)
-        path = self._intents / hashlib.sha1(doc_id.encode()).hexdigest()
+        path = self._intents / hashlib.sha1("\n".join(doc_ids).encode()).hexdigest()
         tmp = path.with_suffix(f".{_PROCESS}")
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(doc_id)
+            f.write("\n".join(doc_ids))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -554,10 +557,10 @@ class ChromaIndex:
             self._count_removal()
         for path in intents:
             try:
-                doc_id = path.read_text(encoding="utf-8")
+                doc_ids = path.read_text(encoding="utf-8").splitlines() if "." not in path.name else []
             except (OSError, UnicodeDecodeError):
-                doc_id = None
-            if doc_id and "." not in path.name:
+                doc_ids = []
+            for doc_id in filter(None, doc_ids):
                 kept = docs.get(doc_id)
                 where = {"doc_id": doc_id} if kept is None else {"$and": [{"doc_id": doc_id},
                                                                          {"version": {"$ne": kept.version}}]}
@@ -630,15 +633,21 @@ class ChromaIndex:
         return Chunk(m["doc_id"], m["ordinal"], text, m["char_start"], m["char_end"], m.get("title", ""),
                      json.loads(m.get("section") or "[]"), m.get("article", ""))
 
-    def _committed(self, m: dict) -> bool:
-        doc = self.documents().get(m["doc_id"])
-        return doc is not None and doc.version == m["version"]
+    def _committed(self) -> Callable[[dict], bool]:
+        """A test of a row's metadata: is it of a committed version (as of now: the documents are read once)."""
+        docs = self.documents()
+
+        def committed(m: dict) -> bool:
+            doc = docs.get(m["doc_id"])
+            return doc is not None and doc.version == m["version"]
+        return committed
 
     def all_chunks(self, doc_id: str | None = None) -> list[tuple[str, Chunk]]:
         """(chunk_id, Chunk) of committed versions, in document order."""
         got = _paged(self.chunks, {"doc_id": doc_id} if doc_id else None, ["documents", "metadatas"])
+        committed = self._committed()
         rows = [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                if self._committed(m)]
+                if committed(m)]
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
 
     def count(self) -> int:
@@ -656,8 +665,9 @@ class ChromaIndex:
             return []
         got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=self._where(doc_ids),
                                 include=["documents", "metadatas", "distances"])
+        committed = self._committed()
         return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
-                zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
+                zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if committed(m)]
 
     def sentence_vectors(self, doc_id: str, start: int, end: int) -> list[tuple[Sentence, np.ndarray]]:
         """The stored sentences of one document that lie within [start, end), with their vectors (by span, not
@@ -704,8 +714,9 @@ class ChromaIndex:
             return []
         got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=self._where(doc_ids),
                                    include=["documents", "metadatas", "distances"])
+        committed = self._committed()
         return [SentenceHit(self._sentence(t, m), 1.0 - d)
-                for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if self._committed(m)]
+                for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if committed(m)]
 
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
@@ -770,8 +781,9 @@ class ChromaIndex:
         if not ids:
             return {}
         got = self.chunks.get(ids=ids, include=["documents", "metadatas"])
+        committed = self._committed()
         return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                if self._committed(m)}
+                if committed(m)}
 
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
         """Committed chunks of one document whose text contains the phrase (e.g. the 第十六条 a penalty cites)."""
@@ -789,7 +801,8 @@ class ChromaIndex:
             return []
         where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
         got = self.chunks.get(where=where, include=["documents", "metadatas"])
-        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if self._committed(m)]
+        committed = self._committed()
+        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
 
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
         """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the
