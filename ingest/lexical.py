@@ -85,6 +85,7 @@ class LexicalIndex:
         self._total = 0
         self._max_id = 0
         self._idf_cache: dict[str, float] = {}
+        self._arrays: tuple[dict, np.ndarray, np.ndarray] | None = None
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -319,6 +320,15 @@ class LexicalIndex:
                 self._idf_cache[term] = math.log((self._live + 1) / (len(self._postings(term)[0]) + 0.5))
             return self._idf_cache[term]
 
+    def _version_arrays(self, versions: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted document numbers and their versions; the last dict's arrays are kept (a caller passes the
+        same dict until its documents change)."""
+        held = self._arrays
+        if held is None or held[0] is not versions:
+            docs = np.array(sorted(versions), dtype=np.int64)
+            held = self._arrays = (versions, docs, np.array([versions[d] for d in docs.tolist()], dtype=np.int64))
+        return held[1], held[2]
+
     def scores(self, query: str, limit: int | None = None,
                versions: dict[int, int] | None = None) -> list[tuple[int, int, int, float]]:
         """(document number, version number, ordinal, BM25) of the live rows sharing a bigram with the query,
@@ -341,8 +351,7 @@ class LexicalIndex:
             if versions is not None:  # each row's document looked up among the wanted ones, then its version
                 if not versions:
                     return []
-                docs = np.array(sorted(versions), dtype=np.int64)
-                vers = np.array([versions[d] for d in docs.tolist()], dtype=np.int64)
+                docs, vers = self._version_arrays(versions)
                 at = np.minimum(np.searchsorted(docs, self._doc[hit]), len(docs) - 1)
                 hit = hit[(docs[at] == self._doc[hit]) & (vers[at] == self._ver[hit])]
             if limit is not None and len(hit) > limit:

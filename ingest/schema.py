@@ -48,6 +48,15 @@ class Document:
         return d
 
 
+def chunk_id(doc_id: str, version: str, ordinal: int) -> str:
+    """A stored chunk's id: numbered within its document's version (the store fetches them by id)."""
+    return f"{doc_id}:{version[:12]}:{ordinal:04d}"
+
+
+def sentence_id(doc_id: str, version: str, ordinal: int) -> str:
+    return f"{doc_id}:{version[:12]}:s{ordinal:05d}"
+
+
 @dataclass
 class Chunk:
     """A span of a document's cleaned text with its place under the headings."""
@@ -68,7 +77,7 @@ class Chunk:
 
     def chunk_id(self, version: str) -> str:
         """Ids carry the version hash, so a new version never overwrites the committed one."""
-        return f"{self.doc_id}:{version[:12]}:{self.ordinal:04d}"
+        return chunk_id(self.doc_id, version, self.ordinal)
 
 
 @dataclass
@@ -90,4 +99,4 @@ class Sentence:
         return f"{head} {self.text}" if head and not self.text.startswith(head) else self.text
 
     def sentence_id(self, version: str) -> str:
-        return f"{self.doc_id}:{version[:12]}:s{self.ordinal:05d}"
+        return sentence_id(self.doc_id, version, self.ordinal)

@@ -41,7 +41,7 @@ from typing import Callable, Collection, ContextManager, Protocol
 import numpy as np
 
 from .lexical import LexicalIndex, number
-from .schema import Chunk, Document, IndexUnavailable, Sentence
+from .schema import Chunk, Document, IndexUnavailable, Sentence, chunk_id, sentence_id
 
 log = logging.getLogger(__name__)
 _BATCH = 500  # chroma caps the batch size of one call; stay well below it
@@ -59,6 +59,17 @@ def _upsert(collection, ids: list[str], vectors, texts: list[str], metas: list[d
     for i in range(0, len(ids), _BATCH):
         part = slice(i, i + _BATCH)
         collection.upsert(ids=ids[part], embeddings=vectors[part].tolist(), documents=texts[part], metadatas=metas[part])
+
+
+def _by_ids(collection, ids: list[str], include: list[str]) -> dict:
+    """collection.get(ids=...) in batches chroma accepts, merged (a get by id reads no other row)."""
+    out: dict = {"ids": [], **{k: [] for k in include}}
+    for i in range(0, len(ids), _BATCH):
+        part = collection.get(ids=ids[i:i + _BATCH], include=include)
+        out["ids"] += part["ids"]
+        for k in include:
+            out[k] += list(part[k])
+    return out
 
 
 @dataclass
@@ -133,6 +144,7 @@ class Store(Protocol):
     def document(self, doc_id: str) -> Document | None: ...
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray,
                      sentences: list[Sentence] = (), sentence_vectors: np.ndarray | None = None) -> None: ...
+    def add_documents(self, items: list[Prepared]) -> None: ...
     def remove_document(self, doc_id: str) -> None: ...
     def reconcile(self) -> int: ...
     def clean_orphans(self) -> int: ...
@@ -159,6 +171,7 @@ class Store(Protocol):
 # results then differ from process to process (3 of 120 measured on the corpus) and borderline answers with
 # them. At 400 the top 120 equal an exact search on the corpus; the cost is a wider graph walk per query.
 EF_SEARCH = 400
+ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
@@ -219,6 +232,8 @@ class ChromaIndex:
         self._lex = LexicalIndex(self.lexical_dir)
         self._lex_seen: tuple[tuple, dict[int, tuple[str, int]]] | None = None  # (generation, versions), numbers
         self._lex_lock = threading.Lock()
+        self._versions_of: tuple[dict, frozenset] | None = None  # (documents, their (id, version) pairs)
+        self._allowed_all: tuple[dict, dict[int, int]] | None = None  # (document numbers, every committed version)
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
         self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
@@ -486,7 +501,7 @@ class ChromaIndex:
         metas = {}
         for p in items:
             meta = {k: v for k, v in p.doc.meta().items() if v is not None}
-            meta["chunks"], meta["seq"] = len(p.chunks), after.seq
+            meta["chunks"], meta["sentences"], meta["seq"] = len(p.chunks), len(p.sentences), after.seq
             metas[p.doc.doc_id] = meta
         ids, vecs, texts, ms = self._version_row(after)
         # the commit: every record and the version record in one write
@@ -700,7 +715,11 @@ class ChromaIndex:
             if spans is not None:
                 self._spans[key] = spans  # most recent last
                 return spans
-        got = _paged(self.sentences, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["metadatas"])
+        n = self._metas.get(doc_id, {}).get("sentences") if self._metas.get(doc_id, {}).get("version") == version else None
+        if n is not None:  # by id (ids are numbered): a filter on doc_id scans every sentence (17 ms at 50k chunks)
+            got = _by_ids(self.sentences, [sentence_id(doc_id, version, i) for i in range(n)], ["metadatas"])
+        else:  # a record from before the count
+            got = _paged(self.sentences, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["metadatas"])
         spans = [(i, m["char_start"], m["char_end"]) for i, m in zip(got["ids"], got["metadatas"])]
         with self._lock:
             self._spans[key] = spans
@@ -710,7 +729,7 @@ class ChromaIndex:
 
     def dense_sentences(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[SentenceHit]:
         """Nearest sentences by cosine similarity, within doc_ids when given."""
-        if self.sentences.count() == 0 or (doc_ids is not None and not doc_ids):
+        if not self.documents() or (doc_ids is not None and not doc_ids):
             return []
         got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=self._where(doc_ids),
                                    include=["documents", "metadatas", "distances"])
@@ -774,8 +793,12 @@ class ChromaIndex:
             return nums
 
     def _lexical_state(self, docs: dict[str, Document]) -> tuple:
-        """What the lexical view depends on: the last commit seen here and the committed versions."""
-        return self._generation, frozenset((d.doc_id, d.version) for d in docs.values())
+        """What the lexical view depends on: the last commit seen here and the committed versions (computed once
+        per documents dict: a new one after every change)."""
+        held = self._versions_of
+        if held is None or held[0] is not docs:
+            held = self._versions_of = (docs, frozenset((d.doc_id, d.version) for d in docs.values()))
+        return self._generation, held[1]
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:
@@ -790,17 +813,25 @@ class ChromaIndex:
         d = self.documents().get(doc_id)
         if d is None:
             return []
-        # Filtered here: Chroma answers a text filter by scanning every chunk's text (120 ms at 13k chunks).
-        got = self.chunks.get(where={"$and": [{"doc_id": doc_id}, {"version": d.version}]},
-                              include=["documents", "metadatas"])
+        # Filtered here: Chroma answers a text filter by scanning every chunk's text (120 ms at 13k chunks), and a
+        # filter on doc_id by scanning every chunk's metadata (10 ms at 50k chunks): by id (ids are numbered).
+        got = _by_ids(self.chunks, [chunk_id(doc_id, d.version, o) for o in range(d.chunks)], ["documents", "metadatas"])
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if phrase in t]
 
     def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]:
         """Committed chunks of the article with this number (e.g. '第十一条') in every document, or in doc_ids."""
         if doc_ids is not None and not doc_ids:
             return []
-        where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
-        got = self.chunks.get(where=where, include=["documents", "metadatas"])
+        docs = self.documents()
+        ids = [chunk_id(d, docs[d].version, o) for d in doc_ids or () if d in docs for o in range(docs[d].chunks)]
+        if doc_ids is not None and len(ids) <= ARTICLE_BY_ID:
+            # by id, the article filtered here: Chroma answers a filter on article by a scan (230 ms at 50k chunks)
+            got = _by_ids(self.chunks, ids, ["documents", "metadatas"])
+            keep = [j for j, m in enumerate(got["metadatas"]) if m.get("article") == article]
+            got = {k: [got[k][j] for j in keep] for k in ("documents", "metadatas")}
+        else:
+            where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
+            got = self.chunks.get(where=where, include=["documents", "metadatas"])
         committed = self._committed()
         return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
 
@@ -814,7 +845,13 @@ class ChromaIndex:
     def _lexical_rows(self, query: str, limit: int | None, doc_ids: Collection[str] | None = None):
         """(doc_id, ordinal, BM25) of committed chunks, best first."""
         docs = self._lexical_docs()
-        allowed = {n: v for n, (doc_id, v) in docs.items() if doc_ids is None or doc_id in doc_ids}
+        if doc_ids is None:  # the same dict while nothing changes: the lexical index caches its arrays by it
+            held = self._allowed_all
+            if held is None or held[0] is not docs:
+                held = self._allowed_all = (docs, {n: v for n, (_, v) in docs.items()})
+            allowed = held[1]
+        else:
+            allowed = {n: v for n, (doc_id, v) in docs.items() if doc_id in doc_ids}
         return [(docs[d][0], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:
@@ -825,7 +862,7 @@ class ChromaIndex:
             doc_id, _, ordinal = key.rpartition(":")
             d = docs.get(doc_id)
             if d is not None and ordinal.isdigit():
-                out[f"{doc_id}:{d.version[:12]}:{int(ordinal):04d}"] = key
+                out[chunk_id(doc_id, d.version, int(ordinal))] = key
         return out
 
     def chunks_by_key(self, keys: list[str]) -> dict[str, Chunk]:

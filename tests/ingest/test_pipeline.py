@@ -525,6 +525,34 @@ def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_doc
     assert failed and all("chunks, over the 1 limit" in d.error for d in failed)
 
 
+def test_reads_by_numbered_id_equal_the_filtered_reads(tmp_path, small_docs, monkeypatch):
+    """Issue 12: a document's sentences, an article and a phrase are read by id (a filter scans the collection);
+    the result equals the filtered read, which an index without sentence counts still uses."""
+    from ingest import store
+
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    doc = index.documents()["parking"]
+    filtered = []
+    real = index.chunks.get
+
+    def spy(*args, **kwargs):
+        filtered.append(kwargs.get("where"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(index.chunks, "get", spy)
+    by_id = ([(x.char_start, x.ordinal) for x, _ in index.sentence_vectors("parking", 0, len(doc.text))],
+             [c.ordinal for c in index.article_chunks("第二条", {"parking", "notice"})],
+             [c.ordinal for c in index.chunks_mentioning("parking", "停车")])
+    assert by_id[0] and by_id[1] and by_id[2] and not any(filtered)
+    old = ChromaIndex(tmp_path / "index")
+    old.documents()
+    for m in old._metas.values():
+        m.pop("sentences")  # a record from before the count
+    monkeypatch.setattr(store, "ARTICLE_BY_ID", 0)
+    assert ([(x.char_start, x.ordinal) for x, _ in old.sentence_vectors("parking", 0, len(doc.text))],
+            [c.ordinal for c in old.article_chunks("第二条", {"parking", "notice"})]) == by_id[:2]
+
+
 def _spy_records(index) -> list[tuple]:
     """Every read of the records collection: (ids, where, include)."""
     calls, real_get = [], index.records.get
