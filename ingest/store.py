@@ -5,11 +5,11 @@ Write protocol, so that a killed ingest never leaves a document half-indexed:
   2. upsert the document record: this is the commit, the only step that makes the new version visible;
   3. delete chunks of any other version.
 Readers only see chunks whose hash matches the committed record; `reconcile` deletes leftovers of an
-interrupted run. Before step 1 the writer leaves an intent (a small file naming the document) in the index
+interrupted run. Before step 1 the writer leaves an intent (a small file naming the batch's documents) in the index
 directory and removes it after step 3, so `reconcile` looks only at the documents whose write did not finish —
 not at every chunk (a full pass reads every chunk's metadata: 3.3 s at 13k chunks). Indexes from before the
-intents get one full pass, and so does every reconcile with a Chroma server (another node's intents are not
-here). The lexical index follows the same steps: the new version's chunks are added to it before the
+intents get one full pass. With a Chroma server too, a node reconciles its own interrupted writes from its own
+intents: a full pass would also delete the uncommitted chunks of another node's write at work. The lexical index follows the same steps: the new version's chunks are added to it before the
 commit and the other versions deleted after it, so it changes by one document's chunks per commit, never by a
 full rebuild (readers keep only committed versions there too, and `reconcile` brings it in step after a crash).
 
@@ -558,10 +558,9 @@ class ChromaIndex:
     def reconcile(self) -> int:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many. Inside
         the writer lock: only the documents whose write left an intent, unless a full pass is needed."""
-        if self.shared_server or not self._intents_kept.exists():
+        if not self._intents_kept.exists():
             total = self._reconcile_all()
-            if not self.shared_server:
-                self._intents_kept.touch()
+            self._intents_kept.touch()
             for path in self._intents.glob("*") if self._intents.exists() else ():
                 path.unlink(missing_ok=True)
             return total

@@ -387,12 +387,13 @@ def test_orphans_are_cleaned_at_start_unless_a_writer_is_at_work(tmp_path, small
     assert not any((tmp_path / "index" / "pending-policy-docs").iterdir())  # the intent is gone with it
 
 
-def test_reconcile_reads_only_the_documents_whose_write_did_not_finish(tmp_path, small_docs, monkeypatch):
+def test_reconcile_reads_only_the_documents_whose_write_did_not_finish(make_index, small_docs, monkeypatch):
+    """With a Chroma server too: a full pass would read every row (and delete another node's uncommitted ones)."""
     from ingest import store
 
-    index = ChromaIndex(tmp_path / "index")
+    index = make_index()
     Pipeline(index, HashEmbedder()).run([small_docs])  # its first reconcile was a full pass (a new index)
-    assert not any((tmp_path / "index" / "pending-policy-docs").iterdir())  # every write finished
+    assert not any(index._intents.iterdir())  # every write finished
 
     def no_full_pass(*a, **k):
         raise AssertionError("reconcile read every chunk")
@@ -401,14 +402,14 @@ def test_reconcile_reads_only_the_documents_whose_write_did_not_finish(tmp_path,
         assert index.reconcile() == 0
     monkeypatch.undo()
     # an index from before the intents (no marker): one full pass, then the marker
-    (tmp_path / "index" / "pending-policy-docs.since").unlink()
+    index._intents_kept.unlink()
     orphan_doc = next(iter(index.documents().values()))
     chunk = index.all_chunks(orphan_doc.doc_id)[0][1]
     index.chunks.upsert(ids=["old-orphan"], embeddings=[HashEmbedder().embed_query("x").tolist()], documents=["x"],
                         metadatas=[index._chunk_meta(chunk, "never-committed")])
     with index.writer():
         assert index.reconcile() == 1
-    assert (tmp_path / "index" / "pending-policy-docs.since").exists()
+    assert index._intents_kept.exists()
 
 
 def test_a_commit_changes_the_lexical_index_by_one_documents_chunks(tmp_path, small_docs, monkeypatch):
