@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -103,6 +104,9 @@ class HybridRetriever:
         self.k, self.candidates = k, candidates
         self.reranker, self.merge_adjacent = reranker, merge_adjacent
         self.weights = weights or Weights()
+        # Questions are embedded here, while the asking thread scores BM25: the model releases the GIL, so on a
+        # free core the two overlap (a worker per likely concurrent question: a thread made per question costs more)
+        self._embedding = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-query")
 
     def require_documents(self) -> None:
         """Raise IndexEmpty (the edges turn it into a 503, a chat message, an exit code) when nothing is indexed."""
@@ -126,7 +130,12 @@ class HybridRetriever:
         query = without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS]))
         allowed = self._doc_filter(doc_ids, issuer)
         expanded = expansions(query)
-        vector = self.embedder.embed_query(query)
+        embedding = self._embedding.submit(self.embedder.embed_query, query)
+
+        def lexical(text: str) -> dict[str, float]:
+            return self.index.lexical_scores(text, allowed) if text.strip() and allowed != set() else {}
+        lex, exp = lexical(query), lexical(" ".join(expanded))
+        vector = embedding.result()
         pool = Pool(query, vector, query_terms(query), expanded, {}, [], [])
         if allowed is not None and not allowed:
             return pool
@@ -140,9 +149,6 @@ class HybridRetriever:
         best_sentence: dict[str, float] = {}
         for h in sentence_hits:
             best_sentence[h.chunk_key] = max(best_sentence.get(h.chunk_key, -1.0), h.score)
-        def lexical(text: str) -> dict[str, float]:
-            return self.index.lexical_scores(text, allowed) if text.strip() else {}
-        lex, exp = lexical(query), lexical(" ".join(expanded))
         lex_top = sorted(lex, key=lambda k: -lex[k])[:n]
         exp_top = sorted(exp, key=lambda k: -exp[k])[: n // 2]
         sent_top = sorted(best_sentence, key=lambda k: -best_sentence[k])[:n]
@@ -281,9 +287,9 @@ class HybridRetriever:
 
     def _score_sentences(self, passages: list[Passage], vector: np.ndarray) -> None:
         """Attach each passage's sentence cosines (stored vectors: no embedding at question time)."""
-        for p in passages:
-            p.sentence_scores = sorted((x.char_start, x.char_end, float(vec @ vector))
-                                       for x, vec in self.index.sentence_vectors(p.doc_id, p.char_start, p.char_end))
+        stored = self.index.sentence_vectors([(p.doc_id, p.char_start, p.char_end) for p in passages])
+        for p, sentences in zip(passages, stored):
+            p.sentence_scores = sorted((x.char_start, x.char_end, float(vec @ vector)) for x, vec in sentences)
             if p.sentence_scores:
                 p.sentence = max(p.sentence, max(x[2] for x in p.sentence_scores))
 

@@ -34,6 +34,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, ContextManager, Protocol
@@ -87,6 +88,32 @@ class SentenceHit:
 def chunk_key(doc_id: str, ordinal: int) -> str:
     """The one key of a chunk above the store (version-free: only committed versions are ever returned)."""
     return f"{doc_id}:{ordinal}"
+
+
+class _Recent:
+    """The last `size` values read, by key: for rows that never change under their key (a stored row's id
+    carries its document's version). Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self._rows, self._lock = size, OrderedDict(), threading.Lock()
+
+    def get_many(self, keys) -> dict:
+        out = {}
+        with self._lock:
+            for k in keys:
+                v = self._rows.get(k)
+                if v is not None:
+                    self._rows.move_to_end(k)
+                    out[k] = v
+        return out
+
+    def put_many(self, rows: dict) -> None:
+        with self._lock:
+            for k, v in rows.items():
+                self._rows[k] = v
+                self._rows.move_to_end(k)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
 
 
 def _paged(collection, where: dict | None, include: list[str], page: int | None = None) -> dict:
@@ -157,7 +184,7 @@ class Store(Protocol):
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]: ...
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]: ...
     def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]: ...
-    def sentence_vectors(self, doc_id: str, start: int, end: int) -> list[tuple[Sentence, np.ndarray]]: ...
+    def sentence_vectors(self, spans: list[tuple[str, int, int]]) -> list[list[tuple[Sentence, np.ndarray]]]: ...
 
     # searching
     def dense(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list["Hit"]: ...
@@ -173,6 +200,7 @@ class Store(Protocol):
 EF_SEARCH = 400
 ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
+ROW_CACHE = 8192  # chunks, chunk vectors and sentences (with vectors) a reader keeps, each (~2 KB a row)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
 MAX_BEHIND_SECONDS = 300.0
@@ -228,12 +256,16 @@ class ChromaIndex:
         self._docs: dict[str, Document] | None = None
         self._metas: dict[str, dict] = {}  # each cached document's record metadata, as read
         self._seen: Version | None = None  # the version record as of the cached documents (None: unknown)
-        self._spans: dict[tuple[str, str], list[tuple[str, int, int]]] = {}  # see _sentence_spans
+        self._spans = _Recent(SPAN_CACHE)  # (doc id, version) -> its sentences' (id, start, end): see _sentence_spans
+        self._chunk_rows = _Recent(ROW_CACHE)  # chunk id -> Chunk (a committed version's, when read)
+        self._chunk_vecs = _Recent(ROW_CACHE)  # chunk id -> vector
+        self._sentence_rows = _Recent(ROW_CACHE)  # sentence id -> (Sentence, vector)
         self._lex = LexicalIndex(self.lexical_dir)
         self._lex_seen: tuple[tuple, dict[int, tuple[str, int]]] | None = None  # (generation, versions), numbers
         self._lex_lock = threading.Lock()
         self._versions_of: tuple[dict, frozenset] | None = None  # (documents, their (id, version) pairs)
         self._allowed_all: tuple[dict, dict[int, int]] | None = None  # (document numbers, every committed version)
+        self._count_of: tuple[dict, int] | None = None  # (documents, their chunks)
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
         self._held = threading.local()  # this thread's writer() depth: the file lock is taken once
@@ -665,7 +697,11 @@ class ChromaIndex:
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
 
     def count(self) -> int:
-        return sum(d.chunks for d in self.documents().values())
+        docs = self.documents()
+        held = self._count_of
+        if held is None or held[0] is not docs:  # once per documents state (a new dict after every change)
+            held = self._count_of = (docs, sum(d.chunks for d in docs.values()))
+        return held[1]
 
     @staticmethod
     def _where(doc_ids: Collection[str] | None) -> dict | None:
@@ -683,48 +719,60 @@ class ChromaIndex:
         return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
                 zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if committed(m)]
 
-    def sentence_vectors(self, doc_id: str, start: int, end: int) -> list[tuple[Sentence, np.ndarray]]:
-        """The stored sentences of one document that lie within [start, end), with their vectors (by span, not
-        by owning chunk: a sentence in the overlap of two chunks is stored once, under the first)."""
-        d = self.documents().get(doc_id)
-        if d is None or end <= start:
-            return []
+    def sentence_vectors(self, spans: list[tuple[str, int, int]]) -> list[list[tuple[Sentence, np.ndarray]]]:
+        """For each (doc_id, start, end): the stored sentences of that document that lie within [start, end),
+        with their vectors (by span, not by owning chunk: a sentence in the overlap of two chunks is stored once,
+        under the first). One read for all the spans' sentences, none for those read before."""
+        docs = self.documents()
+        versions = [docs.get(d) if a < b else None for d, a, b in spans]
         # Not a range filter in the where: Chroma answers one by scanning every sentence (190 ms at 40k
-        # sentences). One document version's sentence spans are read once (metadata only, cached), then the
+        # sentences). A document version's sentence spans are read once (metadata only, cached), then the
         # sentences in the span are fetched by id.
+        stored = self._sentence_spans([d for d in versions if d])
+        ids = [[i for i, a, b in stored.get((d.doc_id, d.version), ()) if start <= a and b <= end] if d else []
+               for d, (_, start, end) in zip(versions, spans)]
+        rows = self._sentence_rows.get_many(i for group in ids for i in group)
+        missing = [i for group in ids for i in group if i not in rows]
+        include = ["documents", "metadatas", "embeddings"]
         try:
-            spans = self._sentence_spans(doc_id, d.version)
-            ids = [i for i, s, e in spans if start <= s and e <= end]
-            if not ids:
-                return []
-            got = self.sentences.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+            parts = [_by_ids(self.sentences, missing, include)] if missing else []
         except Exception:
             if self.shared_server:
                 raise
-            return []  # this document's vectors came from another process, not loaded here yet (see _follow)
-        return [(self._sentence(t, m), np.asarray(v, dtype=np.float32))
-                for t, m, v in zip(got["documents"], got["metadatas"], got["embeddings"])]
+            # some are another process's vectors, not loaded here yet (see _follow): the others span by span
+            parts = []
+            for group in ids:
+                with contextlib.suppress(Exception):
+                    parts.append(_by_ids(self.sentences, [i for i in group if i not in rows], include))
+        read = {i: (self._sentence(t, m), np.asarray(v, dtype=np.float32)) for got in parts
+                for i, t, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
+        self._sentence_rows.put_many(read)
+        rows.update(read)
+        return [[rows[i] for i in group if i in rows] for group in ids]
 
-    def _sentence_spans(self, doc_id: str, version: str) -> list[tuple[str, int, int]]:
-        """(id, char_start, char_end) of one document version's sentences; versions are immutable, so cached
-        (the last SPAN_CACHE versions read)."""
-        key = (doc_id, version)
-        with self._lock:
-            spans = self._spans.pop(key, None)
-            if spans is not None:
-                self._spans[key] = spans  # most recent last
-                return spans
-        n = self._metas.get(doc_id, {}).get("sentences") if self._metas.get(doc_id, {}).get("version") == version else None
-        if n is not None:  # by id (ids are numbered): a filter on doc_id scans every sentence (17 ms at 50k chunks)
-            got = _by_ids(self.sentences, [sentence_id(doc_id, version, i) for i in range(n)], ["metadatas"])
-        else:  # a record from before the count
-            got = _paged(self.sentences, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["metadatas"])
-        spans = [(i, m["char_start"], m["char_end"]) for i, m in zip(got["ids"], got["metadatas"])]
-        with self._lock:
-            self._spans[key] = spans
-            while len(self._spans) > SPAN_CACHE:
-                self._spans.pop(next(iter(self._spans)))
-        return spans
+    def _sentence_spans(self, versions: list[Document]) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
+        """(id, char_start, char_end) of these document versions' sentences, by (doc_id, version); versions are
+        immutable, so cached (the last SPAN_CACHE versions read)."""
+        keys = list(dict.fromkeys((d.doc_id, d.version) for d in versions))
+        out = self._spans.get_many(keys)
+        numbered, ids = [], []
+        for doc_id, version in (k for k in keys if k not in out):
+            meta = self._metas.get(doc_id, {})
+            n = meta.get("sentences") if meta.get("version") == version else None
+            if n is not None:  # by id (ids are numbered): a filter on doc_id scans every sentence (17 ms at 50k chunks)
+                numbered.append((doc_id, version))
+                ids += [sentence_id(doc_id, version, i) for i in range(n)]
+            else:  # a record from before the count
+                got = _paged(self.sentences, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["metadatas"])
+                out[(doc_id, version)] = [(i, m["char_start"], m["char_end"]) for i, m in zip(got["ids"], got["metadatas"])]
+        if ids:
+            got = _by_ids(self.sentences, ids, ["metadatas"])
+            for key in numbered:
+                out[key] = []
+            for i, m in zip(got["ids"], got["metadatas"]):
+                out[(m["doc_id"], m["version"])].append((i, m["char_start"], m["char_end"]))
+        self._spans.put_many(out)
+        return out
 
     def dense_sentences(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[SentenceHit]:
         """Nearest sentences by cosine similarity, within doc_ids when given."""
@@ -739,23 +787,22 @@ class ChromaIndex:
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
         ids = self._chunk_ids(keys)
-        if not ids:
-            return {}
+        vecs = self._chunk_vecs.get_many(ids)
+        missing = [i for i in ids if i not in vecs]
         try:
-            got = self.chunks.get(ids=list(ids), include=["embeddings"])
+            parts = [self.chunks.get(ids=missing, include=["embeddings"])] if missing else []
         except Exception:
             if self.shared_server:
                 raise
             # some are another process's vectors, not loaded here yet (see _follow): the others one by one
-            got = {"ids": [], "embeddings": []}
-            for i in ids:
-                try:
-                    one = self.chunks.get(ids=[i], include=["embeddings"])
-                except Exception:
-                    continue
-                got["ids"] += one["ids"]
-                got["embeddings"] += list(one["embeddings"])
-        return {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"])}
+            parts = []
+            for i in missing:
+                with contextlib.suppress(Exception):
+                    parts.append(self.chunks.get(ids=[i], include=["embeddings"]))
+        read = {i: np.asarray(v, dtype=np.float32) for got in parts for i, v in zip(got["ids"], got["embeddings"])}
+        self._chunk_vecs.put_many(read)
+        vecs.update(read)
+        return {ids[i]: v for i, v in vecs.items()}
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
@@ -800,12 +847,17 @@ class ChromaIndex:
         return self._generation, held[1]
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
-        if not ids:
-            return {}
-        got = self.chunks.get(ids=ids, include=["documents", "metadatas"])
-        committed = self._committed()
-        return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                if committed(m)}
+        """Committed chunks by chunk id (those read before from memory: a row never changes under its id)."""
+        found = self._chunk_rows.get_many(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            got = _by_ids(self.chunks, missing, ["documents", "metadatas"])
+            committed = self._committed()
+            read = {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+                    if committed(m)}
+            self._chunk_rows.put_many(read)
+            found.update(read)
+        return found
 
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
         """Committed chunks of one document whose text contains the phrase (e.g. the 第十六条 a penalty cites)."""

@@ -356,11 +356,14 @@ def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_pat
     fresh = [k for k in reader.lexical_scores("非机动车停车位") if k.startswith(third + ":")]
     assert fresh and keys
     assert set(reader.chunk_vectors(fresh + keys)) == set(keys)  # the new ones are not loaded yet
-    assert reader.sentence_vectors(third, 0, 1000) == []
+    loaded = keys[0].split(":")[0]
+    unloaded, mine = reader.sentence_vectors([(third, 0, 1000), (loaded, 0, 100_000)])
+    assert unloaded == [] and mine  # one document's vectors not loaded yet cost not the others'
     monkeypatch.setattr(store, "REOPEN_SECONDS", 0.0)  # the interval has passed and the other process is quiet
     monkeypatch.setattr(store, "QUIET_SECONDS", 0.0)
     reader.documents()
     assert set(reader.chunk_vectors(fresh + keys)) == set(fresh + keys)
+    assert reader.sentence_vectors([(third, 0, 1000)])[0]  # nothing read before the reopen stays missing
 
 
 @pytest.mark.integration  # another process
@@ -511,10 +514,11 @@ def test_sentence_vectors_are_exactly_the_sentences_inside_the_span(tmp_path, sm
     spans = sorted((m["char_start"], m["char_end"]) for m in got["metadatas"])
     assert len(spans) >= 3
     start, end = spans[1][0], spans[-2][1]
-    inside = index.sentence_vectors("parking", start, end)
+    inside, none, empty, again = index.sentence_vectors([("parking", start, end), ("nope", 0, 10), ("parking", 5, 5),
+                                                         ("parking", start, end)])
     assert sorted((x.char_start, x.char_end) for x, _ in inside) == spans[1:-1]
     assert all(v.shape == (HashEmbedder().dim,) for _, v in inside)
-    assert index.sentence_vectors("nope", 0, 10) == [] and index.sentence_vectors("parking", 5, 5) == []
+    assert none == [] and empty == [] and [x for x, _ in again] == [x for x, _ in inside]
 
 
 def test_a_document_over_the_chunk_limit_is_that_files_error(tmp_path, small_docs, monkeypatch):
@@ -541,7 +545,7 @@ def test_reads_by_numbered_id_equal_the_filtered_reads(tmp_path, small_docs, mon
         filtered.append(kwargs.get("where"))
         return real(*args, **kwargs)
     monkeypatch.setattr(index.chunks, "get", spy)
-    by_id = ([(x.char_start, x.ordinal) for x, _ in index.sentence_vectors("parking", 0, len(doc.text))],
+    by_id = ([(x.char_start, x.ordinal) for x, _ in index.sentence_vectors([("parking", 0, len(doc.text))])[0]],
              [c.ordinal for c in index.article_chunks("第二条", {"parking", "notice"})],
              [c.ordinal for c in index.chunks_mentioning("parking", "停车")])
     assert by_id[0] and by_id[1] and by_id[2] and not any(filtered)
@@ -550,7 +554,7 @@ def test_reads_by_numbered_id_equal_the_filtered_reads(tmp_path, small_docs, mon
     for m in old._metas.values():
         m.pop("sentences")  # a record from before the count
     monkeypatch.setattr(store, "ARTICLE_BY_ID", 0)
-    assert ([(x.char_start, x.ordinal) for x, _ in old.sentence_vectors("parking", 0, len(doc.text))],
+    assert ([(x.char_start, x.ordinal) for x, _ in old.sentence_vectors([("parking", 0, len(doc.text))])[0]],
             [c.ordinal for c in old.article_chunks("第二条", {"parking", "notice"})]) == by_id[:2]
 
 
@@ -688,3 +692,33 @@ def test_many_small_files_are_committed_together_and_a_refused_one_fails_alone(m
     assert len(ids) == 2 and ids <= set(index.documents())
     assert sorted(index.documents()) == sorted(ids | {kept.doc_id})
     assert index.reconcile() == 0 and {c.doc_id for _, c in index.all_chunks()} == set(index.documents())
+
+
+def test_rows_read_once_come_from_memory_and_a_new_version_is_read_anew(tmp_path, small_docs, monkeypatch):
+    """Issue 12: a stored row never changes under its id (ids carry the version), so a reader keeps the chunks,
+    vectors and sentences it has read; an edited document's rows have new ids and are read from the store."""
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    doc = index.documents()["parking"]
+    keys = [f"parking:{o}" for o in range(doc.chunks)]
+    span = [("parking", 0, len(doc.text))]
+    first = (index.chunks_by_key(keys), index.chunk_vectors(keys), index.sentence_vectors(span))
+    reads = []
+    for name in ("chunks", "sentences"):
+        real = getattr(index, name).get
+        monkeypatch.setattr(getattr(index, name), "get",
+                            lambda *a, _real=real, _name=name, **k: reads.append(_name) or _real(*a, **k))
+    again = (index.chunks_by_key(keys), index.chunk_vectors(keys), index.sentence_vectors(span))
+    assert not reads
+    assert again[0] == first[0] and again[1].keys() == first[1].keys() and again[2] == first[2]
+
+    edited = small_docs / "parking.txt"
+    edited.write_text(edited.read_text(encoding="utf-8").replace("停车", "泊车"), encoding="utf-8")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    new = index.documents()["parking"]
+    assert new.version != doc.version
+    chunks = index.chunks_by_key([f"parking:{o}" for o in range(new.chunks)])
+    (sentences,) = index.sentence_vectors([("parking", 0, len(new.text))])
+    assert "chunks" in reads and "sentences" in reads
+    assert any("泊车" in c.text for c in chunks.values()) and not any("停车" in c.text for c in chunks.values())
+    assert any("泊车" in x.text for x, _ in sentences) and not any("停车" in x.text for x, _ in sentences)
