@@ -15,6 +15,7 @@ fusion weights and the answerability model were fitted with.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -59,6 +60,7 @@ def bigrams(text: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 17)  # every document id and version is numbered again after each commit
 def number(text: str) -> int:
     """A stable 56-bit number for a document id or version (rows are all numbers)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=7).digest(), "big")

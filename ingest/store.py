@@ -205,6 +205,7 @@ REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at 
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
 MAX_BEHIND_SECONDS = 300.0
 _PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
+_CONNECTING = threading.Lock()  # chromadb keeps one embedded client per path in a process: one is made at a time
 
 
 def _widen_search(collection) -> None:
@@ -244,6 +245,7 @@ class ChromaIndex:
         self.index_dir = Path(index_dir)
         self.location = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
         self._host, self._port, self._collection = host, port, collection
+        self._epoch = 0  # bumped by every open and every write of this process (a background reopen checks it)
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
             self._open()
@@ -277,48 +279,56 @@ class ChromaIndex:
         self._reopened: float | None = None  # monotonic time of the last reopen (see _follow)
         self._behind_since: float | None = None  # since when another process's vectors are not loaded here
         self._foreign_at = 0.0  # when this process last saw another process's commit
+        self._reopening: threading.Thread | None = None  # a reopen at work in the background (see _follow)
         # A node sharing a Chroma server but not this directory commits without bumping the generation file:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
 
     def _open(self, fresh: bool = False) -> None:
-        """Connect to Chroma and open the three collections. fresh=True gives this process a new embedded
-        client: the old one keeps serving whoever still holds its collections, and is freed with them."""
+        """Connect to Chroma and open the three collections (see _connect)."""
+        self.client, self.chunks, self.sentences, self.records = self._connect(fresh)
+        self._epoch += 1
+
+    def _connect(self, fresh: bool = False) -> tuple:
+        """A client and its three collections. fresh=True gives this process a new embedded client: the old one
+        keeps serving whoever still holds its collections, and is freed with them."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
         cs = ChromaSettings(anonymized_telemetry=False)
         if self._host:
-            self.client = chromadb.HttpClient(host=self._host, port=self._port, settings=cs)
+            client = chromadb.HttpClient(host=self._host, port=self._port, settings=cs)
         else:
-            if fresh:
-                from chromadb.api.shared_system_client import SharedSystemClient
+            with _CONNECTING:
+                if fresh:
+                    from chromadb.api.shared_system_client import SharedSystemClient
 
-                # chromadb shares one client per path in a process; forget ours (without stopping it) so the
-                # next one reads the directory anew
-                SharedSystemClient._identifier_to_system.pop(self.location, None)
-            self.client = chromadb.PersistentClient(path=self.location, settings=cs)
+                    # chromadb shares one client per path in a process; forget ours (without stopping it) so
+                    # the next one reads the directory anew
+                    SharedSystemClient._identifier_to_system.pop(self.location, None)
+                client = chromadb.PersistentClient(path=self.location, settings=cs)
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
         hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
-        self.chunks = self.client.get_or_create_collection(
-            f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
-        self.sentences = self.client.get_or_create_collection(
+        chunks = client.get_or_create_collection(f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
+        sentences = client.get_or_create_collection(
             f"{self._collection}-sentences", embedding_function=None, configuration=hnsw)
-        for c in (self.chunks, self.sentences):
+        for c in (chunks, sentences):
             _widen_search(c)
-        self.records = self.client.get_or_create_collection(
+        records = client.get_or_create_collection(
             f"{self._collection}-records", embedding_function=None, configuration={"hnsw": {"sync_threshold": RECORDS_SYNC}})
-        _persist_often(self.records)
+        _persist_often(records)
+        return client, chunks, sentences, records
 
-    def _follow(self, generation: str) -> None:
+    def _follow(self, generation: str, here: bool = False) -> None:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
         searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
-        #3769). A reopen costs a reload of the vectors and memory chromadb does not give back (~20 MB at 13k
-        chunks, measured), so it waits until the other process's commits pause for QUIET_SECONDS (at most
-        MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one comes at once. Meanwhile
-        BM25 finds the new text and a missing vector is no error. Never while this process writes. A Chroma
-        server needs none of this."""
+        #3769). A reopen costs a reload of the vectors (0.7 s at 100k chunks, measured) and memory chromadb does
+        not give back (~20 MB at 13k chunks), so it waits until the other process's commits pause for
+        QUIET_SECONDS (at most MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one
+        comes at once. It is made in a thread of its own, its vectors loaded there, and taken up when ready:
+        questions meanwhile use the client as it was, BM25 finds the new text, and a missing vector is no error.
+        A writer (here) reopens on its own thread, before it writes. A Chroma server needs none of this."""
         if self.shared_server:
             return
         with self._lock:
@@ -331,13 +341,46 @@ class ChromaIndex:
                     self._foreign_at = now
             if not self._behind_since or not self._reopen_due(now):
                 return
-            if not self._write_lock.acquire(blocking=False):  # another thread of ours is writing: later
-                return
-            try:
+            if here:  # (the caller holds the write lock)
                 self._open(fresh=True)
                 self._behind_since, self._reopened = None, now
-            finally:
-                self._write_lock.release()
+            elif self._reopening is None or not self._reopening.is_alive():
+                self._reopened = now  # an attempt counts: one dropped for a write here is tried again later
+                self._reopening = threading.Thread(target=self._reopen, args=(generation, self._epoch), daemon=True,
+                                                   name="chroma-reopen")
+                self._reopening.start()
+
+    def _reopen(self, generation: str, epoch: int) -> None:
+        """A fresh client, its vectors loaded (a search in each collection), taken up unless this process opened
+        or wrote meanwhile (its own client then holds what this one may lack) or is writing now."""
+        try:
+            opened = self._connect(fresh=True)
+            for c in opened[1:3]:
+                one = c.get(limit=1, include=["embeddings"])
+                if len(one["ids"]):
+                    c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
+        except Exception as e:  # the old client keeps serving; the next question tries again
+            log.warning("reopening the index to load another process's vectors failed: %s", e)
+            return
+        if not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                if self._epoch != epoch:
+                    return
+                self.client, self.chunks, self.sentences, self.records = opened
+                self._epoch += 1
+                self._reopened = time.monotonic()
+                if self._opened_at == generation:  # else another commit came meanwhile: still behind it
+                    self._behind_since = None
+        finally:
+            self._write_lock.release()
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait for a reopen at work (see _follow) to be taken up or dropped."""
+        thread = self._reopening
+        if thread is not None:
+            thread.join(timeout)
 
     def _reopen_due(self, now: float) -> bool:
         if self._reopened is None:
@@ -366,10 +409,11 @@ class ChromaIndex:
             with open(self._lock_file, "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 self._held.depth = 1
+                self._epoch += 1  # a reopen made before this write lacks it (see _reopen)
                 try:
                     if self.shared_server or self._read_generation() != self._generation:
                         # another process committed (or, with a shared server, may have): decide against its state
-                        self._follow(self._read_generation())
+                        self._follow(self._read_generation(), here=True)
                         self.refresh()
                     yield self
                 finally:

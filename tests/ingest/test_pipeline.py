@@ -341,6 +341,7 @@ def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_pat
     ingest_elsewhere(small_docs)
     new = new_since({d for d in reader.documents() if reader.documents()[d].path == str(first.resolve())})
     assert new
+    reader.settle()  # the reopen is made in the background
     found = {h.chunk.doc_id for h in reader.dense(v, 50)} | {h.sentence.doc_id for h in reader.dense_sentences(v, 50)}
     assert found & new
     keys = [k for k in reader.lexical_scores("停车位") if k.split(":")[0] in new]
@@ -362,8 +363,58 @@ def test_a_running_reader_searches_the_vectors_another_process_committed(tmp_pat
     monkeypatch.setattr(store, "REOPEN_SECONDS", 0.0)  # the interval has passed and the other process is quiet
     monkeypatch.setattr(store, "QUIET_SECONDS", 0.0)
     reader.documents()
+    reader.settle()
     assert set(reader.chunk_vectors(fresh + keys)) == set(fresh + keys)
     assert reader.sentence_vectors([(third, 0, 1000)])[0]  # nothing read before the reopen stays missing
+
+
+@pytest.mark.integration  # another process
+def test_a_reader_reopens_in_the_background_and_a_write_here_meanwhile_drops_the_reopen(tmp_path, small_docs,
+                                                                                          monkeypatch):
+    """Issue 12: loading another process's vectors (a new embedded client, 0.7 s at 100k chunks) is not paid by
+    a question: the reopen is made in a thread and taken up when ready. A reopen made before this process wrote
+    lacks that write, so it is dropped, and tried again."""
+    import threading
+
+    from ingest import store
+
+    emb = HashEmbedder()
+    reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    first, second = sorted(small_docs.glob("*"))
+    Pipeline(reader, emb).run([first])
+    code = ("import sys; sys.path.insert(0, {root!r})\n"
+            "from ingest.embed import HashEmbedder\nfrom ingest.pipeline import Pipeline\n"
+            "from ingest.store import ChromaIndex\n"
+            "Pipeline(ChromaIndex({index!r}), HashEmbedder()).run([{path!r}])").format(
+        root=str(ROOT), index=str(tmp_path / "index"), path=str(second))
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=120)
+
+    release, connected = threading.Event(), []
+    real = reader._connect
+
+    def slow_connect(fresh=False):
+        connected.append(fresh)
+        release.wait(60)
+        return real(fresh)
+    reader._connect = slow_connect
+    client = reader.client
+    docs = reader.documents()  # starts the reopen, and does not wait for it
+    assert len(docs) == 2 and connected == [True] and reader.client is client
+    assert reader.dense(emb.embed_query("停车位"), 10)  # the old client answers meanwhile
+    with reader.writer():  # a write here while the reopen is at work
+        pass
+    release.set()
+    reader.settle()
+    assert reader.client is client  # dropped: it may lack what this process wrote
+
+    monkeypatch.setattr(store, "REOPEN_SECONDS", 0.0)  # the interval has passed and the other process is quiet
+    monkeypatch.setattr(store, "QUIET_SECONDS", 0.0)
+    reader.documents()
+    reader.settle()
+    assert reader.client is not client and connected == [True, True]
+    new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
+    keys = [f"{new}:{o}" for o in range(reader.documents()[new].chunks)]
+    assert set(reader.chunk_vectors(keys)) == set(keys)
 
 
 @pytest.mark.integration  # another process
