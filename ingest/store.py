@@ -328,7 +328,10 @@ class ChromaIndex:
         QUIET_SECONDS (at most MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one
         comes at once. It is made in a thread of its own, its vectors loaded there, and taken up when ready:
         questions meanwhile use the client as it was, BM25 finds the new text, and a missing vector is no error.
-        A writer (here) reopens on its own thread, before it writes. A Chroma server needs none of this."""
+        A writer (here) reopens at once, on its own thread, before it writes: a client that has not loaded another
+        process's writes persists its own view of a collection's vector index over theirs at its next sync, and
+        the index on disk no longer matches its rows (a later writer then crashed in an upsert, at 100k chunks).
+        A Chroma server needs none of this."""
         if self.shared_server:
             return
         with self._lock:
@@ -339,7 +342,7 @@ class ChromaIndex:
                 if writer and writer[0] != _PROCESS:
                     self._behind_since = self._behind_since or now
                     self._foreign_at = now
-            if not self._behind_since or not self._reopen_due(now):
+            if not self._behind_since or not (here or self._reopen_due(now)):
                 return
             if here:  # (the caller holds the write lock)
                 self._open(fresh=True)
@@ -415,6 +418,8 @@ class ChromaIndex:
                         # another process committed (or, with a shared server, may have): decide against its state
                         self._follow(self._read_generation(), here=True)
                         self.refresh()
+                    elif self._behind_since:  # seen, but its vectors not loaded here yet
+                        self._follow(self._generation, here=True)
                     yield self
                 finally:
                     self._held.depth = 0
