@@ -244,11 +244,13 @@ class LexicalIndex:
 
     def add_many(self, versions: Iterable[tuple[str, str, Iterable[tuple[int, str]]]]) -> None:
         """Index versions' chunks, (doc_id, version, [(ordinal, text)]) each, in one transaction and one segment
-        (readers of the store keep ignoring them until the store commits those versions)."""
+        (readers of the store keep ignoring them until the store commits those versions). A version indexed before
+        (a batch retried file by file after the store refused it) is replaced, not indexed twice."""
         with self._transaction() as db:
             postings: dict[str, tuple[list, list]] = {}
             first, last = 0, -1
             for doc_id, version, rows in versions:
+                self._delete(db, "doc = ? AND ver = ?", (number(doc_id), number(version)))
                 a, b, _ = self._insert(db, doc_id, version, rows, postings)
                 if b >= a:
                     first, last = (first if last >= first else a), b

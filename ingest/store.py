@@ -640,7 +640,8 @@ class ChromaIndex:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many. Inside
         the writer lock: only the documents whose write left an intent, unless a full pass is needed."""
         if not self._intents_kept.exists():
-            total = self._reconcile_all()
+            # (not with a shared server: a full pass would delete another node's chunks awaiting their commit)
+            total = 0 if self.shared_server else self._reconcile_all()
             self._intents_kept.touch()
             for path in self._intents.glob("*") if self._intents.exists() else ():
                 path.unlink(missing_ok=True)
@@ -820,7 +821,9 @@ class ChromaIndex:
                 out[key] = []
             for i, m in zip(got["ids"], got["metadatas"]):
                 out[(m["doc_id"], m["version"])].append((i, m["char_start"], m["char_end"]))
-        self._spans.put_many(out)
+        # kept only when whole (a version being deleted as it is read must not be remembered without sentences)
+        whole = {(d, v) for d, v in numbered if len(out[(d, v)]) == self._metas.get(d, {}).get("sentences")}
+        self._spans.put_many({k: v for k, v in out.items() if k in whole or k not in numbered})
         return out
 
     def dense_sentences(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[SentenceHit]:

@@ -97,3 +97,18 @@ def test_a_failed_write_changes_nothing(tmp_path):
     assert not lex.scores("一半") and (number("e"), number("v1")) not in lex.versions()
     lex.add("e", "v1", [(0, "写完的文件")])  # the lock and the transaction were released
     assert lex.scores("写完")
+
+
+def test_a_version_indexed_again_replaces_its_rows(tmp_path):
+    """A batch the store refused after its rows were indexed is retried file by file: the retry's rows replace the
+    first ones (two copies would double the version's term counts and its place among the best rows)."""
+    idx, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    rows = [(0, "停车位应当划线"), (1, "非机动车停放")]
+    idx.add_many([("parking", "v1", rows), ("notice", "v1", [(0, "宣传周定于六月")])])
+    once = idx.scores("停车位")
+    reader.reload()
+    assert once and reader.scores("停车位") == once
+    idx.add_many([("parking", "v1", rows)])
+    reader.reload()  # (a reader follows the log)
+    assert idx.scores("停车位") == once and reader.scores("停车位") == once
+    assert idx._db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 3
