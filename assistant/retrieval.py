@@ -131,13 +131,14 @@ class HybridRetriever:
         allowed = self._doc_filter(doc_ids, issuer)
         expanded = expansions(query)
         embedding = self._embedding.submit(self.embedder.embed_query, query)
+        nothing_allowed = allowed is not None and not allowed
 
         def lexical(text: str) -> dict[str, float]:
-            return self.index.lexical_scores(text, allowed) if text.strip() and allowed != set() else {}
+            return self.index.lexical_scores(text, allowed) if text.strip() and not nothing_allowed else {}
         lex, exp = lexical(query), lexical(" ".join(expanded))
         vector = embedding.result()
         pool = Pool(query, vector, query_terms(query), expanded, {}, [], [])
-        if allowed is not None and not allowed:
+        if nothing_allowed:
             return pool
         n = self.candidates
         cands = pool.candidates

@@ -115,6 +115,16 @@ class _Recent:
             while len(self._rows) > self.size:
                 self._rows.popitem(last=False)
 
+    def fetch(self, keys, read: Callable[[list], dict]) -> dict:
+        """The values of these keys: those kept from memory, the others by read(missing keys), then kept."""
+        found = self.get_many(keys)
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            got = read(missing)
+            self.put_many(got)
+            found.update(got)
+        return found
+
 
 def _paged(collection, where: dict | None, include: list[str], page: int | None = None) -> dict:
     """collection.get() in pages (of _PAGE rows unless given), merged: no read hits chroma's SQL-variable limit."""
@@ -245,7 +255,7 @@ class ChromaIndex:
         self.index_dir = Path(index_dir)
         self.location = f"chroma server {host}:{port}" if host else str(self.index_dir / "chroma")
         self._host, self._port, self._collection = host, port, collection
-        self._epoch = 0  # bumped by every open and every write of this process (a background reopen checks it)
+        self._writes = 0  # writes this process has begun (a background reopen made before one is dropped)
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
             self._open()
@@ -288,7 +298,6 @@ class ChromaIndex:
     def _open(self, fresh: bool = False) -> None:
         """Connect to Chroma and open the three collections (see _connect)."""
         self.client, self.chunks, self.sentences, self.records = self._connect(fresh)
-        self._epoch += 1
 
     def _connect(self, fresh: bool = False) -> tuple:
         """A client and its three collections. fresh=True gives this process a new embedded client: the old one
@@ -349,13 +358,13 @@ class ChromaIndex:
                 self._behind_since, self._reopened = None, now
             elif self._reopening is None or not self._reopening.is_alive():
                 self._reopened = now  # an attempt counts: one dropped for a write here is tried again later
-                self._reopening = threading.Thread(target=self._reopen, args=(generation, self._epoch), daemon=True,
+                self._reopening = threading.Thread(target=self._reopen, args=(generation, self._writes), daemon=True,
                                                    name="chroma-reopen")
                 self._reopening.start()
 
-    def _reopen(self, generation: str, epoch: int) -> None:
-        """A fresh client, its vectors loaded (a search in each collection), taken up unless this process opened
-        or wrote meanwhile (its own client then holds what this one may lack) or is writing now."""
+    def _reopen(self, generation: str, writes: int) -> None:
+        """A fresh client, its vectors loaded (a search in each collection), taken up unless this process began a
+        write meanwhile (its own client then holds what this one may lack) or is writing now."""
         try:
             opened = self._connect(fresh=True)
             for c in opened[1:3]:
@@ -369,10 +378,9 @@ class ChromaIndex:
             return
         try:
             with self._lock:
-                if self._epoch != epoch:
+                if self._writes != writes:
                     return
                 self.client, self.chunks, self.sentences, self.records = opened
-                self._epoch += 1
                 self._reopened = time.monotonic()
                 if self._opened_at == generation:  # else another commit came meanwhile: still behind it
                     self._behind_since = None
@@ -412,14 +420,14 @@ class ChromaIndex:
             with open(self._lock_file, "a+") as f:
                 fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
                 self._held.depth = 1
-                self._epoch += 1  # a reopen made before this write lacks it (see _reopen)
+                self._writes += 1  # a reopen made before this write lacks it (see _reopen)
                 try:
-                    if self.shared_server or self._read_generation() != self._generation:
-                        # another process committed (or, with a shared server, may have): decide against its state
-                        self._follow(self._read_generation(), here=True)
+                    generation = self._read_generation()
+                    if self.shared_server or generation != self._generation or self._behind_since:
+                        # another process committed (or, with a shared server, may have; or its vectors are not
+                        # loaded here yet): decide and write against its state
+                        self._follow(generation, here=True)
                         self.refresh()
-                    elif self._behind_since:  # seen, but its vectors not loaded here yet
-                        self._follow(self._generation, here=True)
                     yield self
                 finally:
                     self._held.depth = 0
@@ -747,10 +755,14 @@ class ChromaIndex:
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
 
     def count(self) -> int:
-        docs = self.documents()
-        held = self._count_of
-        if held is None or held[0] is not docs:  # once per documents state (a new dict after every change)
-            held = self._count_of = (docs, sum(d.chunks for d in docs.values()))
+        return self._derived("_count_of", self.documents(), lambda docs: sum(d.chunks for d in docs.values()))
+
+    def _derived(self, attr: str, docs: dict, compute: Callable[[dict], object]):
+        """compute(docs), kept in attr while the same dict is passed (a new one comes after every change)."""
+        held = getattr(self, attr)
+        if held is None or held[0] is not docs:
+            held = (docs, compute(docs))
+            setattr(self, attr, held)
         return held[1]
 
     @staticmethod
@@ -781,36 +793,47 @@ class ChromaIndex:
         stored = self._sentence_spans([d for d in versions if d])
         ids = [[i for i, a, b in stored.get((d.doc_id, d.version), ()) if start <= a and b <= end] if d else []
                for d, (_, start, end) in zip(versions, spans)]
-        rows = self._sentence_rows.get_many(i for group in ids for i in group)
-        missing = [i for group in ids for i in group if i not in rows]
-        include = ["documents", "metadatas", "embeddings"]
+
+        def read(missing: list[str]) -> dict:
+            left, groups = set(missing), []  # by span (each id once): one span's vectors may not be loaded here
+            for group in ids:
+                groups.append([i for i in group if i in left])
+                left.difference_update(groups[-1])
+            return {i: (self._sentence(t, m), np.asarray(v, dtype=np.float32))
+                    for got in self._loaded(self.sentences, groups, ["documents", "metadatas", "embeddings"])
+                    for i, t, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
+        rows = self._sentence_rows.fetch([i for group in ids for i in group], read)
+        return [[rows[i] for i in group if i in rows] for group in ids]
+
+    def _loaded(self, collection, groups: list[list[str]], include: list[str]) -> list[dict]:
+        """Rows by id, these groups of ids in one read. With embedded Chroma some may be another process's rows whose
+        vectors are not loaded here yet (see _follow), which fails the read: then group by group, skipping those."""
+        ids = [i for g in groups for i in g]
+        if not ids:
+            return []
         try:
-            parts = [_by_ids(self.sentences, missing, include)] if missing else []
+            return [_by_ids(collection, ids, include)]
         except Exception:
             if self.shared_server:
                 raise
-            # some are another process's vectors, not loaded here yet (see _follow): the others span by span
-            parts = []
-            for group in ids:
-                with contextlib.suppress(Exception):
-                    parts.append(_by_ids(self.sentences, [i for i in group if i not in rows], include))
-        read = {i: (self._sentence(t, m), np.asarray(v, dtype=np.float32)) for got in parts
-                for i, t, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
-        self._sentence_rows.put_many(read)
-        rows.update(read)
-        return [[rows[i] for i in group if i in rows] for group in ids]
+        parts = []
+        for g in filter(None, groups):
+            with contextlib.suppress(Exception):
+                parts.append(_by_ids(collection, g, include))
+        return parts
 
     def _sentence_spans(self, versions: list[Document]) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
         """(id, char_start, char_end) of these document versions' sentences, by (doc_id, version); versions are
         immutable, so cached (the last SPAN_CACHE versions read)."""
         keys = list(dict.fromkeys((d.doc_id, d.version) for d in versions))
         out = self._spans.get_many(keys)
-        numbered, ids = [], []
+        numbered: dict[tuple[str, str], int] = {}  # (doc id, version) -> its sentence count
+        ids = []
         for doc_id, version in (k for k in keys if k not in out):
             meta = self._metas.get(doc_id, {})
             n = meta.get("sentences") if meta.get("version") == version else None
             if n is not None:  # by id (ids are numbered): a filter on doc_id scans every sentence (17 ms at 50k chunks)
-                numbered.append((doc_id, version))
+                numbered[(doc_id, version)] = n
                 ids += [sentence_id(doc_id, version, i) for i in range(n)]
             else:  # a record from before the count
                 got = _paged(self.sentences, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["metadatas"])
@@ -822,8 +845,7 @@ class ChromaIndex:
             for i, m in zip(got["ids"], got["metadatas"]):
                 out[(m["doc_id"], m["version"])].append((i, m["char_start"], m["char_end"]))
         # kept only when whole (a version being deleted as it is read must not be remembered without sentences)
-        whole = {(d, v) for d, v in numbered if len(out[(d, v)]) == self._metas.get(d, {}).get("sentences")}
-        self._spans.put_many({k: v for k, v in out.items() if k in whole or k not in numbered})
+        self._spans.put_many({k: v for k, v in out.items() if len(v) == numbered.get(k, len(v))})
         return out
 
     def dense_sentences(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[SentenceHit]:
@@ -839,21 +861,12 @@ class ChromaIndex:
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
         ids = self._chunk_ids(keys)
-        vecs = self._chunk_vecs.get_many(ids)
-        missing = [i for i in ids if i not in vecs]
-        try:
-            parts = [self.chunks.get(ids=missing, include=["embeddings"])] if missing else []
-        except Exception:
-            if self.shared_server:
-                raise
-            # some are another process's vectors, not loaded here yet (see _follow): the others one by one
-            parts = []
-            for i in missing:
-                with contextlib.suppress(Exception):
-                    parts.append(self.chunks.get(ids=[i], include=["embeddings"]))
-        read = {i: np.asarray(v, dtype=np.float32) for got in parts for i, v in zip(got["ids"], got["embeddings"])}
-        self._chunk_vecs.put_many(read)
-        vecs.update(read)
+
+        def read(missing: list[str]) -> dict:
+            return {i: np.asarray(v, dtype=np.float32)
+                    for got in self._loaded(self.chunks, [[i] for i in missing], ["embeddings"])
+                    for i, v in zip(got["ids"], got["embeddings"])}
+        vecs = self._chunk_vecs.fetch(list(ids), read)
         return {ids[i]: v for i, v in vecs.items()}
 
     # -- lexical ---------------------------------------------------------------------------
@@ -893,23 +906,16 @@ class ChromaIndex:
     def _lexical_state(self, docs: dict[str, Document]) -> tuple:
         """What the lexical view depends on: the last commit seen here and the committed versions (computed once
         per documents dict: a new one after every change)."""
-        held = self._versions_of
-        if held is None or held[0] is not docs:
-            held = self._versions_of = (docs, frozenset((d.doc_id, d.version) for d in docs.values()))
-        return self._generation, held[1]
+        return self._generation, self._derived("_versions_of", docs,
+                                               lambda ds: frozenset((d.doc_id, d.version) for d in ds.values()))
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         """Committed chunks by chunk id (those read before from memory: a row never changes under its id)."""
-        found = self._chunk_rows.get_many(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            got = _by_ids(self.chunks, missing, ["documents", "metadatas"])
-            committed = self._committed()
-            read = {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+        def read(missing: list[str]) -> dict:
+            got, committed = _by_ids(self.chunks, missing, ["documents", "metadatas"]), self._committed()
+            return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
                     if committed(m)}
-            self._chunk_rows.put_many(read)
-            found.update(read)
-        return found
+        return self._chunk_rows.fetch(ids, read)
 
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
         """Committed chunks of one document whose text contains the phrase (e.g. the 第十六条 a penalty cites)."""
@@ -949,10 +955,7 @@ class ChromaIndex:
         """(doc_id, ordinal, BM25) of committed chunks, best first."""
         docs = self._lexical_docs()
         if doc_ids is None:  # the same dict while nothing changes: the lexical index caches its arrays by it
-            held = self._allowed_all
-            if held is None or held[0] is not docs:
-                held = self._allowed_all = (docs, {n: v for n, (_, v) in docs.items()})
-            allowed = held[1]
+            allowed = self._derived("_allowed_all", docs, lambda ds: {n: v for n, (_, v) in ds.items()})
         else:
             allowed = {n: v for n, (doc_id, v) in docs.items() if doc_id in doc_ids}
         return [(docs[d][0], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
