@@ -21,6 +21,12 @@ Every commit also numbers itself: the records carry the commit's sequence number
 (VERSION_ID) holds the last number and how many removals there have been. A process that learns of a commit (from
 the generation file or, with a Chroma server, every `refresh_seconds`) reads that one record, then only the
 records committed since the number it last saw; only a removal makes it compare every record's metadata.
+
+A record also carries its version's layout: every chunk's and sentence's offsets into the document's text, with
+their article and headings (see `layout`). Readers hold the committed documents' texts, so they build chunks and
+sentences from it: a question reads from Chroma only its two vector searches (distances) and the vectors it
+scores, never rows' text or metadata, whose reads were most of a question's Chroma time. Versions indexed before
+layouts are read from their rows, as before.
 """
 from __future__ import annotations
 
@@ -53,6 +59,46 @@ VERSION_ID = "~commits"  # the records' version record (a document id never hold
 # (default 1,000). The records hold whole document texts: with the default a one-record write grew from 50 to
 # 670 ms over 400 documents of 3,000 characters; persisting every 20 kept it at 23-28 ms (bench: scale).
 RECORDS_SYNC = 20
+
+
+def layout(doc: Document, chunks: list[Chunk], sentences: list[Sentence]) -> str | None:
+    """A version's chunks and sentences as offsets into its text (JSON, kept in its record): a reader builds them
+    from the document it holds instead of reading Chroma's rows, whose metadata is the slow part of a read (a
+    90-sentence search took 8 ms with metadata, 3 ms without, embedded). None when they could not be rebuilt
+    exactly (then readers read the rows, as for versions indexed before layouts)."""
+    text, title = doc.text, chunks[0].title if chunks else doc.title
+    cs, ss = [], []
+    for o, c in enumerate(chunks):
+        if (c.doc_id, c.ordinal, c.title) != (doc.doc_id, o, title) or text[c.char_start:c.char_end] != c.text:
+            return None
+        cs.append([c.char_start, c.char_end, c.article, c.section])
+    for o, x in enumerate(sentences):
+        if x.ordinal != o or not 0 <= x.chunk < len(chunks) or text[x.char_start:x.char_end] != x.text:
+            return None
+        c = chunks[x.chunk]
+        if (x.doc_id, x.article, x.heading) != (doc.doc_id, c.article, c.section[-1] if c.section else ""):
+            return None
+        ss.append([x.chunk, x.char_start, x.char_end])
+    return json.dumps({"title": title, "chunks": cs, "sentences": ss}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _layout_chunk(doc: Document, lay: dict, ordinal: int) -> Chunk:
+    start, end, article, section = lay["chunks"][ordinal]
+    return Chunk(doc.doc_id, ordinal, doc.text[start:end], start, end, lay["title"], list(section), article)
+
+
+def _layout_sentence(doc: Document, lay: dict, ordinal: int) -> Sentence:
+    chunk, start, end = lay["sentences"][ordinal]
+    _, _, article, section = lay["chunks"][chunk]
+    return Sentence(doc.doc_id, chunk, ordinal, doc.text[start:end], start, end, article, section[-1] if section else "")
+
+
+def _parse_id(row_id: str) -> tuple[str, str, int] | None:
+    """(document id, version prefix, ordinal) of a chunk id or a sentence id (see schema.chunk_id)."""
+    parts = row_id.rsplit(":", 2)
+    if len(parts) != 3 or not parts[2].lstrip("s").isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2].lstrip("s"))
 
 
 def _upsert(collection, ids: list[str], vectors, texts: list[str], metas: list[dict]) -> None:
@@ -269,6 +315,7 @@ class ChromaIndex:
         self._metas: dict[str, dict] = {}  # each cached document's record metadata, as read
         self._seen: Version | None = None  # the version record as of the cached documents (None: unknown)
         self._spans = _Recent(SPAN_CACHE)  # (doc id, version) -> its sentences' (id, start, end): see _sentence_spans
+        self._layouts = _Recent(SPAN_CACHE)  # (doc id, version) -> its record's layout, decoded: see _layout_of
         self._chunk_rows = _Recent(ROW_CACHE)  # chunk id -> Chunk (a committed version's, when read)
         self._chunk_vecs = _Recent(ROW_CACHE)  # chunk id -> vector
         self._sentence_rows = _Recent(ROW_CACHE)  # sentence id -> (Sentence, vector)
@@ -591,6 +638,9 @@ class ChromaIndex:
         for p in items:
             meta = {k: v for k, v in p.doc.meta().items() if v is not None}
             meta["chunks"], meta["sentences"], meta["seq"] = len(p.chunks), len(p.sentences), after.seq
+            lay = layout(p.doc, p.chunks, p.sentences)
+            if lay is not None:
+                meta["layout"] = lay
             metas[p.doc.doc_id] = meta
         ids, vecs, texts, ms = self._version_row(after)
         # the commit: every record and the version record in one write
@@ -776,10 +826,9 @@ class ChromaIndex:
         if total == 0 or (doc_ids is not None and not doc_ids):
             return []
         got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=self._where(doc_ids),
-                                include=["documents", "metadatas", "distances"])
-        committed = self._committed()
-        return [Hit(self._chunk(t, m), 1.0 - d) for t, m, d in
-                zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if committed(m)]
+                                include=["distances"])  # the rows: from layouts (see layout) or the row cache
+        rows = self.chunks_by_id(got["ids"][0])
+        return [Hit(rows[i], 1.0 - d) for i, d in zip(got["ids"][0], got["distances"][0]) if i in rows]
 
     def sentence_vectors(self, spans: list[tuple[str, int, int]]) -> list[list[tuple[Sentence, np.ndarray]]]:
         """For each (doc_id, start, end): the stored sentences of that document that lie within [start, end),
@@ -795,13 +844,20 @@ class ChromaIndex:
                for d, (_, start, end) in zip(versions, spans)]
 
         def read(missing: list[str]) -> dict:
-            left, groups = set(missing), []  # by span (each id once): one span's vectors may not be loaded here
-            for group in ids:
-                groups.append([i for i in group if i in left])
-                left.difference_update(groups[-1])
-            return {i: (self._sentence(t, m), np.asarray(v, dtype=np.float32))
-                    for got in self._loaded(self.sentences, groups, ["documents", "metadatas", "embeddings"])
-                    for i, t, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
+            built, rest = self._from_layouts(missing, _layout_sentence)  # from layouts: only the vectors are read
+
+            def by_span(wanted) -> list[list[str]]:  # each id once: one span's vectors may not be loaded here
+                left, groups = set(wanted), []
+                for group in ids:
+                    groups.append([i for i in group if i in left])
+                    left.difference_update(groups[-1])
+                return groups
+            out = {i: (built[i], np.asarray(v, dtype=np.float32))
+                   for got in self._loaded(self.sentences, by_span(built), ["embeddings"])
+                   for i, v in zip(got["ids"], got["embeddings"])}
+            return out | {i: (self._sentence(t, m), np.asarray(v, dtype=np.float32))
+                          for got in self._loaded(self.sentences, by_span(rest), ["documents", "metadatas", "embeddings"])
+                          for i, t, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
         rows = self._sentence_rows.fetch([i for group in ids for i in group], read)
         return [[rows[i] for i in group if i in rows] for group in ids]
 
@@ -827,6 +883,8 @@ class ChromaIndex:
         immutable, so cached (the last SPAN_CACHE versions read)."""
         keys = list(dict.fromkeys((d.doc_id, d.version) for d in versions))
         out = self._spans.get_many(keys)
+        for (doc_id, version), lay in self._layout_of([d for d in versions if (d.doc_id, d.version) not in out]).items():
+            out[(doc_id, version)] = [(sentence_id(doc_id, version, o), a, b) for o, (_, a, b) in enumerate(lay["sentences"])]
         numbered: dict[tuple[str, str], int] = {}  # (doc id, version) -> its sentence count
         ids = []
         for doc_id, version in (k for k in keys if k not in out):
@@ -853,10 +911,45 @@ class ChromaIndex:
         if not self.documents() or (doc_ids is not None and not doc_ids):
             return []
         got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=self._where(doc_ids),
-                                   include=["documents", "metadatas", "distances"])
-        committed = self._committed()
-        return [SentenceHit(self._sentence(t, m), 1.0 - d)
-                for t, m, d in zip(got["documents"][0], got["metadatas"][0], got["distances"][0]) if committed(m)]
+                                   include=["distances"])
+        ids = got["ids"][0]
+        found, rest = self._from_layouts(ids, _layout_sentence)
+        if rest:  # versions indexed before layouts: their rows' metadata
+            read, committed = _by_ids(self.sentences, rest, ["documents", "metadatas"]), self._committed()
+            found |= {i: self._sentence(t, m) for i, t, m in zip(read["ids"], read["documents"], read["metadatas"])
+                      if committed(m)}
+        return [SentenceHit(found[i], 1.0 - d) for i, d in zip(ids, got["distances"][0]) if i in found]
+
+    def _layout_of(self, versions: Collection[Document]) -> dict[tuple[str, str], dict]:
+        """The decoded layouts of these committed versions, by (doc id, version); a version without one (indexed
+        before layouts) is absent."""
+        def read(missing: list[tuple[str, str]]) -> dict:
+            out = {}
+            for key in missing:
+                meta = self._metas.get(key[0], {})
+                if meta.get("version") == key[1] and meta.get("layout"):
+                    out[key] = json.loads(meta["layout"])
+            return out
+        return self._layouts.fetch([(d.doc_id, d.version) for d in versions], read)
+
+    def _from_layouts(self, ids: list[str], build: Callable[[Document, dict, int], object]) -> tuple[dict, list[str]]:
+        """Rows of committed versions built from their layouts, by id, and the ids of committed versions without
+        one (to be read); ids of versions not committed are in neither."""
+        docs, parsed = self.documents(), {}
+        for i in ids:
+            p = _parse_id(i)
+            d = docs.get(p[0]) if p else None
+            if d is not None and d.version[:12] == p[1]:
+                parsed[i] = (d, p[2])
+        lays = self._layout_of({d.doc_id: d for d, _ in parsed.values()}.values())
+        found, rest = {}, []
+        for i, (d, o) in parsed.items():
+            lay = lays.get((d.doc_id, d.version))
+            if lay is None:
+                rest.append(i)
+            elif o < len(lay["chunks" if build is _layout_chunk else "sentences"]):
+                found[i] = build(d, lay, o)
+        return found, rest
 
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
@@ -912,9 +1005,12 @@ class ChromaIndex:
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         """Committed chunks by chunk id (those read before from memory: a row never changes under its id)."""
         def read(missing: list[str]) -> dict:
-            got, committed = _by_ids(self.chunks, missing, ["documents", "metadatas"]), self._committed()
-            return {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                    if committed(m)}
+            found, rest = self._from_layouts(missing, _layout_chunk)
+            if rest:
+                got, committed = _by_ids(self.chunks, rest, ["documents", "metadatas"]), self._committed()
+                found |= {i: self._chunk(t, m) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+                          if committed(m)}
+            return found
         return self._chunk_rows.fetch(ids, read)
 
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]:
@@ -922,6 +1018,9 @@ class ChromaIndex:
         d = self.documents().get(doc_id)
         if d is None:
             return []
+        lay = self._layout_of([d]).get((doc_id, d.version))
+        if lay is not None:
+            return [_layout_chunk(d, lay, o) for o, (a, b, _, _) in enumerate(lay["chunks"]) if phrase in d.text[a:b]]
         # Filtered here: Chroma answers a text filter by scanning every chunk's text (120 ms at 13k chunks), and a
         # filter on doc_id by scanning every chunk's metadata (10 ms at 50k chunks): by id (ids are numbered).
         got = _by_ids(self.chunks, [chunk_id(doc_id, d.version, o) for o in range(d.chunks)], ["documents", "metadatas"])
@@ -932,6 +1031,17 @@ class ChromaIndex:
         if doc_ids is not None and not doc_ids:
             return []
         docs = self.documents()
+        found = []
+        if doc_ids is not None:  # from layouts, the others by id
+            named = [docs[d] for d in doc_ids if d in docs]
+            lays = self._layout_of(named)
+            for d in named:
+                lay = lays.get((d.doc_id, d.version))
+                if lay is not None:
+                    found += [_layout_chunk(d, lay, o) for o, c in enumerate(lay["chunks"]) if c[2] == article]
+            doc_ids = [d.doc_id for d in named if (d.doc_id, d.version) not in lays]
+            if not doc_ids:
+                return found
         ids = [chunk_id(d, docs[d].version, o) for d in doc_ids or () if d in docs for o in range(docs[d].chunks)]
         if doc_ids is not None and len(ids) <= ARTICLE_BY_ID:
             # by id, the article filtered here: Chroma answers a filter on article by a scan (230 ms at 50k chunks)
@@ -942,7 +1052,7 @@ class ChromaIndex:
             where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
             got = self.chunks.get(where=where, include=["documents", "metadatas"])
         committed = self._committed()
-        return [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
+        return found + [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
 
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
         """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the

@@ -13,7 +13,7 @@ from tests.fakes import HashEmbedder
 
 from ingest.pipeline import Pipeline
 from ingest.store import ChromaIndex
-from tests.conftest import ROOT, SMALL_REG, SPEECH, copy, write
+from tests.conftest import ROOT, SMALL_REG, SPEECH, copy, corpus_files, write
 
 
 class CountingEmbedder:
@@ -794,8 +794,9 @@ def test_rows_read_once_come_from_memory_and_a_new_version_is_read_anew(tmp_path
     new = index.documents()["parking"]
     assert new.version != doc.version
     chunks = index.chunks_by_key([f"parking:{o}" for o in range(new.chunks)])
+    assert index.chunk_vectors(list(chunks)).keys() == chunks.keys()
     (sentences,) = index.sentence_vectors([("parking", 0, len(new.text))])
-    assert "chunks" in reads and "sentences" in reads
+    assert "chunks" in reads and "sentences" in reads  # (the vectors: the rows themselves come from the layout)
     assert any("泊车" in c.text for c in chunks.values()) and not any("停车" in c.text for c in chunks.values())
     assert any("泊车" in x.text for x, _ in sentences) and not any("停车" in x.text for x, _ in sentences)
 
@@ -819,3 +820,73 @@ def test_a_new_node_on_a_shared_server_leaves_another_nodes_uncommitted_chunks(t
     with second.writer():
         assert second.reconcile() == 0
     assert first.chunks.get(ids=["elsewhere:abcdef012345:0000"])["ids"]
+
+
+def _corpus_index(path):
+    index = ChromaIndex(path)
+    rep = Pipeline(index, HashEmbedder()).run(corpus_files())
+    assert not [d for d in rep.documents if d.status == "failed"]
+    return index
+
+
+def test_rows_built_from_layouts_are_the_rows_chroma_holds(tmp_path, monkeypatch):
+    """Issue 12: a committed version's record carries its layout (chunk and sentence offsets), and a reader builds
+    rows from it and the document's text instead of reading Chroma's metadata. On the real corpus every search,
+    read and look-up gives what the rows read from Chroma give (an index written before layouts)."""
+    with_layout = _corpus_index(tmp_path / "index")
+    without = ChromaIndex(tmp_path / "index")  # the same rows, read as an index written before layouts is
+    monkeypatch.setattr(without, "_layout_of", lambda versions: {})
+    docs = with_layout.documents()
+    assert all(json.loads(with_layout._metas[d]["layout"])["chunks"] for d in docs)
+    emb = HashEmbedder()
+    for q in ("文明城市创建的主要任务", "违反本条例第十六条的处罚款", "垃圾分类宣传周", "百城建设提质工程"):
+        v = emb.embed_query(q)
+        assert [(h.chunk, round(h.score, 5)) for h in with_layout.dense(v, 30)] == \
+               [(h.chunk, round(h.score, 5)) for h in without.dense(v, 30)]
+        assert [(h.sentence, round(h.score, 5)) for h in with_layout.dense_sentences(v, 90)] == \
+               [(h.sentence, round(h.score, 5)) for h in without.dense_sentences(v, 90)]
+    keys = [f"{d}:{o}" for d in docs for o in range(docs[d].chunks)]
+    assert with_layout.chunks_by_key(keys) == without.chunks_by_key(keys)
+    spans = [(d, 0, len(docs[d].text)) for d in docs] + [(d, 100, 900) for d in docs]
+    assert [[x for x, _ in group] for group in with_layout.sentence_vectors(spans)] == \
+           [[x for x, _ in group] for group in without.sentence_vectors(spans)]
+    for d in docs:
+        assert with_layout.chunks_mentioning(d, "第十六条") == without.chunks_mentioning(d, "第十六条")
+    assert sorted(with_layout.article_chunks("第九条", set(docs)), key=str) == sorted(without.article_chunks("第九条", set(docs)), key=str)
+
+
+def test_a_question_reads_no_row_metadata_from_chroma(tmp_path, monkeypatch):
+    """Issue 12: with layouts a question reads from Chroma its two vector searches (distances only) and the
+    vectors it scores, never a row's text or metadata (a 90-sentence search: 8 ms with metadata, 3 without)."""
+    from assistant.retrieval import HybridRetriever
+
+    index = _corpus_index(tmp_path / "index")
+    reads = []
+    for name in ("chunks", "sentences"):
+        col = getattr(index, name)
+        for method in ("get", "query"):
+            real = getattr(col, method)
+            monkeypatch.setattr(col, method, lambda *a, _real=real, _name=name, **k:
+                                reads.append((_name, tuple(k.get("include") or ()))) or _real(*a, **k))
+    retriever = HybridRetriever(index, HashEmbedder())
+    for q in ("文明城市创建的主要任务有哪些", "违反第十六条怎么罚", "第九条规定了什么"):
+        assert retriever.search(q)
+    assert reads and not [r for r in reads if set(r[1]) & {"documents", "metadatas"}], reads
+
+
+def test_a_layout_is_written_only_when_it_rebuilds_the_rows_exactly():
+    """A chunk whose text is not its span of the document (or a sentence out of its chunk's article) gets no layout:
+    its readers read the rows from Chroma, as for an index written before layouts."""
+    from dataclasses import replace
+
+    from ingest.chunk import sentence_units, split
+    from ingest.schema import Document
+    from ingest.store import layout
+
+    doc = Document("speech", str(SPEECH), "讲话", SPEECH.read_text(encoding="utf-8"))
+    chunks = split(doc.text, doc.doc_id, doc.title)
+    sentences = sentence_units(doc.text, chunks)
+    assert json.loads(layout(doc, chunks, sentences))["sentences"]
+    assert layout(doc, [replace(chunks[0], text=chunks[0].text + "。")] + chunks[1:], sentences) is None
+    assert layout(doc, chunks, [replace(sentences[0], article="第一条")] + sentences[1:]) is None
+    assert layout(doc, chunks[1:], []) is None  # ordinals must number the chunks from 0
