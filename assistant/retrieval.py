@@ -104,9 +104,10 @@ class HybridRetriever:
         self.k, self.candidates = k, candidates
         self.reranker, self.merge_adjacent = reranker, merge_adjacent
         self.weights = weights or Weights()
-        # Questions are embedded here, while the asking thread scores BM25: the model releases the GIL, so on a
-        # free core the two overlap (a worker per likely concurrent question: a thread made per question costs more)
-        self._embedding = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-query")
+        # Questions are embedded here while the asking thread scores BM25, and the sentence search runs here while
+        # it searches chunks: the model and Chroma release the GIL, so on a free core the two overlap (a worker per
+        # likely concurrent question: a thread made per question costs more)
+        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieve")
 
     def require_documents(self) -> None:
         """Raise IndexEmpty (the edges turn it into a 503, a chat message, an exit code) when nothing is indexed."""
@@ -130,7 +131,7 @@ class HybridRetriever:
         query = without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS]))
         allowed = self._doc_filter(doc_ids, issuer)
         expanded = expansions(query)
-        embedding = self._embedding.submit(self.embedder.embed_query, query)
+        embedding = self._workers.submit(self.embedder.embed_query, query)
         nothing_allowed = allowed is not None and not allowed
 
         def lexical(text: str) -> dict[str, float]:
@@ -142,10 +143,12 @@ class HybridRetriever:
             return pool
         n = self.candidates
         cands = pool.candidates
+        # the two vector searches at once (with a Chroma server each is an HTTP call)
+        sentence_search = self._workers.submit(self.index.dense_sentences, vector, n * 3, allowed)
         for h in self.index.dense(vector, n, allowed):
             cands[chunk_key(h.chunk.doc_id, h.chunk.ordinal)] = Candidate(h.chunk, dense=h.score)
         pool.dense_background = sorted((c.dense for c in cands.values()), reverse=True)
-        sentence_hits = self.index.dense_sentences(vector, n * 3, allowed)
+        sentence_hits = sentence_search.result()
         pool.sentence_background = sorted((h.score for h in sentence_hits), reverse=True)
         best_sentence: dict[str, float] = {}
         for h in sentence_hits:

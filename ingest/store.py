@@ -1033,7 +1033,7 @@ class ChromaIndex:
         docs = self.documents()
         found = []
         if doc_ids is not None:  # from layouts, the others by id
-            named = [docs[d] for d in doc_ids if d in docs]
+            named = [docs[d] for d in sorted(doc_ids) if d in docs]
             lays = self._layout_of(named)
             for d in named:
                 lay = lays.get((d.doc_id, d.version))
