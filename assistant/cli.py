@@ -36,8 +36,11 @@ def _emit(obj: object) -> None:
 
 
 def ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.priority import lower_priority
+
     from .components import build_pipeline
 
+    lower_priority(settings.ingest.nice)  # batch work: a server answering on this machine goes first
     pipeline = build_pipeline(settings)
     bar = None
     if not args.json and sys.stderr.isatty():

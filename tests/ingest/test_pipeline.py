@@ -177,6 +177,7 @@ def _cli(*args):
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv("ASSISTANT_EMBEDDING__BACKEND", "hash")
+        mp.setenv("ASSISTANT_INGEST__NICE", "0")  # in this process: a niceness raised is never taken back
         try:
             code = main(list(args))
         except SystemExit as e:
