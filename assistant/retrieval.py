@@ -6,7 +6,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ingest.chunk import LEAD_IN, references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import IndexEmpty
-from ingest.store import Store, chunk_key
+from ingest.store import NO_SCORES, Store, chunk_key
 
 from .pool import Candidate, EVEN_MIX, Pool, Weights, coverage, longest_phrase
 from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified, without_format_instructions
@@ -134,8 +134,8 @@ class HybridRetriever:
         embedding = self._workers.submit(self.embedder.embed_query, query)
         nothing_allowed = allowed is not None and not allowed
 
-        def lexical(text: str) -> dict[str, float]:
-            return self.index.lexical_scores(text, allowed) if text.strip() and not nothing_allowed else {}
+        def lexical(text: str) -> Mapping[str, float]:
+            return self.index.lexical_scores(text, allowed) if text.strip() and not nothing_allowed else NO_SCORES
         lex, exp = lexical(query), lexical(" ".join(expanded))
         vector = embedding.result()
         pool = Pool(query, vector, query_terms(query), expanded, {}, [], [])
@@ -153,8 +153,7 @@ class HybridRetriever:
         best_sentence: dict[str, float] = {}
         for h in sentence_hits:
             best_sentence[h.chunk_key] = max(best_sentence.get(h.chunk_key, -1.0), h.score)
-        lex_top = sorted(lex, key=lambda k: -lex[k])[:n]
-        exp_top = sorted(exp, key=lambda k: -exp[k])[: n // 2]
+        lex_top, exp_top = lex.top(n), exp.top(n // 2)
         sent_top = sorted(best_sentence, key=lambda k: -best_sentence[k])[:n]
         missing = [k for k in dict.fromkeys(lex_top + exp_top + sent_top) if k not in cands]
         for key, chunk in self.index.chunks_by_key(missing).items():
@@ -198,7 +197,7 @@ class HybridRetriever:
                 cand = cands.setdefault(key, Candidate(c))
                 cand.article = max(cand.article, mark)
 
-    def _score(self, pool: Pool, keys: list[str], lex: dict[str, float], exp: dict[str, float],
+    def _score(self, pool: Pool, keys: list[str], lex: Mapping[str, float], exp: Mapping[str, float],
                best_sentence: dict[str, float]) -> None:
         """Every candidate gets every score: the dense cosine from its stored vector, BM25 from the full scores,
         its best sentence, how well the question names its document."""

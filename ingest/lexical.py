@@ -338,10 +338,17 @@ class LexicalIndex:
         """(document number, version number, ordinal, BM25) of the live rows sharing a bigram with the query,
         best first: the best `limit` (all when None), of the given document versions only when `versions`
         ({document number: version number}, e.g. the committed ones) is given."""
+        docs, vers, ords, scores = self.score_arrays(query, limit, versions)
+        return list(zip(docs.tolist(), vers.tolist(), ords.tolist(), scores.tolist()))
+
+    def score_arrays(self, query: str, limit: int | None = None, versions: dict[int, int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """What `scores` gives, as four arrays (document numbers, version numbers, ordinals, float32 BM25)."""
         toks = list(dict.fromkeys(bigrams(query)))
+        none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
         with self._lock:
             if not self._live or not toks:
-                return []
+                return none
             avgdl = self._total / self._live
             acc = np.zeros(len(self._length), dtype=np.float32)  # bm25s's precision: the same scores, the same ties
             for term in toks:
@@ -354,11 +361,11 @@ class LexicalIndex:
             hit = np.nonzero(acc > 0)[0]
             if versions is not None:  # each row's document looked up among the wanted ones, then its version
                 if not versions:
-                    return []
+                    return none
                 docs, vers = self._version_arrays(versions)
                 at = np.minimum(np.searchsorted(docs, self._doc[hit]), len(docs) - 1)
                 hit = hit[(docs[at] == self._doc[hit]) & (vers[at] == self._ver[hit])]
             if limit is not None and len(hit) > limit:
                 hit = hit[np.argpartition(-acc[hit], limit - 1)[:limit]]
             hit = hit[np.argsort(-acc[hit], kind="stable")]
-            return [(int(self._doc[i]), int(self._ver[i]), int(self._ordinal[i]), float(acc[i])) for i in hit]
+            return self._doc[hit], self._ver[hit], self._ordinal[hit], acc[hit]

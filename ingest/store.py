@@ -43,7 +43,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Collection, ContextManager, Protocol
+from typing import Callable, Collection, ContextManager, Mapping, Protocol
 
 import numpy as np
 
@@ -134,6 +134,55 @@ class SentenceHit:
 def chunk_key(doc_id: str, ordinal: int) -> str:
     """The one key of a chunk above the store (version-free: only committed versions are ever returned)."""
     return f"{doc_id}:{ordinal}"
+
+
+class LexicalScores(Mapping):
+    """One query's BM25 by chunk key (its best LEXICAL_ROWS rows), kept as the lexical index gave them: a key is
+    looked up and only the best few are made into keys (a dict of 2,000 keys a query took longer than the scoring).
+    Iterates in document order (document id, ordinal)."""
+
+    def __init__(self, names: dict[int, tuple[str, int]], docs: np.ndarray, ordinals: np.ndarray, scores: np.ndarray):
+        self._names, self._docs, self._ords = names, docs.tolist(), ordinals.tolist()
+        self._scores = scores.tolist()
+        self._at = dict(zip(zip(self._docs, self._ords), range(len(self._docs))))
+
+    def _find(self, key: str) -> int | None:
+        doc_id, _, ordinal = key.rpartition(":")
+        return self._at.get((number(doc_id), int(ordinal))) if ordinal.isdigit() else None
+
+    def __getitem__(self, key: str) -> float:
+        i = self._find(key)
+        if i is None:
+            raise KeyError(key)
+        return self._scores[i]
+
+    def get(self, key: str, default=None):
+        i = self._find(key)
+        return default if i is None else self._scores[i]
+
+    def __contains__(self, key) -> bool:
+        return isinstance(key, str) and self._find(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def __iter__(self):
+        rows = sorted((self._names[d][0], o) for d, o in zip(self._docs, self._ords))
+        return (chunk_key(doc_id, o) for doc_id, o in rows)
+
+    def top(self, n: int) -> list[str]:
+        """The n best keys, ties in document order."""
+        s = self._scores
+        if len(s) > n:
+            cut = sorted(s, reverse=True)[n - 1]
+            pick = [i for i, v in enumerate(s) if v >= cut]
+        else:
+            pick = range(len(s))
+        best = sorted((-s[i], self._names[self._docs[i]][0], self._ords[i]) for i in pick)[:n]
+        return [chunk_key(doc_id, o) for _, doc_id, o in best]
+
+
+NO_SCORES = LexicalScores({}, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
 class _Recent:
@@ -247,7 +296,7 @@ class Store(Protocol):
     def dense_sentences(self, vector: np.ndarray, n: int,
                         doc_ids: Collection[str] | None = None) -> list["SentenceHit"]: ...
     def lexical(self) -> LexicalIndex: ...
-    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]: ...
+    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> "LexicalScores": ...
 
 
 # HNSW search breadth. Chroma's default (100) is below the 120 sentences a question asks for: the last few
@@ -1054,20 +1103,24 @@ class ChromaIndex:
         committed = self._committed()
         return found + [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
 
-    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> dict[str, float]:
+    def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> LexicalScores:
         """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the
         best LEXICAL_ROWS of them, so a candidate found by another retriever gets its lexical score too, not a 0
         for being outside a lexical top n (below that many rows a score is a small share of the best)."""
-        rows = sorted(self._lexical_rows(query, LEXICAL_ROWS, doc_ids))  # document order: ties keep one order
-        return {chunk_key(doc_id, o): score for doc_id, o, score in rows}
+        docs, allowed = self._lexical_allowed(doc_ids)
+        nums, _, ordinals, scores = self._lex.score_arrays(query, LEXICAL_ROWS, allowed)
+        return LexicalScores(docs, nums, ordinals, scores)
+
+    def _lexical_allowed(self, doc_ids: Collection[str] | None) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
+        """Document number -> (document id, version number), and the committed versions to score (within doc_ids)."""
+        docs = self._lexical_docs()
+        if doc_ids is None:  # the same dict while nothing changes: the lexical index caches its arrays by it
+            return docs, self._derived("_allowed_all", docs, lambda ds: {n: v for n, (_, v) in ds.items()})
+        return docs, {n: v for n, (doc_id, v) in docs.items() if doc_id in doc_ids}
 
     def _lexical_rows(self, query: str, limit: int | None, doc_ids: Collection[str] | None = None):
         """(doc_id, ordinal, BM25) of committed chunks, best first."""
-        docs = self._lexical_docs()
-        if doc_ids is None:  # the same dict while nothing changes: the lexical index caches its arrays by it
-            allowed = self._derived("_allowed_all", docs, lambda ds: {n: v for n, (_, v) in ds.items()})
-        else:
-            allowed = {n: v for n, (doc_id, v) in docs.items() if doc_id in doc_ids}
+        docs, allowed = self._lexical_allowed(doc_ids)
         return [(docs[d][0], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:

@@ -891,3 +891,30 @@ def test_a_layout_is_written_only_when_it_rebuilds_the_rows_exactly():
     assert layout(doc, [replace(chunks[0], text=chunks[0].text + "。")] + chunks[1:], sentences) is None
     assert layout(doc, chunks, [replace(sentences[0], article="第一条")] + sentences[1:]) is None
     assert layout(doc, chunks[1:], []) is None  # ordinals must number the chunks from 0
+
+
+def test_lexical_scores_rank_and_look_up_as_a_dict_of_every_row_would(tmp_path):
+    """Issue 12: a query's BM25 rows stay arrays (a dict of 2,000 keys a question cost more than the scoring). Looked
+    up, iterated and ranked, they give what the dict gave, ties (copies of one document) in document order."""
+    from ingest.store import chunk_key
+
+    docs = tmp_path / "docs"
+    for name in ("b-copy", "a-copy", "c-copy"):  # (the same bytes would be one document: a line apart)
+        write(docs / f"{name}.txt", f"{SMALL_REG}\n\n附：{name}\n")
+    write(docs / "notice.md", "# 停车宣传周\n\n停车位宣传点不少于2处。\n")
+    index = ChromaIndex(tmp_path / "index")
+    for name in ("b-copy", "a-copy", "c-copy"):  # stored in this order: ties must still come in document order
+        Pipeline(index, HashEmbedder()).run([docs / f"{name}.txt"])
+    Pipeline(index, HashEmbedder()).run([docs / "notice.md", SPEECH])
+    for q in ("停车位不少于1500个", "文明城市创建", "停车", "没有这个词语"):
+        rows = sorted(index._lexical_rows(q, 2000))
+        old = {chunk_key(d, o): s for d, o, s in rows}
+        got = index.lexical_scores(q)
+        assert dict(got) == old and list(got) == list(old) and len(got) == len(old)
+        for n in (1, 3, 30, 5000):
+            assert got.top(n) == sorted(old, key=lambda k: -old[k])[:n]
+        assert all(got.get(k) == v and k in got for k, v in old.items())
+        assert got.get("nope:3", 0.0) == 0.0 and "nope:3" not in got and got.get("b-copy:x") is None
+    best = index.lexical_scores("停车位不少于1500个")
+    tied = [k for k in best if best[k] == best[best.top(1)[0]]]
+    assert len(tied) == 3 and best.top(3) == tied  # the three copies tie, in document order
