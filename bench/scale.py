@@ -14,7 +14,9 @@ and end; add_one_s (one document of 7 articles, about 10 chunks, end to end, on 
 idle (the periodic freshness check), with 2 concurrent askers, and while another process ingests (at the
 priority an `app.py ingest` run takes); reader_worst_ms
 (the first question after each of several commits by another process: with embedded Chroma it reads the
-documents and BM25 at once, and reloads the vectors only when the store's reopen rule says so); rss_mb of the asking process; and
+documents and BM25 at once, and reloads the vectors only when the store's reopen rule says so); rss_mb, the peak
+resident memory of the asking process, and rss_steady_mb, its resident memory at the end once the clients replaced
+by reopens are released; and
 cold_start_s (a fresh process: open the index, load the model, answer one question).
 """
 from __future__ import annotations
@@ -268,7 +270,12 @@ def _measure(args, rng, work: Path, index: str, port: int | None) -> dict:
     rep = pipe.run([path])
     out["add_one_s"] = round(time.perf_counter() - t, 2)
     out["add_one_chunks"] = rep.documents[0].chunks
-    out["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # the peak
+    from ingest import store
+
+    time.sleep(store.RELEASE_SECONDS + 1)  # a client replaced by a reopen is freed then
+    out["rss_steady_mb"] = next(round(int(line.split()[1]) / 1024) for line in open("/proc/self/status")
+                                if line.startswith("VmRSS"))
     out["store"] = "chroma server" if port else "embedded"
     return out
 

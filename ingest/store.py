@@ -311,6 +311,28 @@ QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have
 MAX_BEHIND_SECONDS = 300.0
 _PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
 _CONNECTING = threading.Lock()  # chromadb keeps one embedded client per path in a process: one is made at a time
+RELEASE_SECONDS = 10.0  # a client replaced by a reopen is freed this long after (see _release)
+_USERS: dict[int, int] = {}  # an embedded client's native API (one per path, shared in a process) -> its ChromaIndex users
+
+
+def _users(client, change: int) -> int:
+    """Count a ChromaIndex taking up (+1) or leaving (-1) this client's native API; how many use it now. (Not by
+    client._system: that looks the path up, and after a reopen gives the new client's System.)"""
+    key = id(client._server)
+    with _CONNECTING:
+        n = _USERS[key] = _USERS.get(key, 0) + change
+        if n <= 0:
+            _USERS.pop(key, None)
+        return n
+
+
+def _give_back_memory() -> None:
+    """Return freed heap pages to the system (glibc keeps them: after a client's vectors were freed, 100 MB more
+    went back at 100k chunks). Nothing elsewhere."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _widen_search(collection) -> None:
@@ -397,7 +419,7 @@ class ChromaIndex:
 
     def _connect(self, fresh: bool = False) -> tuple:
         """A client and its three collections. fresh=True gives this process a new embedded client: the old one
-        keeps serving whoever still holds its collections, and is freed with them."""
+        keeps serving whoever still holds its collections until it is released (see _release)."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
@@ -413,6 +435,7 @@ class ChromaIndex:
                     # the next one reads the directory anew
                     SharedSystemClient._identifier_to_system.pop(self.location, None)
                 client = chromadb.PersistentClient(path=self.location, settings=cs)
+            _users(client, +1)
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
         hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
         chunks = client.get_or_create_collection(f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
@@ -428,8 +451,8 @@ class ChromaIndex:
     def _follow(self, generation: str, here: bool = False) -> None:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
         searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
-        #3769). A reopen costs a reload of the vectors (0.7 s at 100k chunks, measured) and memory chromadb does
-        not give back (~20 MB at 13k chunks), so it waits until the other process's commits pause for
+        #3769). A reopen costs a reload of the vectors (0.7 s at 100k chunks, measured) and, until the old client
+        is released (see _release), a second copy of them in memory, so it waits until the other process's commits pause for
         QUIET_SECONDS (at most MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one
         comes at once. It is made in a thread of its own, its vectors loaded there, and taken up when ready:
         questions meanwhile use the client as it was, BM25 finds the new text, and a missing vector is no error.
@@ -450,8 +473,10 @@ class ChromaIndex:
             if not self._behind_since or not (here or self._reopen_due(now)):
                 return
             if here:  # (the caller holds the write lock)
+                old = self.client
                 self._open(fresh=True)
                 self._behind_since, self._reopened = None, now
+                self._release(old)
             elif self._reopening is None or not self._reopening.is_alive():
                 self._reopened = now  # an attempt counts: one dropped for a write here is tried again later
                 self._reopening = threading.Thread(target=self._reopen, args=(generation, self._writes), daemon=True,
@@ -470,18 +495,43 @@ class ChromaIndex:
         except Exception as e:  # the old client keeps serving; the next question tries again
             log.warning("reopening the index to load another process's vectors failed: %s", e)
             return
-        if not self._write_lock.acquire(blocking=False):
-            return
-        try:
-            with self._lock:
-                if self._writes != writes:
-                    return
-                self.client, self.chunks, self.sentences, self.records = opened
-                self._reopened = time.monotonic()
-                if self._opened_at == generation:  # else another commit came meanwhile: still behind it
-                    self._behind_since = None
-        finally:
-            self._write_lock.release()
+        unused = opened[0]  # the one of the two clients this process no longer needs
+        if self._write_lock.acquire(blocking=False):
+            try:
+                with self._lock:
+                    if self._writes == writes:
+                        unused = self.client
+                        self.client, self.chunks, self.sentences, self.records = opened
+                        self._reopened = time.monotonic()
+                        if self._opened_at == generation:  # else another commit came meanwhile: still behind it
+                            self._behind_since = None
+            finally:
+                self._write_lock.release()
+        self._release(unused)
+
+    def _release(self, client) -> None:
+        """Free a client this process no longer uses, with its copy of every vector (~500 MB at 100k chunks).
+        chromadb's System sits in a reference cycle, so dropping the client frees nothing until a full garbage
+        collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. Stopped RELEASE_SECONDS
+        later, in a thread (a question that took its collections just before the swap finishes with them first);
+        stopping only drops chromadb's native bindings, which is what the collection would do (150 ms at 100k)."""
+        def stop() -> None:
+            time.sleep(RELEASE_SECONDS)
+            if _users(client, -1) > 0:  # another ChromaIndex on this path in this process uses it
+                return
+            from chromadb.api import ServerAPI
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            with _CONNECTING:  # (a client cached for this path is handed to the next ChromaIndex opened on it)
+                cached = SharedSystemClient._identifier_to_system
+                if self.location in cached and cached[self.location].instance(ServerAPI) is client._server:
+                    cached.pop(self.location)
+            try:
+                client._server.stop()  # (chromadb's RustBindingsAPI: drops its native bindings)
+            except Exception as e:  # (a chromadb without it: the garbage collector frees it)
+                log.debug("a replaced Chroma client was not stopped: %s", e)
+            _give_back_memory()
+        threading.Thread(target=stop, daemon=True, name="chroma-release").start()
 
     def settle(self, timeout: float = 60.0) -> None:
         """Wait for a reopen at work (see _follow) to be taken up or dropped."""

@@ -20,4 +20,4 @@ def test_scale_bench_runs_every_path_with_paged_reads():
     assert r["chunks"] > 3 * 250  # several pages per full read
     assert r["add_one_chunks"] >= 7 and r["store"] == "embedded"
     assert all(r[k] > 0 for k in ("p50_ms", "p95_ms", "p95_idle_ms", "p95_concurrent_ms", "p95_during_ingest_ms",
-                                  "reader_worst_ms", "rss_mb"))
+                                  "reader_worst_ms", "rss_mb", "rss_steady_mb"))

@@ -918,3 +918,41 @@ def test_lexical_scores_rank_and_look_up_as_a_dict_of_every_row_would(tmp_path):
     best = index.lexical_scores("停车位不少于1500个")
     tied = [k for k in best if best[k] == best[best.top(1)[0]]]
     assert len(tied) == 3 and best.top(3) == tied  # the three copies tie, in document order
+
+
+@pytest.mark.integration  # other processes
+def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_uses_it(tmp_path, small_docs,
+                                                                                        monkeypatch):
+    """Issue 12: a reopen replaces the embedded client, which holds a copy of every vector (~500 MB at 100k chunks).
+    chromadb's System sits in a reference cycle, so the old one was freed only by a full garbage collection: it is
+    stopped (RELEASE_SECONDS after), unless another ChromaIndex of this process on the path still uses it."""
+    import threading
+
+    from ingest import store
+
+    monkeypatch.setattr(store, "RELEASE_SECONDS", 0.0)
+
+    def released():
+        for t in [t for t in threading.enumerate() if t.name == "chroma-release"]:
+            t.join(30)
+    emb = HashEmbedder()
+    first, second = sorted(small_docs.glob("*"))
+    a = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    Pipeline(a, emb).run([first])
+    b = ChromaIndex(tmp_path / "index", refresh_seconds=3600)  # chromadb gives it the same System
+    shared = a.client
+    assert b.client._server is shared._server
+    _ingest_elsewhere(tmp_path / "index", second)
+    assert len(a.documents()) == 2
+    a.settle()
+    released()
+    assert a.client is not shared and hasattr(shared._server, "bindings")  # b still uses it
+    assert b.dense(emb.embed_query("停车位"), 10)
+    assert len(b.documents()) == 2
+    b.settle()
+    released()
+    assert b.client is not shared and not hasattr(shared._server, "bindings")  # stopped: its vectors freed
+    for index in (a, b):
+        assert {h.chunk.doc_id for h in index.dense(emb.embed_query("宣传周 停车位"), 20)} == {"parking", "notice"}
+    c = ChromaIndex(tmp_path / "index")  # a new index on the path is given a live client
+    assert c.dense(emb.embed_query("停车位"), 10)
