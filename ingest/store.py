@@ -40,6 +40,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,25 +306,23 @@ class Store(Protocol):
 EF_SEARCH = 400
 ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
+LAYOUT_CACHE = 1024  # document versions whose decoded layout a reader keeps (~10-25 KB each)
 ROW_CACHE = 8192  # chunks, chunk vectors and sentences (with vectors) a reader keeps, each (~2 KB a row)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
 MAX_BEHIND_SECONDS = 300.0
 _PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
 _CONNECTING = threading.Lock()  # chromadb keeps one embedded client per path in a process: one is made at a time
-RELEASE_SECONDS = 10.0  # a client replaced by a reopen is freed this long after (see _release)
-_USERS: dict[int, int] = {}  # an embedded client's native API (one per path, shared in a process) -> its ChromaIndex users
+RELEASE_SECONDS = 1.0  # how often a client replaced by a reopen is looked at until it can be freed (see _release)
+# An embedded client's native API (chromadb shares one per path in a process, between ChromaIndex objects) -> every
+# collection opened on it here, weakly: it may be freed when none is left (see _release). Keyed by client._server,
+# not client._system, which looks the path up: after a reopen it gives the new client's System.
+_OPENED: dict[int, list[weakref.ref]] = {}
 
 
-def _users(client, change: int) -> int:
-    """Count a ChromaIndex taking up (+1) or leaving (-1) this client's native API; how many use it now. (Not by
-    client._system: that looks the path up, and after a reopen gives the new client's System.)"""
-    key = id(client._server)
-    with _CONNECTING:
-        n = _USERS[key] = _USERS.get(key, 0) + change
-        if n <= 0:
-            _USERS.pop(key, None)
-        return n
+def _in_use(client) -> bool:
+    """Some collection opened on this client's native API is still held (hold _CONNECTING)."""
+    return any(r() is not None for r in _OPENED.get(id(client._server), ()))
 
 
 def _give_back_memory() -> None:
@@ -386,7 +385,7 @@ class ChromaIndex:
         self._metas: dict[str, dict] = {}  # each cached document's record metadata, as read
         self._seen: Version | None = None  # the version record as of the cached documents (None: unknown)
         self._spans = _Recent(SPAN_CACHE)  # (doc id, version) -> its sentences' (id, start, end): see _sentence_spans
-        self._layouts = _Recent(SPAN_CACHE)  # (doc id, version) -> its record's layout, decoded: see _layout_of
+        self._layouts = _Recent(LAYOUT_CACHE)  # (doc id, version) -> its record's layout, decoded: see _layout_of
         self._chunk_rows = _Recent(ROW_CACHE)  # chunk id -> Chunk (a committed version's, when read)
         self._chunk_vecs = _Recent(ROW_CACHE)  # chunk id -> vector
         self._sentence_rows = _Recent(ROW_CACHE)  # sentence id -> (Sentence, vector)
@@ -425,17 +424,20 @@ class ChromaIndex:
 
         cs = ChromaSettings(anonymized_telemetry=False)
         if self._host:
-            client = chromadb.HttpClient(host=self._host, port=self._port, settings=cs)
-        else:
-            with _CONNECTING:
-                if fresh:
-                    from chromadb.api.shared_system_client import SharedSystemClient
+            return self._collections(chromadb.HttpClient(host=self._host, port=self._port, settings=cs))
+        with _CONNECTING:  # (the collections too: a client is freed when no collection opened on it is left)
+            if fresh:
+                from chromadb.api.shared_system_client import SharedSystemClient
 
-                    # chromadb shares one client per path in a process; forget ours (without stopping it) so
-                    # the next one reads the directory anew
-                    SharedSystemClient._identifier_to_system.pop(self.location, None)
-                client = chromadb.PersistentClient(path=self.location, settings=cs)
-            _users(client, +1)
+                # chromadb shares one client per path in a process; forget ours (without stopping it) so
+                # the next one reads the directory anew
+                SharedSystemClient._identifier_to_system.pop(self.location, None)
+            opened = self._collections(chromadb.PersistentClient(path=self.location, settings=cs))
+            _OPENED.setdefault(id(opened[0]._server), []).extend(weakref.ref(c) for c in opened[1:])
+            return opened
+
+    def _collections(self, client) -> tuple:
+        """The client and its three collections (made when missing)."""
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
         hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
         chunks = client.get_or_create_collection(f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
@@ -486,6 +488,7 @@ class ChromaIndex:
     def _reopen(self, generation: str, writes: int) -> None:
         """A fresh client, its vectors loaded (a search in each collection), taken up unless this process began a
         write meanwhile (its own client then holds what this one may lack) or is writing now."""
+        opened = None
         try:
             opened = self._connect(fresh=True)
             for c in opened[1:3]:
@@ -494,6 +497,8 @@ class ChromaIndex:
                     c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
         except Exception as e:  # the old client keeps serving; the next question tries again
             log.warning("reopening the index to load another process's vectors failed: %s", e)
+            if opened is not None:
+                self._release(opened[0])
             return
         unused = opened[0]  # the one of the two clients this process no longer needs
         if self._write_lock.acquire(blocking=False):
@@ -507,25 +512,30 @@ class ChromaIndex:
                             self._behind_since = None
             finally:
                 self._write_lock.release()
+        opened = None  # (its collections, when dropped, are no longer held here)
         self._release(unused)
 
     def _release(self, client) -> None:
         """Free a client this process no longer uses, with its copy of every vector (~500 MB at 100k chunks).
-        chromadb's System sits in a reference cycle, so dropping the client frees nothing until a full garbage
-        collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. Stopped RELEASE_SECONDS
-        later, in a thread (a question that took its collections just before the swap finishes with them first);
-        stopping only drops chromadb's native bindings, which is what the collection would do (150 ms at 100k)."""
+        chromadb's System sits in a reference cycle, so dropping the client freed nothing until a full garbage
+        collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. A thread stops it once no
+        collection opened on it is held any more — by a question or a paged read that took it before the swap, or
+        by another ChromaIndex of this process on the path (looked at every RELEASE_SECONDS). Stopping only drops
+        chromadb's native bindings, which is what collecting it would do (150 ms at 100k chunks)."""
         def stop() -> None:
-            time.sleep(RELEASE_SECONDS)
-            if _users(client, -1) > 0:  # another ChromaIndex on this path in this process uses it
-                return
             from chromadb.api import ServerAPI
             from chromadb.api.shared_system_client import SharedSystemClient
 
-            with _CONNECTING:  # (a client cached for this path is handed to the next ChromaIndex opened on it)
-                cached = SharedSystemClient._identifier_to_system
-                if self.location in cached and cached[self.location].instance(ServerAPI) is client._server:
-                    cached.pop(self.location)
+            while True:
+                time.sleep(RELEASE_SECONDS)
+                with _CONNECTING:  # (one step: a client cached for this path goes to the next index opened on it)
+                    if _in_use(client):
+                        continue
+                    _OPENED.pop(id(client._server), None)
+                    cached = SharedSystemClient._identifier_to_system
+                    if self.location in cached and cached[self.location].instance(ServerAPI) is client._server:
+                        cached.pop(self.location)
+                    break
             try:
                 client._server.stop()  # (chromadb's RustBindingsAPI: drops its native bindings)
             except Exception as e:  # (a chromadb without it: the garbage collector frees it)
@@ -1102,7 +1112,10 @@ class ChromaIndex:
                                                lambda ds: frozenset((d.doc_id, d.version) for d in ds.values()))
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
-        """Committed chunks by chunk id (those read before from memory: a row never changes under its id)."""
+        """Committed chunks by chunk id (those read before from memory: a row never changes under its id); ids of
+        other versions (a vector search can still find a replaced version's rows) give nothing."""
+        docs = self.documents()
+        ids = [i for i, p in zip(ids, map(_parse_id, ids)) if p and p[0] in docs and docs[p[0]].version[:12] == p[1]]
         def read(missing: list[str]) -> dict:
             found, rest = self._from_layouts(missing, _layout_chunk)
             if rest:
