@@ -83,12 +83,16 @@ def layout(doc: Document, chunks: list[Chunk], sentences: list[Sentence]) -> str
     return json.dumps({"title": title, "chunks": cs, "sentences": ss}, ensure_ascii=False, separators=(",", ":"))
 
 
-def _layout_chunk(doc: Document, lay: dict, ordinal: int) -> Chunk:
+def _layout_chunk(doc: Document, lay: dict, ordinal: int) -> Chunk | None:
+    if ordinal >= len(lay["chunks"]):
+        return None
     start, end, article, section = lay["chunks"][ordinal]
     return Chunk(doc.doc_id, ordinal, doc.text[start:end], start, end, lay["title"], list(section), article)
 
 
-def _layout_sentence(doc: Document, lay: dict, ordinal: int) -> Sentence:
+def _layout_sentence(doc: Document, lay: dict, ordinal: int) -> Sentence | None:
+    if ordinal >= len(lay["sentences"]):
+        return None
     chunk, start, end = lay["sentences"][ordinal]
     _, _, article, section = lay["chunks"][chunk]
     return Sentence(doc.doc_id, chunk, ordinal, doc.text[start:end], start, end, article, section[-1] if section else "")
@@ -1041,23 +1045,28 @@ class ChromaIndex:
             return out
         return self._layouts.fetch([(d.doc_id, d.version) for d in versions], read)
 
-    def _from_layouts(self, ids: list[str], build: Callable[[Document, dict, int], object]) -> tuple[dict, list[str]]:
-        """Rows of committed versions built from their layouts, by id, and the ids of committed versions without
-        one (to be read); ids of versions not committed are in neither."""
-        docs, parsed = self.documents(), {}
+    def _committed_ids(self, ids: list[str]) -> dict[str, tuple[Document, int]]:
+        """The ids (of chunks or sentences) of committed versions, with their document and ordinal."""
+        docs, out = self.documents(), {}
         for i in ids:
             p = _parse_id(i)
             d = docs.get(p[0]) if p else None
             if d is not None and d.version[:12] == p[1]:
-                parsed[i] = (d, p[2])
+                out[i] = (d, p[2])
+        return out
+
+    def _from_layouts(self, ids: list[str], build: Callable[[Document, dict, int], object]) -> tuple[dict, list[str]]:
+        """Rows of committed versions built from their layouts, by id, and the ids of committed versions without
+        one (to be read); ids of versions not committed are in neither."""
+        parsed = self._committed_ids(ids)
         lays = self._layout_of({d.doc_id: d for d, _ in parsed.values()}.values())
         found, rest = {}, []
         for i, (d, o) in parsed.items():
             lay = lays.get((d.doc_id, d.version))
             if lay is None:
                 rest.append(i)
-            elif o < len(lay["chunks" if build is _layout_chunk else "sentences"]):
-                found[i] = build(d, lay, o)
+            elif (row := build(d, lay, o)) is not None:
+                found[i] = row
         return found, rest
 
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
@@ -1114,8 +1123,8 @@ class ChromaIndex:
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         """Committed chunks by chunk id (those read before from memory: a row never changes under its id); ids of
         other versions (a vector search can still find a replaced version's rows) give nothing."""
-        docs = self.documents()
-        ids = [i for i, p in zip(ids, map(_parse_id, ids)) if p and p[0] in docs and docs[p[0]].version[:12] == p[1]]
+        ids = list(self._committed_ids(ids))
+
         def read(missing: list[str]) -> dict:
             found, rest = self._from_layouts(missing, _layout_chunk)
             if rest:
