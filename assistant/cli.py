@@ -241,6 +241,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from .api import create_app
+    from .service import settle_heap
 
     app = create_app(settings)
     index = app.state.get_assistant().index  # load the model and open the index before the first request
@@ -251,6 +252,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     docs = index.documents()
     print(f"{len(docs)} documents, {index.count()} chunks ({index.location})" if docs else
           "warning: the index is empty - run `python app.py ingest docs/`", file=sys.stderr)
+    settle_heap()
     print(f"serving on http://{srv.host}:{srv.port}{srv.root_path}/", file=sys.stderr)
     if not srv.frame_ancestors:
         print("the chat widget on another site opens in a new tab; to show it framed there, set "

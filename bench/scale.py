@@ -207,7 +207,7 @@ def _measure(args, rng, work: Path, index: str, port: int | None) -> dict:
         raise SystemExit(f"cold start failed: {cold.stderr[-500:]}")
     out["cold_start_s"] = round(time.perf_counter() - t, 1)
 
-    from assistant.service import build_assistant
+    from assistant.service import build_assistant, settle_heap
 
     _set_page(args.page)
     s = settings(index, port, args.page)
@@ -216,6 +216,8 @@ def _measure(args, rng, work: Path, index: str, port: int | None) -> dict:
           if f.exists() for q in load_questions(f)[0]]
     rng.shuffle(qs)
     ask = lambda q: a.ask(q)  # noqa: E731
+    a.index.documents()
+    settle_heap()  # as `app.py serve` does once the index is open, before its first request
     ask(qs[0])  # warm: model loaded, caches filled
 
     lat = [timed(ask, q) for q in qs[:args.questions]]

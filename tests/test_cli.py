@@ -127,3 +127,26 @@ print("RESULT", rc, before, os.nice(0))
     assert out.returncode == 0, out.stderr[-2000:]
     rc, before, after = out.stdout.strip().splitlines()[-1].split()[1:]
     assert (int(rc), int(after)) == (0, min(19, int(before) + expected))  # (19 is the most there is)
+
+
+def test_a_server_moves_what_it_loaded_at_start_out_of_the_collectors_reach(tmp_path):
+    """Issue 12: `app.py serve` freezes the heap it built before its first request (modules, the index's
+    documents), so a full garbage collection — which pauses every thread — no longer walks it. In a subprocess:
+    a frozen heap is the process's for good."""
+    code = f"""
+import argparse, gc, sys
+sys.path.insert(0, {str(ROOT)!r})
+import uvicorn
+from assistant import cli
+from assistant.settings import Settings
+seen = []
+uvicorn.run = lambda app, **kw: seen.append((gc.get_freeze_count(), len(gc.get_objects())))
+s = Settings()
+s.store.index_dir, s.embedding.backend = {str(tmp_path / 'index')!r}, "hash"
+rc = cli.serve(s, argparse.Namespace())
+print("RESULT", rc, *seen[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rc, frozen, tracked = map(int, out.stdout.strip().splitlines()[-1].split()[1:])
+    assert rc == 0 and frozen > 10 * tracked  # nearly all of it: what is left is made after the freeze

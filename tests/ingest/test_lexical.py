@@ -71,6 +71,25 @@ def test_another_reader_follows_the_log_and_notices_a_rebuild(tmp_path):
     assert not reader.scores("公共厕所") and reader.scores("文件")[0][0] == number("z")
 
 
+def test_scores_of_the_same_versions_follow_each_change_of_the_rows(tmp_path):
+    """A caller passes the same versions dict while its documents do not change; the rows may change meanwhile (a
+    version's rows land before its record is committed). What the reader keeps per dict and per term follows."""
+    writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    _fill(writer)
+    wanted = {number(d): number("v1") for d in [*TEXTS, "d"]}  # d: named before its rows exist
+    reader.reload()
+    for _ in range(2):  # the second time from what the first kept
+        assert {d for d, _, _, _ in reader.scores("公共厕所", versions=wanted)} == {number("a"), number("b")}
+    writer.add("d", "v1", [(0, "公共厕所开放时间。")] * 3)
+    writer.add("e", "v1", [(0, "公共厕所保洁。")])  # not among the versions asked for
+    writer.remove("b")
+    reader.reload()
+    for _ in range(2):
+        got = reader.scores("公共厕所", versions=wanted)
+        assert {d for d, _, _, _ in got} == {number("a"), number("d")}
+        assert got == [s for s in reader.scores("公共厕所") if s[0] in wanted]  # the same scores, unfiltered
+
+
 def test_many_commits_merge_a_terms_segments_without_changing_a_score(tmp_path):
     lex = LexicalIndex(tmp_path / "lex")
     _fill(lex)
