@@ -37,6 +37,8 @@ K1, B = 1.5, 0.75  # bm25s's defaults, which the fusion weights were fitted with
 _MERGE_AT = 16  # a term's segments are merged into one when a write leaves more than this many
 _FLUSH = 200_000  # postings held in memory by a rebuild before they are written as a segment
 POSTINGS_CACHE_BYTES = 16 << 20  # a reader's most recently used terms' live postings, until its view changes
+_ENTRY_BYTES = 512  # what a cached term costs besides its arrays (the key, a tuple, two array objects)
+_IDF_TERMS = 50_000  # idf values a reader keeps (terms come from users' text: any number of them)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY AUTOINCREMENT, doc INTEGER, ver INTEGER, ordinal INTEGER,
@@ -116,6 +118,8 @@ class LexicalIndex:
                     return
                 entries = self._db.execute("SELECT seq, first, last, dead FROM log WHERE seq > ? ORDER BY seq",
                                            (self._seq,)).fetchall()
+                if entries:  # before the view changes: a failure part way must not leave them describing the old one
+                    self._forget_terms()
                 for seq, first, last, dead in entries:
                     if last >= first:
                         self._take(self._db.execute(
@@ -123,18 +127,16 @@ class LexicalIndex:
                     if dead:
                         self._kill(np.frombuffer(dead, dtype=np.int64))
                     self._seq = seq
-                if entries:
-                    self._forget_terms()
             finally:
                 self._db.execute("COMMIT")
 
     def _load_all(self, epoch: str | None) -> None:
+        self._forget_terms()
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
         self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
         self._live = self._total = self._max_id = 0
         self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows").fetchall())
         self._epoch = epoch
-        self._forget_terms()
 
     def _forget_terms(self) -> None:
         """The view changed: what was derived from its rows goes."""
@@ -333,19 +335,21 @@ class LexicalIndex:
         ids, tfs = ids[ok], tfs[ok]
         ok = self._length[ids] > 0
         held = ids[ok], tfs[ok]
-        size = held[0].nbytes + held[1].nbytes
+        size = held[0].nbytes + held[1].nbytes + _ENTRY_BYTES
         if size <= POSTINGS_CACHE_BYTES // 8:
             self._postings_cache[term] = held
             self._postings_bytes += size
             while self._postings_bytes > POSTINGS_CACHE_BYTES:
                 _, (i, f) = self._postings_cache.popitem(last=False)
-                self._postings_bytes -= i.nbytes + f.nbytes
+                self._postings_bytes -= i.nbytes + f.nbytes + _ENTRY_BYTES
         return held
 
     def idf(self, term: str) -> float:
         """Inverse document frequency; a term the corpus never uses weighs the most."""
         with self._lock:
             if term not in self._idf_cache:
+                if len(self._idf_cache) >= _IDF_TERMS:
+                    self._idf_cache.clear()
                 self._idf_cache[term] = math.log((self._live + 1) / (len(self._postings(term)[0]) + 0.5))
             return self._idf_cache[term]
 
@@ -362,14 +366,14 @@ class LexicalIndex:
         """Which of these rows belong to the given versions. A dict seen again (the store passes the same one while
         nothing changes) is answered from a mask over every row, made once per view: a question's rows are tens of
         thousands at 100k chunks, and looking each up cost more than scoring them."""
-        seen = self._arrays is not None and self._arrays[0] is versions
-        docs, vers = self._version_arrays(versions)
-        if seen and (self._mask is None or self._mask[0] is not versions):
-            every = np.arange(len(self._length))
-            self._mask = (versions, self._matches(every, docs, vers))
         if self._mask is not None and self._mask[0] is versions:
             return self._mask[1][rows]
-        return self._matches(rows, docs, vers)
+        seen = self._arrays is not None and self._arrays[0] is versions
+        docs, vers = self._version_arrays(versions)
+        if not seen:
+            return self._matches(rows, docs, vers)
+        self._mask = (versions, self._matches(np.arange(len(self._length)), docs, vers))
+        return self._mask[1][rows]
 
     def _matches(self, rows: np.ndarray, docs: np.ndarray, vers: np.ndarray) -> np.ndarray:
         at = np.minimum(np.searchsorted(docs, self._doc[rows]), len(docs) - 1)
@@ -379,7 +383,8 @@ class LexicalIndex:
                versions: dict[int, int] | None = None) -> list[tuple[int, int, int, float]]:
         """(document number, version number, ordinal, BM25) of the live rows sharing a bigram with the query,
         best first: the best `limit` (all when None), of the given document versions only when `versions`
-        ({document number: version number}, e.g. the committed ones) is given."""
+        ({document number: version number}, e.g. the committed ones) is given. What is derived from a versions dict
+        is kept while the same dict is passed: a caller must not change one it has passed, but pass another."""
         docs, vers, ords, scores = self.score_arrays(query, limit, versions)
         return list(zip(docs.tolist(), vers.tolist(), ords.tolist(), scores.tolist()))
 

@@ -542,8 +542,10 @@ class ChromaIndex:
                     break
             try:
                 client._server.stop()  # (chromadb's RustBindingsAPI: drops its native bindings)
-            except Exception as e:  # (a chromadb without it: the garbage collector frees it)
-                log.debug("a replaced Chroma client was not stopped: %s", e)
+            except Exception as e:  # a chromadb without it: only the garbage collector frees it (never a client
+                # opened before a server froze its heap, see assistant.service.settle_heap)
+                log.warning("a replaced Chroma client could not be stopped; its memory waits for the garbage "
+                            "collector: %s", e)
             _give_back_memory()
         threading.Thread(target=stop, daemon=True, name="chroma-release").start()
 

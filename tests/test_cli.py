@@ -141,7 +141,7 @@ from assistant import cli
 from assistant.settings import Settings
 seen = []
 uvicorn.run = lambda app, **kw: seen.append((gc.get_freeze_count(), len(gc.get_objects())))
-s = Settings()
+s = Settings(_env_file=None)
 s.store.index_dir, s.embedding.backend = {str(tmp_path / 'index')!r}, "hash"
 rc = cli.serve(s, argparse.Namespace())
 print("RESULT", rc, *seen[0])

@@ -77,17 +77,32 @@ def test_scores_of_the_same_versions_follow_each_change_of_the_rows(tmp_path):
     writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
     _fill(writer)
     wanted = {number(d): number("v1") for d in [*TEXTS, "d"]}  # d: named before its rows exist
+    only_a = {number("a"): number("v1")}
     reader.reload()
-    for _ in range(2):  # the second time from what the first kept
+    for _ in range(2):  # the second time from what the first kept; another dict in between
         assert {d for d, _, _, _ in reader.scores("公共厕所", versions=wanted)} == {number("a"), number("b")}
+        assert {d for d, _, _, _ in reader.scores("公共厕所", versions=only_a)} == {number("a")}
+        assert {d for d, _, _, _ in writer.scores("公共厕所", versions=wanted)} == {number("a"), number("b")}
     writer.add("d", "v1", [(0, "公共厕所开放时间。")] * 3)
     writer.add("e", "v1", [(0, "公共厕所保洁。")])  # not among the versions asked for
     writer.remove("b")
     reader.reload()
-    for _ in range(2):
-        got = reader.scores("公共厕所", versions=wanted)
-        assert {d for d, _, _, _ in got} == {number("a"), number("d")}
-        assert got == [s for s in reader.scores("公共厕所") if s[0] in wanted]  # the same scores, unfiltered
+    for lex in (reader, writer):  # a reader that follows the log, and the writer's own view after its writes
+        for _ in range(2):
+            got = lex.scores("公共厕所", versions=wanted)
+            assert {d for d, _, _, _ in got} == {number("a"), number("d")}
+            assert got == [s for s in lex.scores("公共厕所") if s[0] in wanted]  # the same scores, unfiltered
+            assert {d for d, _, _, _ in lex.scores("公共厕所", versions=only_a)} == {number("a")}
+
+
+def test_a_readers_postings_stay_within_their_budget_and_score_the_same(tmp_path, monkeypatch):
+    monkeypatch.setattr("ingest.lexical.POSTINGS_CACHE_BYTES", 8 * 600)  # a few terms at a time
+    lex = LexicalIndex(tmp_path / "lex")
+    _fill(lex)
+    queries = ["公共厕所", "停车位罚款", "城市建设", "施行", "没有的词", "文明行为促进条例"]
+    first = [_by_row(lex, q) for q in queries]
+    assert lex._postings_bytes <= 8 * 600 and len(lex._postings_cache) < len({t for q in queries for t in bigrams(q)})
+    assert [_by_row(lex, q) for q in queries] == first  # from what was kept, and read again what was not
 
 
 def test_many_commits_merge_a_terms_segments_without_changing_a_score(tmp_path):
