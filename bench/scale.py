@@ -1,7 +1,7 @@
 """The whole app at scale: synthetic documents through the app's own Pipeline into Chroma (embedded or a `chroma
 run` server), then questions through the Assistant, measured the ways a deployment feels them.
 
-python -m bench.scale --chunks 10000 [--chroma-server] [--json] [--page 5000] [--keep DIR]
+python -m bench.scale --chunks 10000 [--chroma-server [--chroma-nice 10]] [--json] [--page 5000] [--keep DIR]
 
 Documents are built from the corpus's own sentences, numbered as articles (第N条), with their figures and places
 changed, so BM25 and chunking see policy text; the corpus itself is ingested with them, so the questions find
@@ -174,8 +174,9 @@ def measure(args) -> dict:
     if args.chroma_server:
         port = free_port()
         chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-        server = subprocess.Popen([chroma, "run", "--path", str(work / "chroma-server"), "--host", "127.0.0.1",
-                                   "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nice = ["nice", "-n", str(args.chroma_nice)] if args.chroma_nice else []
+        server = subprocess.Popen(nice + [chroma, "run", "--path", str(work / "chroma-server"), "--host", "127.0.0.1",
+                                          "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(3)
     try:
         return _measure(args, rng, work, index, port)
@@ -294,6 +295,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", type=int, default=10_000)
     ap.add_argument("--chroma-server", action="store_true", help="a `chroma run` server instead of embedded Chroma")
+    ap.add_argument("--chroma-nice", type=int, default=0,
+                    help="run the Chroma server at this niceness (a server on the app's machine, at lower priority)")
     ap.add_argument("--page", type=int, default=5000, help="rows per Chroma read (the store's paging)")
     ap.add_argument("--batch", type=int, default=200, help="documents per ingest run in the bulk build")
     ap.add_argument("--questions", type=int, default=60)
