@@ -165,7 +165,7 @@ def timed(ask, q: str) -> float:
 
 
 def measure(args) -> dict:
-    rng = random.Random(7)
+    rng = random.Random(args.seed)
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     index = str(work / "index")
@@ -305,6 +305,8 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=5, help="commits by another process, each followed by a question")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", default="", help="work directory to keep (and reuse its documents)")
+    ap.add_argument("--seed", type=int, default=7, help="another seed: other documents (a kept directory's later "
+                                                             "phases then ingest new versions, not the same ones again)")
     # internal: the child processes
     ap.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)
