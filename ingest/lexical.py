@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS log(seq INTEGER PRIMARY KEY AUTOINCREMENT, first INTE
 """
 
 
+def _cost(postings: tuple[np.ndarray, np.ndarray]) -> int:
+    """What one term's cached postings count against POSTINGS_CACHE_BYTES."""
+    return postings[0].nbytes + postings[1].nbytes + _ENTRY_BYTES
+
+
 def bigrams(text: str) -> list[str]:
     """Chinese runs -> overlapping character bigrams (plus single chars of 1-char runs); Latin words and
     numbers whole. Bigrams need no segmenter and measured better than jieba words on the speech
@@ -335,13 +340,11 @@ class LexicalIndex:
         ids, tfs = ids[ok], tfs[ok]
         ok = self._length[ids] > 0
         held = ids[ok], tfs[ok]
-        size = held[0].nbytes + held[1].nbytes + _ENTRY_BYTES
-        if size <= POSTINGS_CACHE_BYTES // 8:
+        if _cost(held) <= POSTINGS_CACHE_BYTES // 8:
             self._postings_cache[term] = held
-            self._postings_bytes += size
+            self._postings_bytes += _cost(held)
             while self._postings_bytes > POSTINGS_CACHE_BYTES:
-                _, (i, f) = self._postings_cache.popitem(last=False)
-                self._postings_bytes -= i.nbytes + f.nbytes + _ENTRY_BYTES
+                self._postings_bytes -= _cost(self._postings_cache.popitem(last=False)[1])
         return held
 
     def idf(self, term: str) -> float:
