@@ -11,6 +11,8 @@ Postings are stored per term and per commit ("segments": arrays of row ids and t
 commit only appends; a term with many segments is merged into one, without its deleted rows, by the writer that
 touches it. Scores are exactly those of bm25s's Lucene BM25 (k1 1.5, b 0.75) over the live rows, which the
 fusion weights and the answerability model were fitted with.
+A reader keeps the live postings of the terms it used last across commits: each is brought up to date by reading
+only the term's segments written since (a commit touches the terms of one document), and its deleted rows dropped.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import threading
 import uuid
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Collection, Iterable
+from typing import Collection, Iterable, NamedTuple
 
 import numpy as np
 
@@ -49,9 +51,18 @@ CREATE TABLE IF NOT EXISTS log(seq INTEGER PRIMARY KEY AUTOINCREMENT, first INTE
 """
 
 
-def _cost(postings: tuple[np.ndarray, np.ndarray]) -> int:
+class _Held(NamedTuple):
+    """One term's live postings as a reader last read them."""
+    ids: np.ndarray
+    tfs: np.ndarray
+    seg: int  # the last of the term's segments read (segment numbers only grow)
+    top: int  # the reader's last row id then: a segment written later holds rows after it, unless it is a merge
+    view: int  # the reader's view they are the live postings of
+
+
+def _cost(held: _Held) -> int:
     """What one term's cached postings count against POSTINGS_CACHE_BYTES."""
-    return postings[0].nbytes + postings[1].nbytes + _ENTRY_BYTES
+    return held.ids.nbytes + held.tfs.nbytes + _ENTRY_BYTES
 
 
 def bigrams(text: str) -> list[str]:
@@ -94,9 +105,11 @@ class LexicalIndex:
         self._live = 0
         self._total = 0
         self._max_id = 0
+        self._pairs: dict[tuple[int, int], int] = {}  # (document, version) -> its live rows in this view
         self._idf_cache: dict[str, float] = {}
-        # term -> its live postings in this view, most recently used last; emptied when the view changes
-        self._postings_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._view = 0  # counts the changes of this view; postings held for an older one are brought up to date
+        # term -> its live postings (in the view they say), most recently used last
+        self._postings_cache: OrderedDict[str, _Held] = OrderedDict()
         self._postings_bytes = 0
         self._arrays: tuple[dict, np.ndarray, np.ndarray] | None = None
         self._mask: tuple[dict, np.ndarray] | None = None  # (versions, whether each row is of them): see _of_versions
@@ -124,7 +137,7 @@ class LexicalIndex:
                 entries = self._db.execute("SELECT seq, first, last, dead FROM log WHERE seq > ? ORDER BY seq",
                                            (self._seq,)).fetchall()
                 if entries:  # before the view changes: a failure part way must not leave them describing the old one
-                    self._forget_terms()
+                    self._view_changed()
                 for seq, first, last, dead in entries:
                     if last >= first:
                         self._take(self._db.execute(
@@ -136,19 +149,21 @@ class LexicalIndex:
                 self._db.execute("COMMIT")
 
     def _load_all(self, epoch: str | None) -> None:
-        self._forget_terms()
+        self._view_changed()
+        self._postings_cache.clear()  # another epoch: nothing held follows from the log
+        self._postings_bytes = 0
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
         self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
         self._live = self._total = self._max_id = 0
+        self._pairs = {}
         self._take(self._db.execute("SELECT id, doc, ver, ordinal, length FROM rows").fetchall())
         self._epoch = epoch
 
-    def _forget_terms(self) -> None:
-        """The view changed: what was derived from its rows goes."""
+    def _view_changed(self) -> None:
+        """What was derived from the rows goes; postings held are brought up to date when next used."""
+        self._view += 1
         self._mask = None
         self._idf_cache.clear()
-        self._postings_cache.clear()
-        self._postings_bytes = 0
 
     def _take(self, rows: list[tuple]) -> None:
         if not rows:
@@ -164,6 +179,7 @@ class LexicalIndex:
         ids = a[:, 0]
         self._max_id = max(self._max_id, top - 1)
         fresh = self._length[ids] == 0
+        self._count_pairs(a[fresh, 1], a[fresh, 2], 1)
         self._live += int(fresh.sum())
         self._total += int(a[:, 4].sum() - self._length[ids].sum())
         self._doc[ids], self._ver[ids], self._ordinal[ids], self._length[ids] = a[:, 1], a[:, 2], a[:, 3], a[:, 4]
@@ -171,9 +187,21 @@ class LexicalIndex:
     def _kill(self, ids: np.ndarray) -> None:
         ids = ids[ids < len(self._length)]
         ids = ids[self._length[ids] > 0]
+        self._count_pairs(self._doc[ids], self._ver[ids], -1)
         self._live -= len(ids)
         self._total -= int(self._length[ids].sum())
         self._length[ids] = 0
+
+    def _count_pairs(self, docs: np.ndarray, vers: np.ndarray, sign: int) -> None:
+        if not len(docs):
+            return
+        pairs, counts = np.unique(np.stack([docs, vers], axis=1), axis=0, return_counts=True)
+        for (d, v), n in zip(pairs.tolist(), counts.tolist()):
+            left = self._pairs.get((d, v), 0) + sign * n
+            if left > 0:
+                self._pairs[(d, v)] = left
+            else:
+                self._pairs.pop((d, v), None)
 
     # -- writing (inside the store's writer lock) ----------------------------------------------
     @contextlib.contextmanager
@@ -226,17 +254,19 @@ class LexicalIndex:
                 self._merge(db, term)
 
     @staticmethod
-    def _segments(db, term: str) -> tuple[np.ndarray, np.ndarray]:
-        """A term's row ids and term frequencies, every segment's."""
-        parts = db.execute("SELECT ids, tfs FROM postings WHERE term=?", (term,)).fetchall()
+    def _segments(db, term: str, after: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+        """A term's row ids and term frequencies in its segments numbered above `after`, and the last of them
+        (`after` when there is none)."""
+        parts = db.execute("SELECT seg, ids, tfs FROM postings WHERE term=? AND seg>? ORDER BY seg",
+                           (term, after)).fetchall()
         if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        return (np.concatenate([np.frombuffer(i, dtype=np.int64) for i, _ in parts]),
-                np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts]))
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), after
+        return (np.concatenate([np.frombuffer(i, dtype=np.int64) for _, i, _ in parts]),
+                np.concatenate([np.frombuffer(f, dtype=np.int32) for _, _, f in parts]), parts[-1][0])
 
     def _merge(self, db, term: str) -> None:
         """A term's segments as one, without the rows deleted since they were written."""
-        ids, tfs = self._segments(db, term)
+        ids, tfs, _ = self._segments(db, term)
         keep = self._alive(ids)
         db.execute("DELETE FROM postings WHERE term=?", (term,))
         if keep.any():
@@ -324,28 +354,51 @@ class LexicalIndex:
 
     # -- reading -------------------------------------------------------------------------------
     def versions(self) -> set[tuple[int, int]]:
-        """Every (document number, version number) pair the index holds."""
+        """Every (document number, version number) pair the index holds, as of now."""
         with self._lock:
-            return set(self._db.execute("SELECT DISTINCT doc, ver FROM rows").fetchall())
+            self.reload()
+            return set(self._pairs)
+
+    def holds(self, versions: dict[int, int]) -> bool:
+        """Whether the index holds exactly these versions ({document number: version number}), as of now: compared
+        pair by pair, not row by row (a reader asks this after every commit it sees)."""
+        with self._lock:
+            self.reload()
+            return len(self._pairs) == len(versions) and all(versions.get(d) == v for d, v in self._pairs)
 
     def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
-        """Live row ids and term frequencies of one term, as this reader knows the rows. Kept until the view
-        changes (a question's terms are mostly common ones: read from SQLite, they were a third of BM25's time)."""
-        held = self._postings_cache.get(term)
+        """Live row ids and term frequencies of one term, as this reader knows the rows. Kept, and after a commit
+        brought up to date from the segments written since (a question's terms are mostly common ones: read from
+        SQLite in full, they were a third of BM25's time, and a reader answering while documents are added would
+        read them again after every commit)."""
+        held = self._postings_cache.pop(term, None)
         if held is not None:
-            self._postings_cache.move_to_end(term)
-            return held
-        ids, tfs = self._segments(self._db, term)
-        ok = ids < len(self._length)
-        ids, tfs = ids[ok], tfs[ok]
-        ok = self._length[ids] > 0
-        held = ids[ok], tfs[ok]
-        if _cost(held) <= POSTINGS_CACHE_BYTES // 8:
-            self._postings_cache[term] = held
-            self._postings_bytes += _cost(held)
-            while self._postings_bytes > POSTINGS_CACHE_BYTES:
-                self._postings_bytes -= _cost(self._postings_cache.popitem(last=False)[1])
-        return held
+            self._postings_bytes -= _cost(held)
+            if held.view == self._view:
+                self._hold(term, held)
+                return held.ids, held.tfs
+        ids, tfs, seg = self._segments(self._db, term, held.seg if held is not None else 0)
+        if held is not None:
+            if len(ids) and ids.min() <= held.top:  # a merge rewrote rows held: read the term again
+                ids, tfs, seg = self._segments(self._db, term)
+            else:
+                ids, tfs = np.concatenate([held.ids, ids]), np.concatenate([held.tfs, tfs])
+        seen = ids <= self._max_id  # a commit after this view's last (read meanwhile) is not in it yet
+        whole = bool(seen.all())
+        ids, tfs = ids[seen], tfs[seen]
+        live = self._length[ids] > 0
+        held = _Held(ids[live], tfs[live], seg, self._max_id, self._view)
+        if whole:  # (else: rows after this view would be missed once it moves on)
+            self._hold(term, held)
+        return held.ids, held.tfs
+
+    def _hold(self, term: str, held: _Held) -> None:
+        if _cost(held) > POSTINGS_CACHE_BYTES // 8:
+            return
+        self._postings_cache[term] = held
+        self._postings_bytes += _cost(held)
+        while self._postings_bytes > POSTINGS_CACHE_BYTES:
+            self._postings_bytes -= _cost(self._postings_cache.popitem(last=False)[1])
 
     def idf(self, term: str) -> float:
         """Inverse document frequency; a term the corpus never uses weighs the most."""

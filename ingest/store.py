@@ -25,8 +25,12 @@ records committed since the number it last saw; only a removal makes it compare 
 A record also carries its version's layout: every chunk's and sentence's offsets into the document's text, with
 their article and headings (see `layout`). Readers hold the committed documents' texts, so they build chunks and
 sentences from it: a question reads from Chroma only its two vector searches (distances) and the vectors it
-scores, never rows' text or metadata, whose reads were most of a question's Chroma time. Versions indexed before
-layouts are read from their rows, as before.
+scores, never rows' text or metadata, whose reads were most of a question's Chroma time. So the rows of a version
+with a layout are lean: a vector and the metadata filters use (doc_id and version; a chunk's article), no text.
+Chroma indexes every row's text for full-text search and every metadata value: a document's chunks and sentences
+(32 rows) cost a Chroma server 103 ms of CPU with text and full metadata, 59 ms lean (`python -m bench.chroma_rows`),
+and a question answered meanwhile on the same machine competes with that. Versions without a layout (indexed before layouts,
+or whose chunks a layout cannot rebuild exactly) keep full rows and are read from them.
 """
 from __future__ import annotations
 
@@ -106,11 +110,12 @@ def _parse_id(row_id: str) -> tuple[str, str, int] | None:
     return parts[0], parts[1], int(parts[2].lstrip("s"))
 
 
-def _upsert(collection, ids: list[str], vectors, texts: list[str], metas: list[dict]) -> None:
-    """Write rows in batches chroma accepts."""
+def _upsert(collection, ids: list[str], vectors, texts: list[str] | None, metas: list[dict]) -> None:
+    """Write rows in batches chroma accepts (texts None: rows without one)."""
     for i in range(0, len(ids), _BATCH):
         part = slice(i, i + _BATCH)
-        collection.upsert(ids=ids[part], embeddings=vectors[part].tolist(), documents=texts[part], metadatas=metas[part])
+        collection.upsert(ids=ids[part], embeddings=vectors[part].tolist(), metadatas=metas[part],
+                          documents=None if texts is None else texts[part])
 
 
 def _by_ids(collection, ids: list[str], include: list[str]) -> dict:
@@ -736,14 +741,19 @@ class ChromaIndex:
         intent = self._intend(*(p.doc.doc_id for p in items))
         known = self.documents()
         updates = [p for p in items if p.doc.doc_id in known]  # (a new one's leftovers are reconcile's)
-        _upsert(self.chunks, [c.chunk_id(p.doc.version) for p in items for c in p.chunks],
-                np.vstack([p.vectors for p in items]), [c.text for p in items for c in p.chunks],
-                [self._chunk_meta(c, p.doc.version) for p in items for c in p.chunks])
-        said = [p for p in items if p.sentences]
-        if said:
-            _upsert(self.sentences, [x.sentence_id(p.doc.version) for p in said for x in p.sentences],
-                    np.vstack([p.sentence_vectors for p in said]), [x.text for p in said for x in p.sentences],
-                    [self._sentence_meta(x, p.doc.version) for p in said for x in p.sentences])
+        lays = {p.doc.doc_id: layout(p.doc, p.chunks, p.sentences) for p in items}
+        for lean in (True, False):  # rows a layout rebuilds carry no text (see the module docstring)
+            part = [p for p in items if (lays[p.doc.doc_id] is not None) == lean]
+            if part:
+                _upsert(self.chunks, [c.chunk_id(p.doc.version) for p in part for c in p.chunks],
+                        np.vstack([p.vectors for p in part]), None if lean else [c.text for p in part for c in p.chunks],
+                        [self._chunk_meta(c, p.doc.version, lean) for p in part for c in p.chunks])
+            said = [p for p in part if p.sentences]
+            if said:
+                _upsert(self.sentences, [x.sentence_id(p.doc.version) for p in said for x in p.sentences],
+                        np.vstack([p.sentence_vectors for p in said]),
+                        None if lean else [x.text for p in said for x in p.sentences],
+                        [self._sentence_meta(x, p.doc.version, lean) for p in said for x in p.sentences])
         if self._lex.ready():  # (never built: its first build reads every committed version, these too)
             self._lex.add_many((p.doc.doc_id, p.doc.version, [(c.ordinal, index_text(c)) for c in p.chunks])
                                for p in items)
@@ -753,7 +763,7 @@ class ChromaIndex:
         for p in items:
             meta = {k: v for k, v in p.doc.meta().items() if v is not None}
             meta["chunks"], meta["sentences"], meta["seq"] = len(p.chunks), len(p.sentences), after.seq
-            lay = layout(p.doc, p.chunks, p.sentences)
+            lay = lays[p.doc.doc_id]
             if lay is not None:
                 meta["layout"] = lay
             metas[p.doc.doc_id] = meta
@@ -876,19 +886,29 @@ class ChromaIndex:
         return docs
 
     def _version_rows(self, doc_id: str, version: str) -> list[tuple[int, str]]:
-        """(ordinal, indexed text) of one version's chunks, as the lexical index takes them."""
+        """(ordinal, indexed text) of one version's chunks, as the lexical index takes them: from its layout when
+        it is the committed version and has one, else read from its rows."""
+        doc = self.documents().get(doc_id)
+        lay = self._layout_of([doc]).get((doc_id, version)) if doc is not None and doc.version == version else None
+        if lay is not None:
+            return [(o, index_text(_layout_chunk(doc, lay, o))) for o in range(len(lay["chunks"]))]
         got = _paged(self.chunks, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["documents", "metadatas"])
         return sorted((m["ordinal"], index_text(self._chunk(t, m))) for t, m in zip(got["documents"], got["metadatas"]))
 
     # -- chunks ----------------------------------------------------------------------------
     @staticmethod
-    def _chunk_meta(c: Chunk, version: str) -> dict:
+    def _chunk_meta(c: Chunk, version: str, lean: bool = False) -> dict:
+        """A chunk row's metadata: lean, what filters use (see the module docstring); else all a reader needs."""
+        if lean:
+            return {"doc_id": c.doc_id, "version": version, "article": c.article}
         return {"doc_id": c.doc_id, "version": version, "ordinal": c.ordinal, "title": c.title,
                 "section": json.dumps(c.section, ensure_ascii=False), "article": c.article,
                 "char_start": c.char_start, "char_end": c.char_end}
 
     @staticmethod
-    def _sentence_meta(x: Sentence, version: str) -> dict:
+    def _sentence_meta(x: Sentence, version: str, lean: bool = False) -> dict:
+        if lean:
+            return {"doc_id": x.doc_id, "version": version}
         return {"doc_id": x.doc_id, "version": version, "chunk": x.chunk, "ordinal": x.ordinal,
                 "char_start": x.char_start, "char_end": x.char_end, "article": x.article, "heading": x.heading}
 
@@ -912,11 +932,21 @@ class ChromaIndex:
         return committed
 
     def all_chunks(self, doc_id: str | None = None) -> list[tuple[str, Chunk]]:
-        """(chunk_id, Chunk) of committed versions, in document order."""
-        got = _paged(self.chunks, {"doc_id": doc_id} if doc_id else None, ["documents", "metadatas"])
-        committed = self._committed()
-        rows = [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                if committed(m)]
+        """(chunk_id, Chunk) of committed versions, in document order: built from layouts, the rest read."""
+        docs = self.documents()
+        wanted = [docs[doc_id]] if doc_id in docs else [] if doc_id else list(docs.values())
+        found, rest = self._from_layouts([chunk_id(d.doc_id, d.version, o) for d in wanted for o in range(d.chunks)],
+                                         _layout_chunk)
+        rows = list(found.items())
+        if rest:  # versions without a layout (from before layouts, or whose record lacks the chunk count)
+            got = _by_ids(self.chunks, rest, ["documents", "metadatas"])
+            rows += [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
+        unnumbered = [d.doc_id for d in wanted if not d.chunks]  # a record from before the count
+        if unnumbered:
+            got = _paged(self.chunks, {"doc_id": doc_id} if doc_id else None, ["documents", "metadatas"])
+            committed = self._committed()
+            rows += [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
+                     if committed(m) and m["doc_id"] in set(unnumbered)]
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
 
     def count(self) -> int:
@@ -1102,9 +1132,11 @@ class ChromaIndex:
             if not self._lex.ready():  # built once: this waits for a writer at work
                 with self.writer():
                     docs = self._sync_lexical()
-            elif self.shared_server and (seen is None or seen[0][1] != state[1]):
-                # another node committed: bring this node's index in step, unless a writer here is at work
-                # (then answer from the index as it is, and try again at the next question)
+            elif (self.shared_server and (seen is None or seen[0][1] != state[1])
+                  and not self._lex.holds({number(d.doc_id): number(d.version) for d in docs.values() if d.chunks})):
+                # another node committed (a process sharing this directory keeps the index in step itself): bring
+                # this node's index in step, unless a writer here is at work (then answer from the index as it is,
+                # and try again at the next question)
                 try:
                     with self.writer(wait=False):
                         docs = self._sync_lexical()
@@ -1173,7 +1205,8 @@ class ChromaIndex:
             got = {k: [got[k][j] for j in keep] for k in ("documents", "metadatas")}
         else:
             where = {"article": article} if doc_ids is None else {"$and": [{"article": article}, self._where(doc_ids)]}
-            got = self.chunks.get(where=where, include=["documents", "metadatas"])
+            ids = self.chunks.get(where=where, include=[])["ids"]  # (lean rows have no text: built from layouts)
+            return found + list(self.chunks_by_id(ids).values())
         committed = self._committed()
         return found + [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
 

@@ -105,6 +105,45 @@ def test_a_readers_postings_stay_within_their_budget_and_score_the_same(tmp_path
     assert [_by_row(lex, q) for q in queries] == first  # from what was kept, and read again what was not
 
 
+def test_a_reader_keeps_its_postings_across_commits_and_scores_as_a_new_reader_would(tmp_path, monkeypatch):
+    """Postings a reader holds are brought up to date after each commit from the segments written since: new
+    versions, replaced and removed ones, and merged segments (merging after 2 here) give the scores a reader that
+    reads everything gives; a term no commit touched is not read in full again."""
+    monkeypatch.setattr("ingest.lexical._MERGE_AT", 2)
+    writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    _fill(writer)
+    queries = ["公共厕所", "停车位罚款", "城市建设", "施行", "临时文件"]
+    reader.reload()
+    for q in queries:
+        reader.scores(q)
+    full_reads = []
+    segments = LexicalIndex._segments
+    monkeypatch.setattr(LexicalIndex, "_segments", staticmethod(
+        lambda db, term, after=0: (full_reads.append(term) if db is reader._db and not after else None)
+        or segments(db, term, after)))
+    for i in range(8):
+        writer.add(f"t{i % 3}", f"v{i}", [(0, f"第{i}号临时文件：公共厕所{i}座。"), (1, "城市建设。")])
+        writer.remove(f"t{i % 3}", keep_version=f"v{i}")
+        if i == 5:
+            writer.remove("b")
+        reader.reload()
+        new = LexicalIndex(tmp_path / "lex")
+        new.reload()
+        for q in queries:
+            assert _by_row(reader, q) == pytest.approx(_by_row(new, q)), (i, q)
+    assert "施行" not in full_reads  # held throughout: no commit wrote it
+
+
+def test_postings_read_while_a_commit_lands_are_not_kept_for_the_next_view(tmp_path):
+    writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    _fill(writer)
+    reader.reload()
+    writer.add("d", "v1", [(0, "公共厕所开放时间。")])  # committed after the reader's view
+    assert number("d") not in {d for d, _ in _by_row(reader, "公共厕所")}
+    reader.reload()
+    assert number("d") in {d for d, _ in _by_row(reader, "公共厕所")}
+
+
 def test_many_commits_merge_a_terms_segments_without_changing_a_score(tmp_path):
     lex = LexicalIndex(tmp_path / "lex")
     _fill(lex)
