@@ -41,6 +41,7 @@ _FLUSH = 200_000  # postings held in memory by a rebuild before they are written
 POSTINGS_CACHE_BYTES = 16 << 20  # a reader's most recently used terms' live postings, until its view changes
 _ENTRY_BYTES = 512  # what a cached term costs besides its arrays (the key, a tuple, two array objects)
 _IDF_TERMS = 50_000  # idf values a reader keeps (terms come from users' text: any number of them)
+_FOLLOW_DOCS = 64  # documents whose version changed, up to which a rows mask is followed, not made again
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY AUTOINCREMENT, doc INTEGER, ver INTEGER, ordinal INTEGER,
@@ -150,7 +151,8 @@ class LexicalIndex:
 
     def _load_all(self, epoch: str | None) -> None:
         self._view_changed()
-        self._postings_cache.clear()  # another epoch: nothing held follows from the log
+        self._mask = None  # another epoch: rows are numbered again
+        self._postings_cache.clear()  # (and nothing held follows from the log)
         self._postings_bytes = 0
         self._seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
         self._doc = self._ver = self._ordinal = self._length = np.zeros(0, dtype=np.int64)
@@ -162,7 +164,6 @@ class LexicalIndex:
     def _view_changed(self) -> None:
         """What was derived from the rows goes; postings held are brought up to date when next used."""
         self._view += 1
-        self._mask = None
         self._idf_cache.clear()
 
     def _take(self, rows: list[tuple]) -> None:
@@ -420,16 +421,42 @@ class LexicalIndex:
 
     def _of_versions(self, rows: np.ndarray, versions: dict[int, int]) -> np.ndarray:
         """Which of these rows belong to the given versions. A dict seen again (the store passes the same one while
-        nothing changes) is answered from a mask over every row, made once per view: a question's rows are tens of
-        thousands at 100k chunks, and looking each up cost more than scoring them."""
-        if self._mask is not None and self._mask[0] is versions:
-            return self._mask[1][rows]
-        seen = self._arrays is not None and self._arrays[0] is versions
-        docs, vers = self._version_arrays(versions)
-        if not seen:
-            return self._matches(rows, docs, vers)
-        self._mask = (versions, self._matches(np.arange(len(self._length)), docs, vers))
-        return self._mask[1][rows]
+        nothing changes) is answered from a mask over every row: a question's rows are tens of thousands at 100k
+        chunks, and looking each up cost more than scoring them. The mask follows the next dict when it differs
+        from the last by a few documents (the store's next one, after a commit) and rows added since: only their
+        rows are looked at (a new mask over every row took 5-10 ms, on the first questions after every commit)."""
+        held = self._mask
+        if held is not None and held[0] is versions and len(held[1]) > self._max_id:
+            return held[1][rows]
+        mask = self._follow(held, versions) if held is not None else None
+        if mask is None:
+            seen = self._arrays is not None and self._arrays[0] is versions
+            docs, vers = self._version_arrays(versions)
+            if not seen:  # (a dict made for one question, e.g. some documents': its hits only)
+                return self._matches(rows, docs, vers)
+            mask = self._matches(np.arange(self._max_id + 1), docs, vers)
+        self._mask = (versions, mask)
+        return mask[rows]
+
+    def _follow(self, held: tuple[dict, np.ndarray], versions: dict[int, int]) -> np.ndarray | None:
+        """The held mask made for `versions`, or None when they differ by more than a few documents."""
+        last, mask = held
+        if abs(len(last) - len(versions)) > _FOLLOW_DOCS:
+            return None
+        changed = [d for d, _ in versions.items() - last.items()] + list(last.keys() - versions.keys())
+        if len(changed) > _FOLLOW_DOCS:
+            return None
+        top = self._max_id + 1
+        if len(mask) < top:
+            mask = np.concatenate([mask, np.zeros(top - len(mask), dtype=bool)])
+            look = [np.arange(len(held[1]), top)]
+        else:
+            mask, look = mask.copy(), []
+        if changed:
+            look.append(np.nonzero(np.isin(self._doc[:top], np.array(changed, dtype=np.int64)))[0])
+        for at in look:
+            mask[at] = [versions.get(d) == v for d, v in zip(self._doc[at].tolist(), self._ver[at].tolist())]
+        return mask
 
     def _matches(self, rows: np.ndarray, docs: np.ndarray, vers: np.ndarray) -> np.ndarray:
         at = np.minimum(np.searchsorted(docs, self._doc[rows]), len(docs) - 1)

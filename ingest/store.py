@@ -151,7 +151,7 @@ class LexicalScores(Mapping):
     looked up and only the best few are made into keys (a dict of 2,000 keys a query took longer than the scoring).
     Iterates in document order (document id, ordinal)."""
 
-    def __init__(self, names: dict[int, tuple[str, int]], docs: np.ndarray, ordinals: np.ndarray, scores: np.ndarray):
+    def __init__(self, names: dict[int, str], docs: np.ndarray, ordinals: np.ndarray, scores: np.ndarray):
         self._names, self._docs, self._ords = names, docs.tolist(), ordinals.tolist()
         self._scores = scores.tolist()
         self._at = dict(zip(zip(self._docs, self._ords), range(len(self._docs))))
@@ -177,7 +177,7 @@ class LexicalScores(Mapping):
         return len(self._scores)
 
     def __iter__(self):
-        rows = sorted((self._names[d][0], o) for d, o in zip(self._docs, self._ords))
+        rows = sorted((self._names[d], o) for d, o in zip(self._docs, self._ords))
         return (chunk_key(doc_id, o) for doc_id, o in rows)
 
     def top(self, n: int) -> list[str]:
@@ -188,7 +188,7 @@ class LexicalScores(Mapping):
             pick = [i for i, v in enumerate(s) if v >= cut]
         else:
             pick = range(len(s))
-        best = sorted((-s[i], self._names[self._docs[i]][0], self._ords[i]) for i in pick)[:n]
+        best = sorted((-s[i], self._names[self._docs[i]], self._ords[i]) for i in pick)[:n]
         return [chunk_key(doc_id, o) for _, doc_id, o in best]
 
 
@@ -372,6 +372,41 @@ class Version:
     removals: int = 0
 
 
+_RENUMBER = 256  # documents changed since the last view, above which the numbers are all made again
+
+
+@dataclass(frozen=True)
+class _LexicalView:
+    """The committed versions as the lexical index numbers them, for one documents dict (a new one comes with every
+    change): document number -> id, and -> committed version number (a new dict for every change: the lexical index
+    keeps what it derives from one while the same one is passed)."""
+    generation: str | None
+    docs: dict
+    ids: dict[int, str]
+    versions: dict[int, int]
+
+    @classmethod
+    def of(cls, generation: str | None, docs: dict, last: _LexicalView | None) -> _LexicalView:
+        """Numbered from the last view: only the documents whose record changed since (another Document object)
+        are numbered again; a reader did that for every document after every commit (several ms at 100k chunks,
+        on the first question after each)."""
+        if last is not None and last.docs is docs:
+            return cls(generation, docs, last.ids, last.versions)
+        if last is not None and abs(len(docs) - len(last.docs)) <= _RENUMBER:
+            changed = [d for k, d in docs.items() if last.docs.get(k) is not d]
+            gone = last.docs.keys() - docs.keys()
+            if len(changed) + len(gone) <= _RENUMBER:
+                ids, versions = dict(last.ids), dict(last.versions)
+                for doc_id in gone:
+                    ids.pop(number(doc_id), None)
+                    versions.pop(number(doc_id), None)
+                for d in changed:
+                    ids[number(d.doc_id)], versions[number(d.doc_id)] = d.doc_id, number(d.version)
+                return cls(generation, docs, ids, versions)
+        ids = {number(d.doc_id): d.doc_id for d in docs.values()}
+        return cls(generation, docs, ids, {number(d.doc_id): number(d.version) for d in docs.values()})
+
+
 class ChromaIndex:
     """Chunks and their vectors in Chroma, document records beside them, BM25 in the index directory."""
 
@@ -399,10 +434,8 @@ class ChromaIndex:
         self._chunk_vecs = _Recent(ROW_CACHE)  # chunk id -> vector
         self._sentence_rows = _Recent(ROW_CACHE)  # sentence id -> (Sentence, vector)
         self._lex = LexicalIndex(self.lexical_dir)
-        self._lex_seen: tuple[tuple, dict[int, tuple[str, int]]] | None = None  # (generation, versions), numbers
+        self._lex_seen: _LexicalView | None = None  # the committed versions the lexical index was last read for
         self._lex_lock = threading.Lock()
-        self._versions_of: tuple[dict, frozenset] | None = None  # (documents, their (id, version) pairs)
-        self._allowed_all: tuple[dict, dict[int, int]] | None = None  # (document numbers, every committed version)
         self._count_of: tuple[dict, int] | None = None  # (documents, their chunks)
         self._lock = threading.RLock()  # one refresh of documents / one lexical rebuild at a time
         self._write_lock = threading.RLock()  # one writer per process (the file lock covers other processes)
@@ -1118,22 +1151,23 @@ class ChromaIndex:
         self._lexical_docs()
         return self._lex
 
-    def _lexical_docs(self) -> dict[int, tuple[str, int]]:
-        """Document number -> (document id, committed version number), for reading the lexical index's rows;
-        after any commit the index is reloaded (and built, the first time; with a shared server, brought in
-        step with commits other nodes made)."""
+    def _lexical_docs(self) -> _LexicalView:
+        """The committed versions by document number, for reading the lexical index's rows; after any commit the
+        index is reloaded (and built, the first time; with a shared server, brought in step with commits other
+        nodes made)."""
         docs = self.documents()
-        state = self._lexical_state(docs)
         seen = self._lex_seen
-        if seen is not None and seen[0] == state:
-            return seen[1]
+        if seen is not None and seen.generation == self._generation and seen.docs is docs:
+            return seen
         with self._lex_lock:  # (not self._lock: a writer that waits for it may be what this waits for)
             synced = True
+            generation = self._generation
+            view = _LexicalView.of(generation, docs, seen)
             if not self._lex.ready():  # built once: this waits for a writer at work
                 with self.writer():
                     docs = self._sync_lexical()
-            elif (self.shared_server and (seen is None or seen[0][1] != state[1])
-                  and not self._lex.holds({number(d.doc_id): number(d.version) for d in docs.values() if d.chunks})):
+            elif (self.shared_server and (seen is None or seen.docs is not docs)
+                  and not self._lex.holds({n: v for n, v in view.versions.items() if docs[view.ids[n]].chunks})):
                 # another node committed (a process sharing this directory keeps the index in step itself): bring
                 # this node's index in step, unless a writer here is at work (then answer from the index as it is,
                 # and try again at the next question)
@@ -1143,16 +1177,11 @@ class ChromaIndex:
                 except BlockingIOError:
                     synced = False
             self._lex.reload()
-            nums = {number(d.doc_id): (d.doc_id, number(d.version)) for d in docs.values()}
+            if docs is not view.docs:
+                view = _LexicalView.of(generation, docs, view)
             if synced:
-                self._lex_seen = (self._lexical_state(docs), nums)
-            return nums
-
-    def _lexical_state(self, docs: dict[str, Document]) -> tuple:
-        """What the lexical view depends on: the last commit seen here and the committed versions (computed once
-        per documents dict: a new one after every change)."""
-        return self._generation, self._derived("_versions_of", docs,
-                                               lambda ds: frozenset((d.doc_id, d.version) for d in ds.values()))
+                self._lex_seen = view
+            return view
 
     def chunks_by_id(self, ids: list[str]) -> dict[str, Chunk]:
         """Committed chunks by chunk id (those read before from memory: a row never changes under its id); ids of
@@ -1214,21 +1243,21 @@ class ChromaIndex:
         """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the
         best LEXICAL_ROWS of them, so a candidate found by another retriever gets its lexical score too, not a 0
         for being outside a lexical top n (below that many rows a score is a small share of the best)."""
-        docs, allowed = self._lexical_allowed(doc_ids)
+        view, allowed = self._lexical_allowed(doc_ids)
         nums, _, ordinals, scores = self._lex.score_arrays(query, LEXICAL_ROWS, allowed)
-        return LexicalScores(docs, nums, ordinals, scores)
+        return LexicalScores(view.ids, nums, ordinals, scores)
 
-    def _lexical_allowed(self, doc_ids: Collection[str] | None) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
-        """Document number -> (document id, version number), and the committed versions to score (within doc_ids)."""
-        docs = self._lexical_docs()
-        if doc_ids is None:  # the same dict while nothing changes: the lexical index caches its arrays by it
-            return docs, self._derived("_allowed_all", docs, lambda ds: {n: v for n, (_, v) in ds.items()})
-        return docs, {n: v for n, (doc_id, v) in docs.items() if doc_id in doc_ids}
+    def _lexical_allowed(self, doc_ids: Collection[str] | None) -> tuple[_LexicalView, dict[int, int]]:
+        """The committed versions, and those to score (within doc_ids)."""
+        view = self._lexical_docs()
+        if doc_ids is None:  # the same dict while nothing changes: the lexical index caches what it derives by it
+            return view, view.versions
+        return view, {n: v for n, v in view.versions.items() if view.ids[n] in doc_ids}
 
     def _lexical_rows(self, query: str, limit: int | None, doc_ids: Collection[str] | None = None):
         """(doc_id, ordinal, BM25) of committed chunks, best first."""
-        docs, allowed = self._lexical_allowed(doc_ids)
-        return [(docs[d][0], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
+        view, allowed = self._lexical_allowed(doc_ids)
+        return [(view.ids[d], o, score) for d, _, o, score in self._lex.scores(query, limit, allowed)]
 
     def _chunk_ids(self, keys: list[str]) -> dict[str, str]:
         """Versioned chunk ids of the committed versions, by chunk key."""

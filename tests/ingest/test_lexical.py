@@ -95,6 +95,40 @@ def test_scores_of_the_same_versions_follow_each_change_of_the_rows(tmp_path):
             assert {d for d, _, _, _ in lex.scores("公共厕所", versions=only_a)} == {number("a")}
 
 
+def test_a_rows_mask_follows_the_versions_of_each_commit_without_being_made_again(tmp_path, monkeypatch):
+    """After each commit the store passes a new versions dict that differs from the last by a document or two; the
+    reader updates its mask of which rows are theirs (rows of those documents, rows added since) and scores as if
+    it had made it anew: new documents, a version whose rows landed before its commit and outlive it for a while,
+    a removed document."""
+    writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    _fill(writer)
+    reader.reload()
+    versions = {number(d): number("v1") for d in TEXTS}
+    for _ in range(2):  # the second call makes the mask over every row
+        reader.scores("公共厕所", versions=versions)
+    made = []
+    arrays = LexicalIndex._version_arrays
+    monkeypatch.setattr(LexicalIndex, "_version_arrays", lambda self, v: made.append(1) or arrays(self, v))
+    for i in range(6):
+        versions = dict(versions)
+        writer.add(f"n{i}", "v1", [(0, f"公共厕所第{i}号。")])
+        versions[number(f"n{i}")] = number("v1")
+        if i % 2 == 0:  # a's next version lands (not committed yet: the dict keeps the last one)
+            writer.add("a", f"v{i + 2}", [(0, f"公共厕所新建{i}座。")])
+        else:  # ... and is committed; its last version's rows go after
+            versions[number("a")] = number(f"v{i + 1}")
+        if i == 4:
+            writer.remove("b")
+            del versions[number("b")]
+        reader.reload()
+        got = reader.scores("公共厕所", versions=versions)
+        assert got == [r for r in reader.scores("公共厕所") if versions.get(r[0]) == r[1]], i
+        assert number(f"n{i}") in {d for d, _, _, _ in got}
+        if i % 2:
+            writer.remove("a", keep_version=f"v{i + 1}")
+    assert not made
+
+
 def test_a_readers_postings_stay_within_their_budget_and_score_the_same(tmp_path, monkeypatch):
     monkeypatch.setattr("ingest.lexical.POSTINGS_CACHE_BYTES", 8 * 600)  # a few terms at a time
     lex = LexicalIndex(tmp_path / "lex")
@@ -185,3 +219,24 @@ def test_a_version_indexed_again_replaces_its_rows(tmp_path):
     reader.reload()  # (a reader follows the log)
     assert idx.scores("停车位") == once and reader.scores("停车位") == once
     assert idx._db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 3
+
+
+def test_the_stores_document_numbers_follow_each_change_of_its_documents():
+    """After a commit the store numbers only the documents whose record changed (a new Document object); what it
+    gets is what numbering every document gives: added, updated and removed documents, one or many at a time."""
+    from ingest.schema import Document
+    from ingest.store import _LexicalView
+
+    def doc(i, v):
+        return Document(doc_id=f"d{i}", path="", title="", text="", version=f"v{v}")
+
+    docs = {f"d{i}": doc(i, 1) for i in range(40)}
+    view = _LexicalView.of("g0", docs, None)
+    steps = [lambda ds: ds | {"d40": doc(40, 1)}, lambda ds: ds | {"d3": doc(3, 2)},
+             lambda ds: {k: d for k, d in ds.items() if k != "d7"}, lambda ds: dict(ds),
+             lambda ds: {f"d{i}": doc(i, 3) for i in range(300)}]  # more than it follows: numbered again
+    for i, step in enumerate(steps):
+        docs = step(docs)
+        view = _LexicalView.of(f"g{i + 1}", docs, view)
+        assert view.ids == {number(d.doc_id): d.doc_id for d in docs.values()}, i
+        assert view.versions == {number(d.doc_id): number(d.version) for d in docs.values()}, i
