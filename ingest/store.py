@@ -313,6 +313,11 @@ class Store(Protocol):
 # results then differ from process to process (3 of 120 measured on the corpus) and borderline answers with
 # them. At 400 the top 120 equal an exact search on the corpus; the cost is a wider graph walk per query.
 EF_SEARCH = 400
+# HNSW insertion with one thread: with several, the graph depends on which thread inserts what first, so the same
+# documents ingested twice gave different near neighbours (lean rows, which Chroma applies in larger batches, made
+# it show: 212 of the cross-validated evaluation's figures moved between two builds of the corpus; with one thread
+# two embedded builds gave the same figures, those of the builds before lean rows). One thread also leaves a core
+# to questions during an ingest. Chroma does not store the setting: every process that opens the index sets it.
 ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 LAYOUT_CACHE = 1024  # document versions whose decoded layout a reader keeps (~10-25 KB each)
@@ -344,12 +349,15 @@ def _give_back_memory() -> None:
 
 
 def _widen_search(collection) -> None:
-    """Raise an existing collection's ef_search to EF_SEARCH (it is a mutable setting); indexes built before it
-    existed keep working, read-only ones keep their old breadth."""
+    """Raise an existing collection's ef_search to EF_SEARCH and insert with one thread (both mutable settings);
+    indexes built before them keep working, read-only ones keep their old breadth."""
     try:
         current = (collection.configuration or {}).get("hnsw") or {}
-        if (current.get("ef_search") or 0) < EF_SEARCH:
-            collection.modify(configuration={"hnsw": {"ef_search": EF_SEARCH}})
+        change = {} if (current.get("ef_search") or 0) >= EF_SEARCH else {"ef_search": EF_SEARCH}
+        if current.get("num_threads") != 1:
+            change["num_threads"] = 1
+        if change:
+            collection.modify(configuration={"hnsw": change})
     except Exception:  # a read-only directory or an older server: search as before
         pass
 
@@ -481,7 +489,7 @@ class ChromaIndex:
     def _collections(self, client) -> tuple:
         """The client and its three collections (made when missing)."""
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
-        hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH}}
+        hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH, "num_threads": 1}}
         chunks = client.get_or_create_collection(f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
         sentences = client.get_or_create_collection(
             f"{self._collection}-sentences", embedding_function=None, configuration=hnsw)

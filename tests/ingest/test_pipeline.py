@@ -729,14 +729,15 @@ def test_vector_search_is_wide_enough_for_the_results_asked_and_old_indexes_are_
                                  configuration={"hnsw": {"space": "cosine"}})
     del old
     index = ChromaIndex(tmp_path / "index")
-    for c in (index.chunks, index.sentences):
-        assert c.configuration["hnsw"]["ef_search"] == EF_SEARCH
+    for c in (index.chunks, index.sentences):  # (and one inserting thread: the same documents, the same graph)
+        assert (c.configuration["hnsw"]["ef_search"], c.configuration["hnsw"]["num_threads"]) == (EF_SEARCH, 1)
     Pipeline(index, HashEmbedder()).run([small_docs])
     code = ("import chromadb; c = chromadb.PersistentClient(path={path!r}); "
             "print(c.get_collection('policy-docs-sentences').configuration['hnsw']['ef_search'])").format(
         path=str(tmp_path / "index" / "chroma"))
     seen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert int(seen.stdout.split()[-1]) == EF_SEARCH  # stored, as another process reads it
+    assert int(seen.stdout.split()[-1]) == EF_SEARCH  # stored, as another process reads it (Chroma does not store
+    # num_threads: every process that opens the index sets it)
 
 
 def test_the_same_text_in_another_encoding_and_name_is_one_document(make_index, small_docs, tmp_path):
@@ -883,13 +884,13 @@ def test_rows_built_from_layouts_are_the_rows_chroma_holds(tmp_path, monkeypatch
     emb = HashEmbedder()
     for q in ("文明城市创建的主要任务", "违反本条例第十六条的处罚款", "垃圾分类宣传周", "百城建设提质工程"):
         v = emb.embed_query(q)
-        # two HNSW graphs built apart may differ in a near tie: a hit found by both is the same row, same score
+        # the same documents give the same graph (HNSW inserts with one thread): the same hits, the same scores
+        # (rows of exactly equal scores in either order; a tie at the last place may keep either)
         for search, n in ((ChromaIndex.dense, 30), (ChromaIndex.dense_sentences, 90)):
-            new, old = ({(row.doc_id, row.ordinal): (row, round(h.score, 5))
-                         for h in search(index, v, n) for row in [getattr(h, "chunk", None) or h.sentence]}
+            new, old = ([(round(h.score, 5), str(getattr(h, "chunk", None) or h.sentence)) for h in search(index, v, n)]
                         for index in (with_layout, without))
-            assert len(new) == n and len(new.keys() & old.keys()) >= 0.9 * n
-            assert all(new[key] == old[key] for key in new.keys() & old.keys())
+            assert [s for s, _ in new] == [s for s, _ in old]
+            assert sorted(r for r in new if r[0] > new[-1][0]) == sorted(r for r in old if r[0] > old[-1][0])
     keys = [f"{d}:{o}" for d in docs for o in range(docs[d].chunks)]
     assert with_layout.chunks_by_key(keys) == without.chunks_by_key(keys)
     spans = [(d, 0, len(docs[d].text)) for d in docs] + [(d, 100, 900) for d in docs]
