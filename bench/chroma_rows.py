@@ -15,16 +15,14 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT
-from bench.scale import free_port, sentences, write_docs  # (free_port: tests.live's)
+from bench.common import ROOT, start_chroma
+from bench.scale import sentences, write_docs
 from ingest.chunk import sentence_units, split
 from ingest.store import ChromaIndex, _upsert
 
@@ -54,21 +52,11 @@ def measure(prefill: int, n_docs: int) -> dict:
     docs = _documents(n_docs)
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="bench-rows-server-"))
-    port = free_port()
-    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    server = subprocess.Popen([chroma, "run", "--path", str(work), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = start_chroma(work)
     out: dict = {"prefill": prefill, "documents": n_docs,
                  "rows_per_document": round(sum(len(c) + len(s) for _, c, s in docs) / n_docs, 1)}
     try:
-        client = None
-        for _ in range(60):
-            try:
-                client = chromadb.HttpClient(host="127.0.0.1", port=port)
-                client.heartbeat()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.5)
+        client = chromadb.HttpClient(host="127.0.0.1", port=port)
         for lean in (False, True):
             form = "lean" if lean else "full"
             cols = [client.create_collection(f"{form}-{name}", metadata={"hnsw:space": "cosine"})

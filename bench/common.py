@@ -1,7 +1,10 @@
 """What the bench scripts share: the corpus, an index of it, and the app served on a free loopback port."""
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,3 +47,24 @@ def serve(app):
     while not server.started:
         time.sleep(0.05)
     return server, f"http://127.0.0.1:{port}"
+
+
+def start_chroma(path: str | Path, nice: int = 0) -> tuple[subprocess.Popen, int]:
+    """A `chroma run` server on `path` and a free 127.0.0.1 port (at this niceness), once it answers (60 s at most)."""
+    import chromadb
+
+    from tests.live import free_port
+
+    port = free_port()
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    server = subprocess.Popen((["nice", "-n", str(nice)] if nice else []) + [chroma, "run", "--path", str(path), "--host",
+                              "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(120):
+        try:
+            chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
+            return server, port
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.5)
+    server.terminate()
+    raise SystemExit("the Chroma server did not start")
+

@@ -34,12 +34,11 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import ROOT, corpus_files
+from bench.common import ROOT, corpus_files, start_chroma
 
 from assistant.evaluate import load_questions, percentile  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
 from ingest.embed import HashEmbedder  # noqa: E402
-from tests.live import free_port  # noqa: E402
 
 PLACES = ["郑州", "开封", "洛阳", "平顶山", "安阳", "鹤壁", "新乡", "焦作", "濮阳", "许昌", "漯河", "三门峡", "南阳", "商丘",
           "信阳", "周口", "驻马店", "济源"]
@@ -172,12 +171,7 @@ def measure(args) -> dict:
     server = None
     port = None
     if args.chroma_server:
-        port = free_port()
-        chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-        nice = ["nice", "-n", str(args.chroma_nice)] if args.chroma_nice else []
-        server = subprocess.Popen(nice + [chroma, "run", "--path", str(work / "chroma-server"), "--host", "127.0.0.1",
-                                          "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(3)
+        server, port = start_chroma(work / "chroma-server", args.chroma_nice)
     try:
         return _measure(args, rng, work, index, port)
     finally:

@@ -396,8 +396,8 @@ class _LexicalView:
     @classmethod
     def of(cls, generation: str | None, docs: dict, last: _LexicalView | None) -> _LexicalView:
         """Numbered from the last view: only the documents whose record changed since (another Document object)
-        are numbered again; a reader did that for every document after every commit (several ms at 100k chunks,
-        on the first question after each)."""
+        are numbered again; a reader did that for every document after every commit, on the first question after
+        each."""
         if last is not None and last.docs is docs:
             return cls(generation, docs, last.ids, last.versions)
         if last is not None and abs(len(docs) - len(last.docs)) <= _RENUMBER:
@@ -979,15 +979,15 @@ class ChromaIndex:
         found, rest = self._from_layouts([chunk_id(d.doc_id, d.version, o) for d in wanted for o in range(d.chunks)],
                                          _layout_chunk)
         rows = list(found.items())
-        if rest:  # versions without a layout (from before layouts, or whose record lacks the chunk count)
+        if rest:  # versions without a layout (indexed before layouts, or not rebuildable from one): their full rows
             got = _by_ids(self.chunks, rest, ["documents", "metadatas"])
             rows += [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])]
-        unnumbered = [d.doc_id for d in wanted if not d.chunks]  # a record from before the count
+        unnumbered = {d.doc_id for d in wanted if not d.chunks}  # a record from before the count
         if unnumbered:
             got = _paged(self.chunks, {"doc_id": doc_id} if doc_id else None, ["documents", "metadatas"])
             committed = self._committed()
             rows += [(i, self._chunk(t, m)) for i, t, m in zip(got["ids"], got["documents"], got["metadatas"])
-                     if committed(m) and m["doc_id"] in set(unnumbered)]
+                     if committed(m) and m["doc_id"] in unnumbered]
         return sorted(rows, key=lambda r: (r[1].doc_id, r[1].ordinal))
 
     def count(self) -> int:
