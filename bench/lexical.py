@@ -1,7 +1,11 @@
 """The lexical index at scale: what a commit costs on the writer and on a reader, query latency, and bulk
 ingest, against the full rebuild it replaced (bm25s over every chunk, in the same run).
 
-python -m bench.lexical [--sizes 10000 50000] [--queries 200]
+python -m bench.lexical [--sizes 10000 50000] [--queries 200] [--grow 100000]
+
+--grow N builds an index from empty to N chunks by commits of 50 seven-to-twelve-chunk documents (as a bulk ingest
+commits them) and prints the writer's milliseconds per document over the first and the last ten commits, and what
+a reader pays to follow a commit and answer five questions then.
 
 Chunks are synthetic: ~300-character windows cut at random from the real corpus, so their bigram statistics
 are those of Chinese policy text. No embedder and no Chroma: this measures the lexical index alone.
@@ -31,12 +35,42 @@ def pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def grow(size: int, rng: random.Random) -> None:
+    pool, questions = windows(20_000, rng), [w[:18] for w in windows(5, rng)]
+    d = Path(tempfile.mkdtemp(prefix="bench-lexical-grow-"))
+    writer, reader = LexicalIndex(d / "lex"), LexicalIndex(d / "lex")
+    writer.rebuild([])
+    per_doc, follow, n, k = [], [], 0, 0
+    t0 = time.perf_counter()
+    while n < size:
+        batch = [(f"d{k + i}", "v1", [(j, rng.choice(pool)) for j in range(rng.randint(7, 12))]) for i in range(50)]
+        k += len(batch)
+        n += sum(len(rows) for _, _, rows in batch)
+        t = time.perf_counter()
+        writer.add_many(batch)
+        per_doc.append((time.perf_counter() - t) / len(batch) * 1000)
+        t = time.perf_counter()
+        reader.reload()
+        for q in questions:
+            reader.scores(q, LEXICAL_ROWS)
+        follow.append((time.perf_counter() - t) * 1000)
+    print(f"{n:,} chunks in {len(per_doc)} commits of 50 documents: {time.perf_counter() - t0:.0f} s")
+    print(f"  writer ms per document: first ten commits {statistics.mean(per_doc[:10]):.1f}, "
+          f"last ten {statistics.mean(per_doc[-10:]):.1f} ({statistics.mean(per_doc[-10:]) / statistics.mean(per_doc[:10]):.2f}x)")
+    print(f"  a reader following a commit and answering five questions: first ten {statistics.mean(follow[:10]):.1f} ms, "
+          f"last ten {statistics.mean(follow[-10:]):.1f} ms")
+    print(f"  index on disk {sum(f.stat().st_size for f in (d / 'lex').iterdir()) / 1e6:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--grow", type=int, default=0, help="only: build to this many chunks by commits, timed")
     args = ap.parse_args()
     rng = random.Random(7)
+    if args.grow:
+        return grow(args.grow, rng)
     questions = [w[:18] for w in windows(args.queries, rng)]
     try:
         import bm25s

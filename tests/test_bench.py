@@ -21,3 +21,11 @@ def test_scale_bench_runs_every_path_with_paged_reads():
     assert r["add_one_chunks"] >= 7 and r["store"] == "embedded"
     assert all(r[k] > 0 for k in ("p50_ms", "p95_ms", "p95_idle_ms", "p95_concurrent_ms", "p95_during_ingest_ms",
                                   "reader_worst_ms", "rss_mb", "rss_steady_mb"))
+
+
+@pytest.mark.integration
+def test_lexical_bench_grows_an_index_by_commits():
+    out = subprocess.run([sys.executable, "-m", "bench.lexical", "--grow", "3000"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "writer ms per document: first ten commits" in out.stdout and "last ten" in out.stdout

@@ -186,9 +186,11 @@ def test_postings_read_while_a_commit_lands_are_not_kept_for_the_next_view(tmp_p
 
 def test_a_terms_segments_stay_few_and_each_posting_is_rewritten_a_few_times():
     """The merge rule over a long run of commits (a common term's: 5 to 60 postings each, none deleted): segments
-    stay within a few per size class, and merging rewrites each posting about log8(postings) times, where merging
-    every segment at 16 rewrote the whole list every 16 commits (quadratic)."""
+    stay within a size class's worth per class, and merging rewrites each posting about log_F(postings) times (F
+    the merge factor), where merging every segment at 16 rewrote the whole list every 16 commits (quadratic)."""
     import random
+
+    from ingest.lexical import _MERGE_FACTOR as F
     rng = random.Random(1)
     sizes, written, most = [], 0, 0
     for _ in range(5000):
@@ -200,8 +202,8 @@ def test_a_terms_segments_stay_few_and_each_posting_is_rewritten_a_few_times():
             sizes = [n for i, n in enumerate(sizes) if i not in chosen] + [merged]
         most = max(most, len(sizes))
     total = sum(sizes)
-    assert most <= 7 * (math.log(total, 8) + 1)
-    assert written <= total * (math.log(total / 5, 8) + 1)
+    assert most <= (F - 1) * (math.log(total, F) + 1)
+    assert written <= total * (math.log(total / 5, F) + 1)
 
 
 def test_a_term_with_too_many_segments_is_merged_whole(tmp_path, monkeypatch):
