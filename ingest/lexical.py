@@ -133,18 +133,24 @@ class LexicalIndex:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:  # an index in an older layout is emptied: not ready, the store builds it again
-            old = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() and self._meta("format")
-            if old and old != FORMAT:
-                log.info("lexical index at %s is in layout %s, not %s: it will be built again", self.path, old, FORMAT)
-                for table in ("meta", "rows", "postings", "log"):
-                    self._db.execute(f"DROP TABLE IF EXISTS {table}")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.executescript(_SCHEMA)
+        if self._outdated():  # an index in an older layout is emptied: not ready, the store builds it again
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._outdated():  # (another process may have done it meanwhile)
+                    log.info("lexical index at %s is in an older layout: it will be built again", self.path)
+                    # Row ids start again from 1: no reader can hold a view of the old layout's rows (this code
+                    # reads none of it), so none is misled by ids it saw before.
+                    for table in ("meta", "rows", "postings", "log"):
+                        self._db.execute(f"DROP TABLE IF EXISTS {table}")
+                    for statement in _SCHEMA.split(";"):  # (in this transaction: executescript would commit first)
+                        if statement.strip():
+                            self._db.execute(statement)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        self._db.executescript(_SCHEMA)  # (tables that exist are left as they are: no write, no lock)
         # this reader's view: the epoch and last log entry applied, and the rows by id (length 0: no live row)
         self._epoch: str | None = None
         self._seq = 0
@@ -160,6 +166,17 @@ class LexicalIndex:
         self._postings_bytes = 0
         self._arrays: tuple[dict, np.ndarray, np.ndarray] | None = None
         self._mask: tuple[dict, np.ndarray] | None = None  # (versions, whether each row is of them): see _of_versions
+
+    def _outdated(self) -> bool:
+        """Whether the file holds an index in an older layout: postings without their sizes (sqlite-1, built or
+        not), or another format. Read without a lock: opening does not wait for a writer at work."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(postings)")}
+        if columns and "n" not in columns:
+            return True
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+            return False
+        built = self._meta("format")
+        return built is not None and built != FORMAT
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

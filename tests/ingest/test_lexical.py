@@ -218,9 +218,10 @@ def test_a_term_with_too_many_segments_is_merged_whole(tmp_path, monkeypatch):
     assert len(_by_row(lex, "公共厕所")) == len(before) + 6
 
 
-def test_an_index_in_the_older_layout_is_built_again(tmp_path):
-    """sqlite-1 kept postings without their sizes: opened by this code, it is emptied and not ready (the store
-    builds it again from its layouts), not read as if it were current."""
+@pytest.mark.parametrize("built", [True, False])
+def test_an_index_in_the_older_layout_is_built_again(tmp_path, built):
+    """sqlite-1 kept postings without their sizes: opened by this code (built, or opened but never built: no format
+    then), it is emptied and not ready (the store builds it again from its layouts), not read as if current."""
     import sqlite3
     (tmp_path / "lex").mkdir()
     db = sqlite3.connect(tmp_path / "lex" / "lexical.sqlite3")
@@ -228,14 +229,58 @@ def test_an_index_in_the_older_layout_is_built_again(tmp_path):
         CREATE TABLE rows(id INTEGER PRIMARY KEY AUTOINCREMENT, doc INTEGER, ver INTEGER, ordinal INTEGER, length INTEGER);
         CREATE TABLE postings(term TEXT, seg INTEGER, ids BLOB, tfs BLOB, PRIMARY KEY(term, seg)) WITHOUT ROWID;
         CREATE TABLE log(seq INTEGER PRIMARY KEY AUTOINCREMENT, first INTEGER, last INTEGER, dead BLOB);
-        INSERT INTO meta VALUES ('format', 'sqlite-1'), ('epoch', 'e1');
         INSERT INTO rows(doc, ver, ordinal, length) VALUES (1, 1, 0, 3);""")
+    if built:
+        db.execute("INSERT INTO meta VALUES ('format', 'sqlite-1'), ('epoch', 'e1')")
     db.commit()
     db.close()
     lex = LexicalIndex(tmp_path / "lex")
     assert not lex.ready() and not lex.versions()
     _fill(lex)
     assert lex.ready() and _by_row(lex, "公共厕所")
+    assert LexicalIndex(tmp_path / "lex").ready()  # opened again: current, kept
+
+
+def test_opening_an_index_does_not_wait_for_a_writer(tmp_path):
+    import sqlite3
+    _fill(LexicalIndex(tmp_path / "lex"))
+    busy = sqlite3.connect(tmp_path / "lex" / "lexical.sqlite3", isolation_level=None)
+    busy.execute("BEGIN IMMEDIATE")  # a writer at work (a rebuild holds this for its whole build)
+    busy.execute("INSERT INTO meta VALUES ('x', 'y')")
+    try:
+        import time
+        t = time.monotonic()
+        lex = LexicalIndex(tmp_path / "lex")
+        assert time.monotonic() - t < 1 and lex.ready()
+    finally:
+        busy.execute("ROLLBACK")
+
+
+def test_a_merge_may_skip_a_bigger_segment_and_readers_follow_it(tmp_path, monkeypatch):
+    """Segments of the new one's class or below merge, wherever they are: [1, 5, 1, 1] postings merges the three
+    of one posting around the bigger one; a reader holding the term follows, and the merge drops deleted rows."""
+    monkeypatch.setattr("ingest.lexical._MERGE_FACTOR", 3)
+    writer, reader = LexicalIndex(tmp_path / "lex"), LexicalIndex(tmp_path / "lex")
+    writer.rebuild([])
+    merges = []
+    merge = LexicalIndex._merge
+    monkeypatch.setattr(LexicalIndex, "_merge", lambda self, db, term, segs, into: merges.append(
+        (term, segs, [s for (s,) in db.execute("SELECT seg FROM postings WHERE term=? ORDER BY seg", (term,))]))
+        or merge(self, db, term, segs, into))
+    writer.add("s0", "v1", [(0, "公共厕所")])
+    reader.reload()
+    _by_row(reader, "公共")  # held from here on
+    writer.add("big", "v1", [(i, f"公共厕所第{i}座") for i in range(5)])
+    writer.add("s1", "v1", [(0, "公共厕所")])
+    writer.remove("s0")  # its row is in the first segment: the merge leaves it out
+    writer.add("s2", "v1", [(0, "公共厕所")])
+    (segs, present), = [(segs, present) for term, segs, present in merges if term == "公共"]
+    assert len(present) == 4 and segs == [present[0], present[2], present[3]]  # the bigger one skipped
+    assert writer._db.execute("SELECT SUM(n), COUNT(*) FROM postings WHERE term='公共'").fetchone() == (7, 2)
+    reader.reload()
+    fresh = LexicalIndex(tmp_path / "lex")
+    fresh.reload()
+    assert _by_row(reader, "公共") == pytest.approx(_by_row(fresh, "公共")) and len(_by_row(reader, "公共")) == 7
 
 
 def test_many_commits_merge_a_terms_segments_without_changing_a_score(tmp_path):
@@ -300,3 +345,45 @@ def test_the_stores_document_numbers_follow_each_change_of_its_documents():
         view = _LexicalView.of(f"g{i + 1}", docs, view)
         assert view.ids == {number(d.doc_id): d.doc_id for d in docs.values()}, i
         assert view.versions == {number(d.doc_id): number(d.version) for d in docs.values()}, i
+
+
+@pytest.mark.parametrize("factor, most", [(3, 128), (2, 5)])
+def test_readers_match_a_fresh_reader_through_random_commits_and_merges(tmp_path, monkeypatch, factor, most):
+    """Random adds (of 0 to 30 rows), replaced and removed versions and rebuilds, with readers whose views lag the
+    database while they read: after each reload a reader's postings equal a fresh reader's, each row once."""
+    import random
+    monkeypatch.setattr("ingest.lexical._MERGE_FACTOR", factor)
+    monkeypatch.setattr("ingest.lexical._MAX_SEGMENTS", most)
+    rng = random.Random(factor)
+    chars = "公共厕所停车"
+    terms = sorted({a + b for a in chars for b in chars})
+
+    def text():
+        return "".join(rng.choice(chars) for _ in range(rng.randint(1, 8)))
+    writer = LexicalIndex(tmp_path / "lex")
+    writer.rebuild([])
+    readers = [LexicalIndex(tmp_path / "lex") for _ in range(2)]
+    for step in range(150):
+        doc, op = f"d{rng.randint(0, 12)}", rng.random()
+        if op < 0.6:
+            version = f"v{rng.randint(0, 3)}"
+            writer.add(doc, version, [(i, text()) for i in range(rng.choice([0, 1, 2, 3, 12, 30]))])
+            if rng.random() < 0.6:
+                writer.remove(doc, keep_version=version)
+        elif op < 0.97:
+            writer.remove(doc)
+        else:
+            writer.rebuild([(f"d{i}", "v0", [(0, text())]) for i in range(rng.randint(0, 5))])
+        for reader in readers:
+            if rng.random() < 0.4:  # read with the view it has (the database may be ahead)
+                for term in rng.sample(terms, 8):
+                    reader._postings(term)
+            else:
+                reader.reload()
+                fresh = LexicalIndex(tmp_path / "lex")
+                fresh.reload()
+                for term in rng.sample(terms, 8):
+                    ids, tfs = reader._postings(term)
+                    assert len(set(ids.tolist())) == len(ids), (step, term)
+                    assert sorted(zip(ids.tolist(), tfs.tolist())) == sorted(
+                        zip(*(a.tolist() for a in fresh._postings(term)))), (step, term)
