@@ -76,6 +76,12 @@ def _cost(held: _Held) -> int:
     return held.ids.nbytes + held.tfs.nbytes + _ENTRY_BYTES
 
 
+def _joined(parts: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    """Segments' (ids, tfs) blobs as one pair of arrays."""
+    return (np.concatenate([np.frombuffer(i, dtype=np.int64) for i, _ in parts]),
+            np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts]))
+
+
 def _size_class(postings: int) -> int:
     c = 0
     while postings >= _MERGE_FACTOR:
@@ -95,7 +101,7 @@ def _to_merge(sizes: list[int]) -> list[int]:
     while True:
         top = _size_class(newest)
         pick = [i for i, n in enumerate(sizes) if i not in chosen and _size_class(n) <= top]
-        if len(pick) + bool(chosen) < _MERGE_FACTOR or len(pick) + len(chosen) < 2:
+        if len(pick) + bool(chosen) < _MERGE_FACTOR:  # (the merge made so far counts as one)
             return sorted(chosen)
         chosen += pick
         newest = sum(sizes[i] for i in chosen)
@@ -134,22 +140,7 @@ class LexicalIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         if self._outdated():  # an index in an older layout is emptied: not ready, the store builds it again
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._outdated():  # (another process may have done it meanwhile)
-                    log.info("lexical index at %s is in an older layout: it will be built again", self.path)
-                    # Row ids start again from 1: no reader can hold a view of the old layout's rows (this code
-                    # reads none of it), so none is misled by ids it saw before.
-                    for table in ("meta", "rows", "postings", "log"):
-                        self._db.execute(f"DROP TABLE IF EXISTS {table}")
-                    for statement in _SCHEMA.split(";"):  # (in this transaction: executescript would commit first)
-                        if statement.strip():
-                            self._db.execute(statement)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            self._empty_older_layout()
         self._db.executescript(_SCHEMA)  # (tables that exist are left as they are: no write, no lock)
         # this reader's view: the epoch and last log entry applied, and the rows by id (length 0: no live row)
         self._epoch: str | None = None
@@ -166,6 +157,25 @@ class LexicalIndex:
         self._postings_bytes = 0
         self._arrays: tuple[dict, np.ndarray, np.ndarray] | None = None
         self._mask: tuple[dict, np.ndarray] | None = None  # (versions, whether each row is of them): see _of_versions
+
+    def _empty_older_layout(self) -> None:
+        """Drop an older layout's tables and make this one's, in one transaction (another process opening the index
+        meanwhile finds either). Row ids start again from 1: no reader can hold a view of the old layout's rows
+        (this code reads none of it), so none is misled by ids it saw before."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._outdated():  # (another process may have done it meanwhile)
+                log.info("lexical index at %s is in an older layout: it will be built again", self.path)
+                for table in ("meta", "rows", "postings", "log"):
+                    self._db.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _SCHEMA.split(";"):  # (in this transaction: executescript would commit first)
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _outdated(self) -> bool:
         """Whether the file holds an index in an older layout: postings without their sizes (sqlite-1, built or
@@ -335,15 +345,13 @@ class LexicalIndex:
                            (term, after)).fetchall()
         if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32), after
-        return (np.concatenate([np.frombuffer(i, dtype=np.int64) for _, i, _ in parts]),
-                np.concatenate([np.frombuffer(f, dtype=np.int32) for _, _, f in parts]), parts[-1][0])
+        return (*_joined([(i, f) for _, i, f in parts]), parts[-1][0])
 
     def _merge(self, db, term: str, segs: list[int], into: int) -> None:
         """These segments of a term as one, numbered `into`, without the rows deleted since they were written."""
         marks = ",".join("?" * len(segs))
-        parts = db.execute(f"SELECT ids, tfs FROM postings WHERE term=? AND seg IN ({marks})", [term] + segs).fetchall()
-        ids = np.concatenate([np.frombuffer(i, dtype=np.int64) for i, _ in parts])
-        tfs = np.concatenate([np.frombuffer(f, dtype=np.int32) for _, f in parts])
+        ids, tfs = _joined(db.execute(f"SELECT ids, tfs FROM postings WHERE term=? AND seg IN ({marks})",
+                                      [term] + segs).fetchall())
         keep = self._alive(ids)
         db.execute(f"DELETE FROM postings WHERE term=? AND seg IN ({marks})", [term] + segs)
         if keep.any():
