@@ -328,10 +328,21 @@ MAX_BEHIND_SECONDS = 300.0
 _PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
 _CONNECTING = threading.Lock()  # chromadb keeps one embedded client per path in a process: one is made at a time
 RELEASE_SECONDS = 1.0  # how often a client replaced by a reopen is looked at until it can be freed (see _release)
-# An embedded client's native API (chromadb shares one per path in a process, between ChromaIndex objects) -> every
-# collection opened on it here, weakly: it may be freed when none is left (see _release). Keyed by client._server,
-# not client._system, which looks the path up: after a reopen it gives the new client's System.
+RELEASE_WAIT = 5.0  # how long a reopen waits for a replaced client to be freed before it loads the next (see _reopen)
+# The collections an embedded index opens on one client each: a client holds the vectors of the collections it has
+# searched, and a reopen loads one client's at a time, freeing the client it replaces before it loads the next, so
+# a process holds a second copy of one collection's vectors at most (at 100k chunks 306 MB for the sentences,
+# 213 MB for the chunks; with one client for all, both at once). A Chroma server's one client opens them all.
+_GROUPS = (("chunks", "records"), ("sentences",))
+# An embedded client's native API -> every collection opened on it here, weakly: it may be freed when none is left
+# (see _release). Keyed by client._server, not client._system, which looks the path up in chromadb's cache.
 _OPENED: dict[int, list[weakref.ref]] = {}
+# (path, group) -> the embedded client this process last opened for that group of collections: the ChromaIndex
+# objects of a process on one path share it, so one's writes are searchable in the others (an embedded client keeps
+# vectors in its own memory). A reopen puts the new one here.
+_SHARED: dict[tuple[str, int], object] = {}
+_NAMES = tuple(name for group in _GROUPS for name in group)
+_INDEXES: weakref.WeakSet = weakref.WeakSet()  # every ChromaIndex of this process (see _release)
 
 
 def _in_use(client) -> bool:
@@ -461,44 +472,70 @@ class ChromaIndex:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
+        _INDEXES.add(self)
 
     def _open(self, fresh: bool = False) -> None:
-        """Connect to Chroma and open the three collections (see _connect)."""
-        self.client, self.chunks, self.sentences, self.records = self._connect(fresh)
+        """Connect to Chroma and open the three collections: with a server on one client, embedded on one client
+        per group (see _GROUPS, _connect)."""
+        if self._host:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
 
-    def _connect(self, fresh: bool = False) -> tuple:
-        """A client and its three collections. fresh=True gives this process a new embedded client: the old one
+            client = chromadb.HttpClient(host=self._host, port=self._port,
+                                         settings=ChromaSettings(anonymized_telemetry=False))
+            self.clients = (client,) * len(_GROUPS)
+            for name, c in zip(_NAMES, self._collections(client, _NAMES)):
+                setattr(self, name, c)
+            return
+        self.clients = ()
+        for group in range(len(_GROUPS)):
+            self._take(group, self._connect(group, fresh))
+
+    def _take(self, group: int, opened: tuple):
+        """Use a group's client and collections from now on; the client they replace (None at first)."""
+        old = self.clients[group] if group < len(self.clients) else None
+        self.clients = self.clients[:group] + (opened[0],) + self.clients[group + 1:]
+        for name, c in zip(_GROUPS[group], opened[1:]):
+            setattr(self, name, c)
+        return old
+
+    def _connect(self, group: int, fresh: bool = False) -> tuple:
+        """An embedded client for a group of collections, and those collections: the one this process shares for
+        the group (see _SHARED), or with fresh=True a new one, which reads the directory anew; the one it replaces
         keeps serving whoever still holds its collections until it is released (see _release)."""
         import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient
         from chromadb.config import Settings as ChromaSettings
 
-        cs = ChromaSettings(anonymized_telemetry=False)
-        if self._host:
-            return self._collections(chromadb.HttpClient(host=self._host, port=self._port, settings=cs))
         with _CONNECTING:  # (the collections too: a client is freed when no collection opened on it is left)
-            if fresh:
-                from chromadb.api.shared_system_client import SharedSystemClient
-
-                # chromadb shares one client per path in a process; forget ours (without stopping it) so
-                # the next one reads the directory anew
+            key = (self.location, group)
+            client = None if fresh else _SHARED.get(key)
+            if client is None:
+                # chromadb shares one client per path in a process: forget its cached one (without stopping it)
+                # so that each group has a client of its own
                 SharedSystemClient._identifier_to_system.pop(self.location, None)
-            opened = self._collections(chromadb.PersistentClient(path=self.location, settings=cs))
-            _OPENED.setdefault(id(opened[0]._server), []).extend(weakref.ref(c) for c in opened[1:])
+                client = chromadb.PersistentClient(path=self.location, settings=ChromaSettings(anonymized_telemetry=False))
+                _SHARED[key] = client
+            opened = (client, *self._collections(client, _GROUPS[group]))
+            _OPENED.setdefault(id(client._server), []).extend(weakref.ref(c) for c in opened[1:])
             return opened
 
-    def _collections(self, client) -> tuple:
-        """The client and its three collections (made when missing)."""
+    def _collections(self, client, names: tuple[str, ...]) -> list:
+        """The named collections on a client (made when missing)."""
         # embedding_function=None: vectors are always precomputed, chroma's own model never loads.
-        hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH, "num_threads": 1}}
-        chunks = client.get_or_create_collection(f"{self._collection}-chunks", embedding_function=None, configuration=hnsw)
-        sentences = client.get_or_create_collection(
-            f"{self._collection}-sentences", embedding_function=None, configuration=hnsw)
-        for c in (chunks, sentences):
-            _widen_search(c)
-        records = client.get_or_create_collection(
-            f"{self._collection}-records", embedding_function=None, configuration={"hnsw": {"sync_threshold": RECORDS_SYNC}})
-        _persist_often(records)
-        return client, chunks, sentences, records
+        out = []
+        for name in names:
+            if name == "records":
+                c = client.get_or_create_collection(f"{self._collection}-records", embedding_function=None,
+                                                    configuration={"hnsw": {"sync_threshold": RECORDS_SYNC}})
+                _persist_often(c)
+            else:
+                hnsw = {"hnsw": {"space": "cosine", "ef_search": EF_SEARCH, "num_threads": 1}}
+                c = client.get_or_create_collection(f"{self._collection}-{name}", embedding_function=None,
+                                                    configuration=hnsw)
+                _widen_search(c)
+            out.append(c)
+        return out
 
     def _follow(self, generation: str, here: bool = False) -> None:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
@@ -524,68 +561,84 @@ class ChromaIndex:
                     self._foreign_at = now
             if not self._behind_since or not (here or self._reopen_due(now)):
                 return
-            if here:  # (the caller holds the write lock)
-                old = self.client
-                self._open(fresh=True)
-                self._behind_since, self._reopened = None, now
-                self._release(old)
-            elif self._reopening is None or not self._reopening.is_alive():
-                self._reopened = now  # an attempt counts: one dropped for a write here is tried again later
-                self._reopening = threading.Thread(target=self._reopen, args=(generation, self._writes), daemon=True,
-                                                   name="chroma-reopen")
-                self._reopening.start()
+            if not here:
+                if self._reopening is None or not self._reopening.is_alive():
+                    self._reopened = now  # an attempt counts: one dropped for a write here is tried again later
+                    self._reopening = threading.Thread(target=self._reopen, args=(generation, self._writes),
+                                                       daemon=True, name="chroma-reopen")
+                    self._reopening.start()
+                return
+        # here: the caller holds the write lock. One group at a time, as _reopen does; a replaced client is waited
+        # for without self._lock, which a question holding it may need.
+        for group in range(len(_GROUPS)):
+            opened = self._connect(group, fresh=True)
+            with self._lock:
+                old = self._take(group, opened)
+            self._release(old, wait=RELEASE_WAIT)
+        with self._lock:
+            self._behind_since, self._reopened = None, now
 
     def _reopen(self, generation: str, writes: int) -> None:
-        """A fresh client, its vectors loaded (a search in each collection), taken up unless this process began a
-        write meanwhile (its own client then holds what this one may lack) or is writing now."""
-        opened = None
-        try:
-            opened = self._connect(fresh=True)
-            for c in opened[1:3]:
-                one = c.get(limit=1, include=["embeddings"])
-                if len(one["ids"]):
-                    c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
-        except Exception as e:  # the old client keeps serving; the next question tries again
-            log.warning("reopening the index to load another process's vectors failed: %s", e)
-            if opened is not None:
-                self._release(opened[0])
-            return
-        unused = opened[0]  # the one of the two clients this process no longer needs
-        if self._write_lock.acquire(blocking=False):
+        """Fresh clients, one group at a time (see _GROUPS): each one's vectors loaded (a search in each of its
+        collections) and taken up, then the client it replaces freed (waiting up to RELEASE_WAIT for questions
+        that hold it) before the next group's vectors load. Dropped, for the groups not yet taken, if this process
+        began a write meanwhile (its own client then holds what a new one may lack) or is writing now."""
+        for group in range(len(_GROUPS)):
+            opened = None
             try:
-                with self._lock:
-                    if self._writes == writes:
-                        unused = self.client
-                        self.client, self.chunks, self.sentences, self.records = opened
-                        self._reopened = time.monotonic()
-                        if self._opened_at == generation:  # else another commit came meanwhile: still behind it
-                            self._behind_since = None
-            finally:
-                self._write_lock.release()
-        opened = None  # (its collections, when dropped, are no longer held here)
-        self._release(unused)
+                opened = self._connect(group, fresh=True)
+                for name, c in zip(_GROUPS[group], opened[1:]):
+                    if name == "records":  # (read by id, never searched)
+                        continue
+                    one = c.get(limit=1, include=["embeddings"])
+                    if len(one["ids"]):
+                        c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
+            except Exception as e:  # the old client keeps serving; the next question tries again
+                log.warning("reopening the index to load another process's vectors failed: %s", e)
+                if opened is not None:
+                    self._release(opened[0])
+                return
+            unused, taken = opened[0], False  # the one of the two clients this process no longer needs
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    with self._lock:
+                        if self._writes == writes:
+                            unused, taken = self._take(group, opened), True
+                            self._reopened = time.monotonic()
+                finally:
+                    self._write_lock.release()
+            opened = None  # (its collections, when dropped, are no longer held here)
+            self._release(unused, wait=RELEASE_WAIT)
+            if not taken:
+                return
+        with self._lock:
+            if self._writes == writes and self._opened_at == generation:  # else still behind a later commit
+                self._behind_since = None
 
-    def _release(self, client) -> None:
-        """Free a client this process no longer uses, with its copy of every vector (~500 MB at 100k chunks).
-        chromadb's System sits in a reference cycle, so dropping the client freed nothing until a full garbage
-        collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. A thread stops it once no
-        collection opened on it is held any more — by a question or a paged read that took it before the swap, or
-        by another ChromaIndex of this process on the path (looked at every RELEASE_SECONDS). Stopping only drops
-        chromadb's native bindings, which is what collecting it would do (150 ms at 100k chunks)."""
-        def stop() -> None:
+    def _release(self, client, wait: float = 0.0) -> None:
+        """Free a client this process no longer uses, with its copy of the vectors it loaded (~500 MB at 100k
+        chunks for all of them). chromadb's System sits in a reference cycle, so dropping the client freed nothing
+        until a full garbage collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. It is
+        stopped once no collection opened on it is held any more — by a question or a paged read that took it
+        before the swap, or by another ChromaIndex of this process on the path: looked at here for up to `wait`
+        seconds, then by a thread every RELEASE_SECONDS. Stopping only drops chromadb's native bindings, which is
+        what collecting it would do (150 ms at 100k chunks)."""
+        if client is None:
+            return
+
+        def free() -> bool:
             from chromadb.api import ServerAPI
             from chromadb.api.shared_system_client import SharedSystemClient
 
-            while True:
-                time.sleep(RELEASE_SECONDS)
-                with _CONNECTING:  # (one step: a client cached for this path goes to the next index opened on it)
-                    if _in_use(client):
-                        continue
-                    _OPENED.pop(id(client._server), None)
-                    cached = SharedSystemClient._identifier_to_system
-                    if self.location in cached and cached[self.location].instance(ServerAPI) is client._server:
-                        cached.pop(self.location)
-                    break
+            with _CONNECTING:  # (one step: the client is no longer shared with an index opened on the path)
+                if _in_use(client):
+                    return False
+                _OPENED.pop(id(client._server), None)
+                for key in [k for k, c in _SHARED.items() if c is client]:
+                    _SHARED.pop(key)
+                cached = SharedSystemClient._identifier_to_system
+                if self.location in cached and cached[self.location].instance(ServerAPI) is client._server:
+                    cached.pop(self.location)
             try:
                 client._server.stop()  # (chromadb's RustBindingsAPI: drops its native bindings)
             except Exception as e:  # a chromadb without it: only the garbage collector frees it (never a client
@@ -593,7 +646,22 @@ class ChromaIndex:
                 log.warning("a replaced Chroma client could not be stopped; its memory waits for the garbage "
                             "collector: %s", e)
             _give_back_memory()
-        threading.Thread(target=stop, daemon=True, name="chroma-release").start()
+            return True
+
+        deadline = time.monotonic() + wait
+        while True:
+            if free():
+                return
+            if time.monotonic() >= deadline or any(c is client for ix in list(_INDEXES) for c in ix.clients):
+                break  # (another index of this process uses it until its own reopen: not worth waiting for)
+            time.sleep(min(0.02, wait))
+
+        def later() -> None:
+            while True:
+                time.sleep(RELEASE_SECONDS)
+                if free():
+                    return
+        threading.Thread(target=later, daemon=True, name="chroma-release").start()
 
     def settle(self, timeout: float = 60.0) -> None:
         """Wait for a reopen at work (see _follow) to be taken up or dropped."""

@@ -420,14 +420,14 @@ def test_a_write_after_another_process_committed_is_made_on_a_client_that_loaded
     index.documents()  # the first reopen comes at once
     index.settle()
     monkeypatch.setattr(store, "REOPEN_SECONDS", 3600.0)
-    client = index.client
+    client = index.clients
     write(tmp_path / "more" / "bikes.txt", "title: 非机动车停放办法\n---\n第一条 非机动车停车位应当划线标识。\n")
     _ingest_elsewhere(tmp_path / "index", tmp_path / "more" / "bikes.txt")
     assert len(index.documents()) == 3
     index.settle()
-    assert index.client is client  # a reader waits for the interval
+    assert all(a is b for a, b in zip(index.clients, client))  # a reader waits for the interval
     with index.writer():
-        assert index.client is not client  # a writer does not
+        assert not any(a is b for a, b in zip(index.clients, client))  # a writer does not, for any client
 
 
 @pytest.mark.integration  # another process
@@ -446,22 +446,22 @@ def test_a_reader_reopens_in_the_background_and_a_write_here_meanwhile_drops_the
     release, connected = threading.Event(), []
     real = reader._connect
 
-    def slow_connect(fresh=False):
+    def slow_connect(group, fresh=False):
         connected.append(threading.current_thread().name)
         if threading.current_thread().name == "chroma-reopen":
             release.wait(60)
-        return real(fresh)
+        return real(group, fresh)
     reader._connect = slow_connect
-    client = reader.client
+    clients = reader.clients
     docs = reader.documents()  # starts the reopen, and does not wait for it
-    assert len(docs) == 2 and connected == ["chroma-reopen"] and reader.client is client
+    assert len(docs) == 2 and connected == ["chroma-reopen"] and reader.clients == clients
     assert reader.dense(emb.embed_query("停车位"), 10)  # the old client answers meanwhile
     with reader.writer():  # a write here while the reopen is at work: the writer reopens for itself, at once
-        written = reader.client
-    assert written is not client
+        written = reader.clients
+    assert not set(map(id, written)) & set(map(id, clients))
     release.set()
     reader.settle()
-    assert reader.client is written  # the one made in the background is dropped: it may lack this write
+    assert reader.clients == written  # the one made in the background is dropped: it may lack this write
     new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
     keys = [f"{new}:{o}" for o in range(reader.documents()[new].chunks)]
     assert set(reader.chunk_vectors(keys)) == set(keys)
@@ -968,14 +968,15 @@ def test_lexical_scores_rank_and_look_up_as_a_dict_of_every_row_would(tmp_path):
 @pytest.mark.integration  # other processes
 def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_uses_it(tmp_path, small_docs,
                                                                                         monkeypatch):
-    """Issue 12: a reopen replaces the embedded client, which holds a copy of every vector (~500 MB at 100k chunks).
-    chromadb's System sits in a reference cycle, so the old one was freed only by a full garbage collection: it is
+    """Issue 12: a reopen replaces the embedded clients, which hold a copy of every vector (~500 MB at 100k chunks).
+    chromadb's System sits in a reference cycle, so an old one was freed only by a full garbage collection: it is
     stopped once nothing holds its collections, unless another ChromaIndex of this process on the path uses it."""
     import threading
 
     from ingest import store
 
     monkeypatch.setattr(store, "RELEASE_SECONDS", 0.05)
+    monkeypatch.setattr(store, "RELEASE_WAIT", 0.2)
 
     def released():
         for t in [t for t in threading.enumerate() if t.name == "chroma-release"]:
@@ -984,25 +985,59 @@ def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_us
     first, second = sorted(small_docs.glob("*"))
     a = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
     Pipeline(a, emb).run([first])
-    b = ChromaIndex(tmp_path / "index", refresh_seconds=3600)  # chromadb gives it the same System
-    shared = a.client
-    assert b.client._server is shared._server
+    b = ChromaIndex(tmp_path / "index", refresh_seconds=3600)  # it shares a's clients
+    shared = a.clients
+    assert len(shared) == 2 and all(x._server is y._server for x, y in zip(b.clients, shared))
+    assert shared[0]._server is not shared[1]._server  # one client per group of collections
     _ingest_elsewhere(tmp_path / "index", second)
     assert len(a.documents()) == 2
     a.settle()
     released()
-    assert a.client is not shared and hasattr(shared._server, "bindings")  # b still uses it
+    assert all(x is not y and hasattr(y._server, "bindings") for x, y in zip(a.clients, shared))  # b uses them
     assert b.dense(emb.embed_query("停车位"), 10)
     in_use = b.chunks  # e.g. a paged read that took the collection before the swap
     assert len(b.documents()) == 2
     b.settle()
     time.sleep(0.5)
-    assert b.client is not shared and hasattr(shared._server, "bindings")  # not while anything holds it
+    assert all(x is not y for x, y in zip(b.clients, shared))
+    assert hasattr(shared[0]._server, "bindings")  # not while anything holds it
+    assert not hasattr(shared[1]._server, "bindings")  # the other group's: nothing holds it
     assert in_use.count() > 0
     del in_use
     released()
-    assert not hasattr(shared._server, "bindings")  # stopped: its vectors freed
+    assert not hasattr(shared[0]._server, "bindings")  # stopped: its vectors freed
     for index in (a, b):
         assert {h.chunk.doc_id for h in index.dense(emb.embed_query("宣传周 停车位"), 20)} == {"parking", "notice"}
     c = ChromaIndex(tmp_path / "index")  # a new index on the path is given a live client
     assert c.dense(emb.embed_query("停车位"), 10)
+
+
+@pytest.mark.integration  # another process
+@pytest.mark.parametrize("in_background", [True, False])
+def test_a_reopen_frees_one_groups_client_before_it_loads_the_next(tmp_path, small_docs, in_background):
+    """Issue 12: at 100k chunks a reopen that loaded every collection's vectors before freeing the old client held
+    two copies of all of them (the asking process peaked at 1.34 GB): the next group's client is opened only once
+    the one it replaces is stopped, by the background reopen and by a writer's."""
+    emb = HashEmbedder()
+    reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    first, second = sorted(small_docs.glob("*"))
+    Pipeline(reader, emb).run([first])
+    old = reader.clients
+    assert reader.dense(emb.embed_query("停车位"), 10) and reader.dense_sentences(emb.embed_query("停车位"), 10)
+    _ingest_elsewhere(tmp_path / "index", second)
+    real, seen = reader._connect, []
+
+    def watching(group, fresh=False):
+        seen.append((group, [hasattr(c._server, "bindings") for c in old]))
+        return real(group, fresh)
+    reader._connect = watching
+    if in_background:
+        reader.documents()
+        reader.settle()
+    else:
+        with reader.writer():
+            pass
+    assert seen == [(0, [True, True]), (1, [False, True])]
+    assert not any(hasattr(c._server, "bindings") for c in old)
+    new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
+    assert reader.dense_sentences(emb.embed_query("宣传周"), 10, doc_ids=[new])
