@@ -29,3 +29,18 @@ def test_lexical_bench_grows_an_index_by_commits():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "writer ms per document: first ten commits" in out.stdout and "last ten" in out.stdout
+
+
+@pytest.mark.integration
+def test_reopen_bench_measures_both_ways_on_a_built_index(tmp_path):
+    from ingest.embed import HashEmbedder
+    from ingest.pipeline import Pipeline
+    from ingest.store import ChromaIndex
+
+    Pipeline(ChromaIndex(tmp_path / "index"), HashEmbedder()).run([ROOT / "docs"])
+    out = subprocess.run([sys.executable, "-m", "bench.reopen", "--index", str(tmp_path / "index"), "--rounds", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert any("group by group: before" in line for line in lines)
+    assert any("all, then free: before" in line for line in lines)
