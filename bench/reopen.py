@@ -55,11 +55,7 @@ def all_then_free(index) -> None:
 
     opened = [index._connect(g, fresh=True) for g in range(len(store._GROUPS))]
     for group, o in enumerate(opened):
-        for name, c in zip(store._GROUPS[group], o[1:]):
-            if name != "records":
-                one = c.get(limit=1, include=["embeddings"])
-                if len(one["ids"]):
-                    c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
+        store._load_vectors(group, o)
     old = [index._take(g, o) for g, o in enumerate(opened)]
     del opened
     for client in old:

@@ -359,6 +359,15 @@ def _give_back_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _load_vectors(group: int, opened: tuple) -> None:
+    """Make a group's new client load its collections' vectors (a search in each; Chroma loads them on the first)."""
+    for name, collection in zip(_GROUPS[group], opened[1:]):
+        if name != "records":  # (read by id, never searched)
+            one = collection.get(limit=1, include=["embeddings"])
+            if len(one["ids"]):
+                collection.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
+
+
 def _widen_search(collection) -> None:
     """Raise an existing collection's ef_search to EF_SEARCH and insert with one thread (both mutable settings);
     indexes built before them keep working, read-only ones keep their old breadth."""
@@ -540,10 +549,11 @@ class ChromaIndex:
     def _follow(self, generation: str, here: bool = False) -> None:
         """Embedded Chroma keeps vectors in each process's memory: vectors another process committed are not
         searchable here (and fetching them by id fails) until the client is opened again (chroma-core/chroma
-        #3769). A reopen costs a reload of the vectors (0.7 s at 100k chunks, measured) and, until the old client
-        is released (see _release), a second copy of them in memory, so it waits until the other process's commits pause for
-        QUIET_SECONDS (at most MAX_BEHIND_SECONDS), and comes at most once per REOPEN_SECONDS; the first one
-        comes at once. It is made in a thread of its own, its vectors loaded there, and taken up when ready:
+        #3769). A reopen costs a reload of the vectors (1.1-1.8 s at 100k chunks, measured) and, until an old client
+        is released (see _release), a second copy of one group's in memory (see _GROUPS), so it waits until the other
+        process's commits pause for QUIET_SECONDS (at most MAX_BEHIND_SECONDS), and comes at most once per
+        REOPEN_SECONDS; the first one comes at once. It is made in a thread of its own, its vectors loaded there,
+        and taken up, group by group, when ready:
         questions meanwhile use the client as it was, BM25 finds the new text, and a missing vector is no error.
         A writer (here) reopens at once, on its own thread, before it writes: a client that has not loaded another
         process's writes persists its own view of a collection's vector index over theirs at its next sync, and
@@ -587,12 +597,7 @@ class ChromaIndex:
             opened = None
             try:
                 opened = self._connect(group, fresh=True)
-                for name, c in zip(_GROUPS[group], opened[1:]):
-                    if name == "records":  # (read by id, never searched)
-                        continue
-                    one = c.get(limit=1, include=["embeddings"])
-                    if len(one["ids"]):
-                        c.query(query_embeddings=[list(one["embeddings"][0])], n_results=1, include=[])
+                _load_vectors(group, opened)
             except Exception as e:  # the old client keeps serving; the next question tries again
                 log.warning("reopening the index to load another process's vectors failed: %s", e)
                 if opened is not None:
