@@ -331,9 +331,9 @@ def settle_heap() -> None:
     """For a serving process once its index and model are loaded: what it holds by then (modules, documents, the
     model's handle…) lives as long as it does, so it is moved out of the garbage collector's reach. A full
     collection walked all of it while every thread waited: 117 ms at 100k chunks, 2-3 times per 100 questions;
-    9-26 ms after (measured). What is frozen is never collected as a cycle again: the Chroma client opened by
-    then, once a reopen replaces it, is freed by its explicit stop (see ingest.store's _release), its few Python
-    objects stay."""
+    9-26 ms after (measured). What is frozen is never collected as a cycle again: the embedded Chroma clients opened by
+    then, once a reopen replaces them, are freed by their explicit stop (see ingest.store's _release), their few
+    Python objects stay."""
     import gc
 
     gc.collect()

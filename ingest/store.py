@@ -326,23 +326,28 @@ REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at 
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
 MAX_BEHIND_SECONDS = 300.0
 _PROCESS = uuid.uuid4().hex[:12]  # names this process in the generation file (a pid repeats across hosts)
-_CONNECTING = threading.Lock()  # chromadb keeps one embedded client per path in a process: one is made at a time
+# Embedded clients are made, shared (_SHARED), tracked (_OPENED, _INDEXES) and stopped under this lock, one at a time.
+_CONNECTING = threading.Lock()
 RELEASE_SECONDS = 1.0  # how often a client replaced by a reopen is looked at until it can be freed (see _release)
-RELEASE_WAIT = 5.0  # how long a reopen waits for a replaced client to be freed before it loads the next (see _reopen)
+RELEASE_WAIT = 5.0  # how long a background reopen waits for a replaced client to be freed before it loads the next
+WRITER_RELEASE_WAIT = 1.0  # ...and a writer's reopen, which holds the write locks meanwhile (see _follow)
 # The collections an embedded index opens on one client each: a client holds the vectors of the collections it has
 # searched, and a reopen loads one client's at a time, freeing the client it replaces before it loads the next, so
-# a process holds a second copy of one collection's vectors at most (at 100k chunks 306 MB for the sentences,
-# 213 MB for the chunks; with one client for all, both at once). A Chroma server's one client opens them all.
+# a process holds a second copy of one group's vectors at most while questions let go of the old client within
+# RELEASE_WAIT (at 100k chunks 306 MB for the sentences, 213 MB for the chunks; with one client for all, both at
+# once). A Chroma server's one client opens them all.
 _GROUPS = (("chunks", "records"), ("sentences",))
 # An embedded client's native API -> every collection opened on it here, weakly: it may be freed when none is left
 # (see _release). Keyed by client._server, not client._system, which looks the path up in chromadb's cache.
 _OPENED: dict[int, list[weakref.ref]] = {}
-# (path, group) -> the embedded client this process last opened for that group of collections: the ChromaIndex
-# objects of a process on one path share it, so one's writes are searchable in the others (an embedded client keeps
-# vectors in its own memory). A reopen puts the new one here.
+# (path, group) -> the embedded client this process's indexes on the path last took up for that group: an index
+# opened later on the path starts from it, so it searches what the process has written through it (an embedded
+# client keeps vectors in its own memory). Indexes already open keep their own clients until they reopen: two
+# ChromaIndex objects on one path in one process do not see each other's commits' vectors after a reopen (the app
+# opens one per process).
 _SHARED: dict[tuple[str, int], object] = {}
 _NAMES = tuple(name for group in _GROUPS for name in group)
-_INDEXES: weakref.WeakSet = weakref.WeakSet()  # every ChromaIndex of this process (see _release)
+_INDEXES: weakref.WeakSet = weakref.WeakSet()  # every ChromaIndex of this process (see _release; under _CONNECTING)
 
 
 def _in_use(client) -> bool:
@@ -481,9 +486,10 @@ class ChromaIndex:
         # with a server, also look for new versions this often.
         self.shared_server = bool(host)
         self.refresh_seconds, self._checked = refresh_seconds, 0.0
-        _INDEXES.add(self)
+        with _CONNECTING:
+            _INDEXES.add(self)
 
-    def _open(self, fresh: bool = False) -> None:
+    def _open(self) -> None:
         """Connect to Chroma and open the three collections: with a server on one client, embedded on one client
         per group (see _GROUPS, _connect)."""
         if self._host:
@@ -498,14 +504,17 @@ class ChromaIndex:
             return
         self.clients = ()
         for group in range(len(_GROUPS)):
-            self._take(group, self._connect(group, fresh))
+            self._take(group, self._connect(group))
 
     def _take(self, group: int, opened: tuple):
-        """Use a group's client and collections from now on; the client they replace (None at first)."""
+        """Use a group's client and collections from now on, and share it with indexes opened later on the path
+        (see _SHARED); the client they replace (None at first)."""
         old = self.clients[group] if group < len(self.clients) else None
         self.clients = self.clients[:group] + (opened[0],) + self.clients[group + 1:]
         for name, c in zip(_GROUPS[group], opened[1:]):
             setattr(self, name, c)
+        with _CONNECTING:
+            _SHARED[(self.location, group)] = opened[0]
         return old
 
     def _connect(self, group: int, fresh: bool = False) -> tuple:
@@ -517,16 +526,22 @@ class ChromaIndex:
         from chromadb.config import Settings as ChromaSettings
 
         with _CONNECTING:  # (the collections too: a client is freed when no collection opened on it is left)
-            key = (self.location, group)
-            client = None if fresh else _SHARED.get(key)
-            if client is None:
+            client = None if fresh else _SHARED.get((self.location, group))
+            made = client is None
+            if made:
                 # chromadb shares one client per path in a process: forget its cached one (without stopping it)
                 # so that each group has a client of its own
                 SharedSystemClient._identifier_to_system.pop(self.location, None)
                 client = chromadb.PersistentClient(path=self.location, settings=ChromaSettings(anonymized_telemetry=False))
-                _SHARED[key] = client
-            opened = (client, *self._collections(client, _GROUPS[group]))
-            _OPENED.setdefault(id(client._server), []).extend(weakref.ref(c) for c in opened[1:])
+            try:
+                opened = (client, *self._collections(client, _GROUPS[group]))
+            except Exception:
+                if made:  # (nothing else has it)
+                    with contextlib.suppress(Exception):
+                        client._server.stop()
+                raise
+            refs = _OPENED.setdefault(id(client._server), [])
+            refs[:] = [r for r in refs if r() is not None] + [weakref.ref(c) for c in opened[1:]]
             return opened
 
     def _collections(self, client, names: tuple[str, ...]) -> list:
@@ -578,15 +593,17 @@ class ChromaIndex:
                                                        daemon=True, name="chroma-reopen")
                     self._reopening.start()
                 return
-        # here: the caller holds the write lock. One group at a time, as _reopen does; a replaced client is waited
-        # for without self._lock, which a question holding it may need.
-        for group in range(len(_GROUPS)):
-            opened = self._connect(group, fresh=True)
-            with self._lock:
-                old = self._take(group, opened)
-            self._release(old, wait=RELEASE_WAIT)
+        # here: the caller holds the write locks. A new client loads no vectors until it is used (the write's
+        # first upsert), so every group is taken up at once and the clients they replace are then waited for
+        # (WRITER_RELEASE_WAIT in all, without self._lock, which a question holding one may need).
+        opened = [self._connect(group, fresh=True) for group in range(len(_GROUPS))]
         with self._lock:
+            old = [self._take(group, o) for group, o in enumerate(opened)]
             self._behind_since, self._reopened = None, now
+        del opened
+        deadline = time.monotonic() + WRITER_RELEASE_WAIT
+        for client in old:
+            self._release(client, wait=max(0.0, deadline - time.monotonic()))
 
     def _reopen(self, generation: str, writes: int) -> None:
         """Fresh clients, one group at a time (see _GROUPS): each one's vectors loaded (a search in each of its
@@ -594,6 +611,8 @@ class ChromaIndex:
         that hold it) before the next group's vectors load. Dropped, for the groups not yet taken, if this process
         began a write meanwhile (its own client then holds what a new one may lack) or is writing now."""
         for group in range(len(_GROUPS)):
+            if self._writes != writes:  # a write here began: the writer reopened for itself
+                return
             opened = None
             try:
                 opened = self._connect(group, fresh=True)
@@ -626,18 +645,23 @@ class ChromaIndex:
         until a full garbage collection (345 ms at 100k chunks), and each reopen kept 500 MB more until then. It is
         stopped once no collection opened on it is held any more — by a question or a paged read that took it
         before the swap, or by another ChromaIndex of this process on the path: looked at here for up to `wait`
-        seconds, then by a thread every RELEASE_SECONDS. Stopping only drops chromadb's native bindings, which is
+        seconds (not when another index uses it), then by a thread every RELEASE_SECONDS; a client two indexes
+        replaced is stopped once. Stopping only drops chromadb's native bindings, which is
         what collecting it would do (150 ms at 100k chunks)."""
         if client is None:
             return
 
-        def free() -> bool:
+        def free() -> str:
+            """'freed' (or stopped before), 'held' (by a question or a read, for now), or 'index' (another
+            index of this process uses it until its own reopen: not worth waiting for)."""
             from chromadb.api import ServerAPI
             from chromadb.api.shared_system_client import SharedSystemClient
 
             with _CONNECTING:  # (one step: the client is no longer shared with an index opened on the path)
+                if id(client._server) not in _OPENED:  # released already (by another index's release)
+                    return "freed"
                 if _in_use(client):
-                    return False
+                    return "index" if any(c is client for ix in _INDEXES for c in ix.clients) else "held"
                 _OPENED.pop(id(client._server), None)
                 for key in [k for k, c in _SHARED.items() if c is client]:
                     _SHARED.pop(key)
@@ -651,20 +675,21 @@ class ChromaIndex:
                 log.warning("a replaced Chroma client could not be stopped; its memory waits for the garbage "
                             "collector: %s", e)
             _give_back_memory()
-            return True
+            return "freed"
 
         deadline = time.monotonic() + wait
         while True:
-            if free():
+            state = free()
+            if state == "freed":
                 return
-            if time.monotonic() >= deadline or any(c is client for ix in list(_INDEXES) for c in ix.clients):
-                break  # (another index of this process uses it until its own reopen: not worth waiting for)
+            if state == "index" or time.monotonic() >= deadline:
+                break
             time.sleep(min(0.02, wait))
 
         def later() -> None:
             while True:
                 time.sleep(RELEASE_SECONDS)
-                if free():
+                if free() == "freed":
                     return
         threading.Thread(target=later, daemon=True, name="chroma-release").start()
 

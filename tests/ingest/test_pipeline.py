@@ -465,6 +465,9 @@ def test_a_reader_reopens_in_the_background_and_a_write_here_meanwhile_drops_the
     new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
     keys = [f"{new}:{o}" for o in range(reader.documents()[new].chunks)]
     assert set(reader.chunk_vectors(keys)) == set(keys)
+    later = ChromaIndex(tmp_path / "index", refresh_seconds=3600)  # an index opened now shares what was taken up,
+    assert all(x is y for x, y in zip(later.clients, reader.clients))  # not the dropped client
+    assert set(later.chunk_vectors(keys)) == set(keys)
 
 
 @pytest.mark.integration  # another process
@@ -967,7 +970,7 @@ def test_lexical_scores_rank_and_look_up_as_a_dict_of_every_row_would(tmp_path):
 
 @pytest.mark.integration  # other processes
 def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_uses_it(tmp_path, small_docs,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, caplog):
     """Issue 12: a reopen replaces the embedded clients, which hold a copy of every vector (~500 MB at 100k chunks).
     chromadb's System sits in a reference cycle, so an old one was freed only by a full garbage collection: it is
     stopped once nothing holds its collections, unless another ChromaIndex of this process on the path uses it."""
@@ -981,6 +984,7 @@ def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_us
     def released():
         for t in [t for t in threading.enumerate() if t.name == "chroma-release"]:
             t.join(30)
+    caplog.set_level("WARNING", logger="ingest.store")
     emb = HashEmbedder()
     first, second = sorted(small_docs.glob("*"))
     a = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
@@ -1008,6 +1012,7 @@ def test_a_client_replaced_by_a_reopen_is_freed_once_no_index_in_this_process_us
     assert not hasattr(shared[0]._server, "bindings")  # stopped: its vectors freed
     for index in (a, b):
         assert {h.chunk.doc_id for h in index.dense(emb.embed_query("宣传周 停车位"), 20)} == {"parking", "notice"}
+    assert "could not be stopped" not in caplog.text  # each shared client stopped once, by whichever index let go last
     c = ChromaIndex(tmp_path / "index")  # a new index on the path is given a live client
     assert c.dense(emb.embed_query("停车位"), 10)
 
@@ -1037,7 +1042,79 @@ def test_a_reopen_frees_one_groups_client_before_it_loads_the_next(tmp_path, sma
     else:
         with reader.writer():
             pass
-    assert seen == [(0, [True, True]), (1, [False, True])]
+    if in_background:
+        assert seen == [(0, [True, True]), (1, [False, True])]
+    else:  # a writer's new clients load nothing before its first upsert: it takes up both, then frees the old ones
+        assert seen == [(0, [True, True]), (1, [True, True])]
     assert not any(hasattr(c._server, "bindings") for c in old)
+    new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
+    assert reader.dense_sentences(emb.embed_query("宣传周"), 10, doc_ids=[new])
+
+
+@pytest.mark.integration  # another process
+@pytest.mark.parametrize("in_background", [True, False])
+def test_a_reopen_waits_for_a_question_that_holds_the_old_client(tmp_path, small_docs, in_background):
+    """A question answered on the old client while a reopen swaps it holds it a moment: the reopen waits for it to
+    let go (RELEASE_WAIT in the background, WRITER_RELEASE_WAIT in a writer) and stops it before the next group's
+    vectors load, or before the write's upserts load the new ones."""
+    import threading
+
+    emb = HashEmbedder()
+    reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    first, second = sorted(small_docs.glob("*"))
+    Pipeline(reader, emb).run([first])
+    old = reader.clients
+    _ingest_elsewhere(tmp_path / "index", second)
+    real, seen = reader._connect, []
+
+    def watching(group, fresh=False):
+        seen.append((group, hasattr(old[0]._server, "bindings")))
+        return real(group, fresh)
+    reader._connect = watching
+    question = [reader.chunks]  # a question on the old client, done in 0.4 s
+    threading.Timer(0.4, question.clear).start()
+    if in_background:
+        reader.documents()
+        reader.settle()
+        assert seen == [(0, True), (1, False)]  # group 0's old client stopped before group 1 loaded
+    else:
+        with reader.writer():
+            assert not hasattr(old[0]._server, "bindings")  # stopped before anything is written
+    assert not question
+
+
+@pytest.mark.integration  # another process
+def test_a_write_between_a_reopens_groups_stops_it_before_the_next_group_loads(tmp_path, small_docs):
+    """A background reopen that has taken up the first group when this process begins a write stops there: the
+    writer reopens every group for itself, and loading the next group in the background as well would hold one
+    more copy of its vectors for nothing."""
+    import threading
+
+    emb = HashEmbedder()
+    reader = ChromaIndex(tmp_path / "index", refresh_seconds=3600)
+    first, second = sorted(small_docs.glob("*"))
+    Pipeline(reader, emb).run([first])
+    _ingest_elsewhere(tmp_path / "index", second)
+    real_connect, real_release, connected = reader._connect, reader._release, []
+    taken, wrote = threading.Event(), threading.Event()
+
+    def connect(group, fresh=False):
+        connected.append((threading.current_thread().name, group))
+        return real_connect(group, fresh)
+
+    def release(client, wait=0.0):
+        if threading.current_thread().name == "chroma-reopen" and not taken.is_set():
+            taken.set()  # the first group is taken up; its old client is about to be released
+            wrote.wait(30)
+        return real_release(client, wait)
+    reader._connect, reader._release = connect, release
+    reader.documents()  # starts the reopen
+    assert taken.wait(30)
+    with reader.writer():
+        written = reader.clients
+    wrote.set()
+    reader.settle()
+    assert [g for name, g in connected if name == "chroma-reopen"] == [0]
+    assert reader.clients == written
     new = next(d for d in reader.documents() if reader.documents()[d].path == str(second.resolve()))
     assert reader.dense_sentences(emb.embed_query("宣传周"), 10, doc_ids=[new])
