@@ -19,8 +19,9 @@ document id or reconciling away chunks another writer has not committed yet. Eac
 file beside it, so a process learns of another's commit from one small read instead of re-reading every record.
 Every commit also numbers itself: the records carry the commit's sequence number, and one version record
 (VERSION_ID) holds the last number and how many removals there have been. A process that learns of a commit (from
-the generation file or, with a Chroma server, every `refresh_seconds`) reads that one record, then only the
-records committed since the number it last saw; only a removal makes it compare every record's metadata.
+the generation file or, with a Chroma server, every `refresh_seconds`) reads that one record (or the copy of it
+the commit wrote into the generation file), then only the records committed since the number it last saw; only a
+removal makes it compare every record's metadata.
 
 A record also carries its version's layout: every chunk's and sentence's offsets into the document's text, with
 their article and headings (see `layout`). Readers hold the committed documents' texts, so they build chunks and
@@ -362,6 +363,19 @@ def _give_back_memory() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _version_named(generation: str) -> Version | None:
+    """The version record a commit left, as its generation file names it (None when it does not: older writers,
+    and commits that wrote no version)."""
+    last = generation.split()[-1:]
+    if not last or not last[0].startswith("v"):
+        return None
+    try:
+        seq, removals = last[0][1:].split(":")
+        return Version(int(seq), int(removals))
+    except ValueError:
+        return None
 
 
 def _load_vectors(group: int, opened: tuple) -> None:
@@ -769,6 +783,8 @@ class ChromaIndex:
         previous = self._read_generation()
         tmp = self._generation_file.with_name(f"{self._generation_file.name}.{os.getpid()}.{threading.get_ident()}")
         generation = f"{time.time_ns()} {_PROCESS} {threading.get_ident()} {id(self)}"
+        if after is not None:  # the version record as this commit left it (see _load_documents)
+            generation += f" v{after.seq}:{after.removals}"
         tmp.write_text(generation)
         os.replace(tmp, self._generation_file)
         with self._lock:
@@ -822,7 +838,13 @@ class ChromaIndex:
         generation = self._read_generation()
         self._follow(generation)
         seen = self._seen
-        version = self._version()  # before the records: a commit after this read is found next time
+        # The version record, read before the records: a commit after this read is found next time. A commit by a
+        # process sharing this directory names the version it left in the generation file, written after the
+        # commit: read with the file, it is as old as a read of the record would be, and saves that read (a
+        # Chroma call for every commit a reader takes up; with a server an HTTP round trip).
+        version = _version_named(generation) if generation != self._generation else None
+        if version is None or (seen is not None and version.seq < seen.seq):
+            version = self._version()
         if cached is not None and version and seen and version.removals == seen.removals:
             docs = cached
             if version.seq != seen.seq:  # records committed since (>=: two nodes of a server may share a number)

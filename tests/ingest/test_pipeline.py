@@ -678,7 +678,8 @@ def _spy_records(index) -> list[tuple]:
 
 def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_docs):
     """Issue 12: the writer's cached documents take its own commit in place (no record read back); another
-    process reads the version record, then only the records committed since: never every record."""
+    process reads only the records committed since, never every record, and the version record only when the
+    generation file does not name it (a writer from before it did)."""
     index = ChromaIndex(tmp_path / "index")
     pipe = Pipeline(index, HashEmbedder())
     pipe.run([small_docs])
@@ -695,6 +696,14 @@ def test_a_commit_reads_back_only_the_changed_documents_text(tmp_path, small_doc
     assert all(ids or where for ids, where, _ in theirs), theirs  # no full read
     texts = [where for ids, where, include in theirs if "documents" in include]
     assert texts == [{"seq": {"$gte": reader._seen.seq - 1}}], theirs
+    assert len(theirs) == 1, theirs  # the version came with the generation file: no read of its record
+    theirs.clear()
+    write(small_docs / "more.txt", "title: 又一个文件\n---\n第一条 新建口袋公园十二个。\n")
+    pipe.run([small_docs / "more.txt"])
+    older = index._generation_file.read_text().rsplit(" v", 1)[0]  # as a writer from before it wrote the file
+    index._generation_file.write_text(older)
+    assert "口袋公园" in reader.documents()["more"].text
+    assert [ids for ids, _, _ in theirs if ids] == [["~commits"]], theirs  # (store.VERSION_ID)
 
 
 def test_a_removal_and_an_unfinished_write_reach_other_processes(tmp_path, small_docs):
