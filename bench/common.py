@@ -49,6 +49,12 @@ def serve(app):
     return server, f"http://127.0.0.1:{port}"
 
 
+def rss_mb() -> int:
+    """This process's resident memory now, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+
 def start_chroma(path: str | Path, nice: int = 0) -> tuple[subprocess.Popen, int]:
     """A `chroma run` server on `path` and a free 127.0.0.1 port (at this niceness), once it answers (60 s at most)."""
     import chromadb

@@ -21,15 +21,11 @@ import numpy as np
 def vectors(index: str, suffix: str) -> np.ndarray:
     import chromadb
 
+    from ingest.store import _paged
+
     client = chromadb.PersistentClient(path=f"{index}/chroma")
     col = next(c for c in client.list_collections() if c.name.endswith(f"-{suffix}"))
-    parts, offset = [], 0
-    while True:
-        got = col.get(include=["embeddings"], limit=5000, offset=offset)
-        if not len(got["ids"]):
-            return np.vstack(parts).astype(np.float32)
-        parts.append(np.asarray(got["embeddings"], dtype=np.float32))
-        offset += len(got["ids"])
+    return np.asarray(_paged(col, None, ["embeddings"])["embeddings"], dtype=np.float32)
 
 
 def main() -> None:

@@ -18,10 +18,7 @@ import time
 
 import numpy as np
 
-
-def rss_mb() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+from bench.common import rss_mb
 
 
 class Peak:

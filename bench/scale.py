@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import ROOT, corpus_files, start_chroma
+from bench.common import ROOT, corpus_files, rss_mb, start_chroma
 
 from assistant.evaluate import load_questions, percentile  # noqa: E402
 from assistant.settings import Settings  # noqa: E402
@@ -271,8 +271,7 @@ def _measure(args, rng, work: Path, index: str, port: int | None) -> dict:
     from ingest import store
 
     time.sleep(store.RELEASE_SECONDS + 1)  # a client replaced by a reopen is freed then
-    out["rss_steady_mb"] = next(round(int(line.split()[1]) / 1024) for line in open("/proc/self/status")
-                                if line.startswith("VmRSS"))
+    out["rss_steady_mb"] = rss_mb()
     out["store"] = "chroma server" if port else "embedded"
     return out
 
