@@ -32,6 +32,20 @@ def test_lexical_bench_grows_an_index_by_commits():
 
 
 @pytest.mark.integration
+def test_bulk_growth_bench_times_each_part_and_the_real_embedder():
+    out = subprocess.run([sys.executable, "-m", "bench.bulk_growth", "--chunks", "600", "--batch", "10", "--real", "2",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    parts = r["parts"]
+    assert set(parts) == {"chunks", "sentences", "records", "lexical", "rest", "total"} and r["batches"] >= 5
+    for end in (0, 1):  # every part timed, and the parts make up the whole
+        assert all(parts[p][end] > 0 for p in parts)
+        assert sum(parts[p][end] for p in parts if p != "total") == pytest.approx(parts["total"][end], abs=0.05)
+    assert all(s > 0 for s in r["real_s_per_doc"])
+
+
+@pytest.mark.integration
 def test_reopen_bench_measures_both_ways_on_a_built_index(tmp_path):
     from ingest.embed import HashEmbedder
     from ingest.pipeline import Pipeline
