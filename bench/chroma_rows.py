@@ -1,12 +1,13 @@
 """What a document's rows cost a Chroma server to write: full rows (text and every metadata value) against the lean
 rows the store writes for a version with a layout (a vector and the metadata filters use).
 
-python -m bench.chroma_rows [--prefill 20000] [--docs 40]
+python -m bench.chroma_rows [--prefill 20000] [--docs 40] [--batch 1]
 
 Starts a `chroma run` server of its own, fills a chunk and a sentence collection with `--prefill` random vectors
 each (an index already holding documents), then writes `--docs` synthetic documents (bench.scale's: the corpus's
-sentences, figures and places changed) chunked by the app's chunker, one document per write as an ingest does, in
-each form. Prints the server's CPU and the client's wall time per document, and the ratio lean / full.
+sentences, figures and places changed) chunked by the app's chunker, `--batch` documents per write (1: as an ingest of one file at a time
+commits; an ingest of many files commits several in one write), in each form. Prints the server's CPU and the
+client's wall time per document, and the ratio lean / full.
 """
 from __future__ import annotations
 
@@ -46,14 +47,14 @@ def _documents(n: int) -> list[tuple[str, list, list]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(prefill: int, n_docs: int) -> dict:
+def measure(prefill: int, n_docs: int, batch: int = 1) -> dict:
     import chromadb
 
     docs = _documents(n_docs)
     rng = np.random.default_rng(0)
     work = Path(tempfile.mkdtemp(prefix="bench-rows-server-"))
     server, port = start_chroma(work)
-    out: dict = {"prefill": prefill, "documents": n_docs,
+    out: dict = {"prefill": prefill, "documents": n_docs, "documents_per_write": batch,
                  "rows_per_document": round(sum(len(c) + len(s) for _, c, s in docs) / n_docs, 1)}
     try:
         client = chromadb.HttpClient(host="127.0.0.1", port=port)
@@ -68,7 +69,9 @@ def measure(prefill: int, n_docs: int) -> dict:
                             metadatas=[{"doc_id": f"p{(i + j) // 12}", "version": "0"} for j in range(k)])
             time.sleep(3)  # the prefill's own work settles
             cpu, t = _cpu_seconds(server.pid), time.perf_counter()
-            for doc_id, chunks, sents in docs:
+            for i in range(0, n_docs, batch):
+                chunks = [c for _, cs, _ in docs[i:i + batch] for c in cs]
+                sents = [x for _, _, xs in docs[i:i + batch] for x in xs]
                 _upsert(cols[0], [c.chunk_id("v1") for c in chunks], rng.standard_normal((len(chunks), 384)),
                         None if lean else [c.text for c in chunks],
                         [ChromaIndex._chunk_meta(c, "v1", lean) for c in chunks])
@@ -91,9 +94,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefill", type=int, default=20_000, help="random rows in each collection before the writes")
     ap.add_argument("--docs", type=int, default=40, help="documents written, one per write, in each form")
+    ap.add_argument("--batch", type=int, default=1, help="documents per write")
     args = ap.parse_args()
     os.chdir(ROOT)
-    print(json.dumps(measure(args.prefill, args.docs)))
+    print(json.dumps(measure(args.prefill, args.docs, max(1, args.batch))))
 
 
 if __name__ == "__main__":
