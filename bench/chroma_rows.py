@@ -93,7 +93,7 @@ def measure(prefill: int, n_docs: int, batch: int = 1) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefill", type=int, default=20_000, help="random rows in each collection before the writes")
-    ap.add_argument("--docs", type=int, default=40, help="documents written, one per write, in each form")
+    ap.add_argument("--docs", type=int, default=40, help="documents written in each form")
     ap.add_argument("--batch", type=int, default=1, help="documents per write")
     args = ap.parse_args()
     os.chdir(ROOT)
