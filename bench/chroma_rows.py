@@ -5,8 +5,8 @@ python -m bench.chroma_rows [--prefill 20000] [--docs 40] [--batch 1]
 
 Starts a `chroma run` server of its own, fills a chunk and a sentence collection with `--prefill` random vectors
 each (an index already holding documents), then writes `--docs` synthetic documents (bench.scale's: the corpus's
-sentences, figures and places changed) chunked by the app's chunker, `--batch` documents per write (1: as an ingest of one file at a time
-commits; an ingest of many files commits several in one write), in each form. Prints the server's CPU and the
+sentences, figures and places changed) chunked by the app's chunker, `--batch` documents per write (1: as an
+ingest of one file at a time commits; an ingest of many files commits several in one write), in each form. Prints the server's CPU and the
 client's wall time per document, and the ratio lean / full.
 """
 from __future__ import annotations
