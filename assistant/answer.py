@@ -116,10 +116,31 @@ def _sentence_score(terms: list[str], sentence: str, wants_number: bool, context
     return score
 
 
+# A clause that qualifies the one before its "；": a condition "…的，" (its first comma-parts ending in 的), an
+# exception ("但…", "…除外").
+QUALIFIES = re.compile(r"^\s*(?:[^，,；;。：:\n]{0,60}?的[，,]|但)|除外[。！？；;]?[”’」』)）]*\s*$")
+
+
+def _whole(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A rule's clause joined to the clauses after its "；" that qualify it: a condition ("责令改正；拒不改正的，
+    处…罚款", "…；构成犯罪的，依法追究刑事责任"), an exception ("禁止…；因…需要的除外", "…；但…"). Quoted alone,
+    the rule would say more than the text does (a ban without its exception) or less (a duty without the fine for
+    breaking it). Parallel clauses ("应当…；应当…；") and clauses on separate lines (list items) stay apart."""
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        nxt = text[out[-1][1]:e] if out else ""
+        if out and text[out[-1][0]:out[-1][1]].rstrip("”’」』)）").endswith(("；", ";")) \
+                and "\n" not in nxt.rstrip("\n") and QUALIFIES.search(nxt):
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
 def _units(text: str, lead_max: int = 16) -> list[tuple[int, int]]:
-    """Sentences, with a short lead-in ("（四）试点目标。", "一是完善了城市功能。") joined to the sentence it
-    introduces: the lead carries the words a question uses, the next sentence carries the answer."""
-    spans = sentences(text, 0, len(text), 10_000)
+    """Whole sentences (see _whole), with a short lead-in ("（四）试点目标。", "一是完善了城市功能。") joined to the
+    sentence it introduces: the lead carries the words a question uses, the next sentence carries the answer."""
+    spans = _whole(text, sentences(text, 0, len(text), 10_000))
     out: list[tuple[int, int]] = []
     pending = None
     for s, e in spans:

@@ -353,3 +353,33 @@ def test_a_verified_llm_answer_carries_the_quoted_sentences_under_it(corpus_assi
     same = build_assistant(corpus_settings, index=corpus_assistant.index, embedder=embedder,
                            llm=fake_chat(extractive.answer)).ask("新建公厕多少座？")
     assert same.mode == "llm" and same.answer == extractive.answer  # a copy of the quotes is not quoted twice
+
+
+RULES = ("第九条 禁止在公共场所堆放杂物；因节庆活动需要临时堆放的除外。\n"
+         "第十条 违反本办法第九条规定的，责令改正；拒不改正的，处一百元罚款；情节严重的，处五百元罚款。\n"
+         "第十一条 单位应当保持门前整洁；个人应当爱护公共设施；但是临时设施由设置单位维护。\n"
+         "第十二条 管理包括下列事项：\n（一）道路清扫的，按日进行；\n（二）垃圾清运的，按时进行。")
+
+
+def test_a_rule_is_quoted_with_the_clauses_that_qualify_it():
+    """A clause after "；" that states an exception or a condition ("…的除外", "拒不改正的，处…") is quoted with
+    the rule it qualifies: a ban without its exception would say more than the text does. Parallel clauses and
+    list items on their own lines stay apart."""
+    from assistant.answer import ExtractiveAnswerer, _units
+    from ingest.schema import Document
+
+    units = [RULES[s:e].strip() for s, e in _units(RULES)]
+    assert "第九条 禁止在公共场所堆放杂物；因节庆活动需要临时堆放的除外。" in units
+    assert "第十条 违反本办法第九条规定的，责令改正；拒不改正的，处一百元罚款；情节严重的，处五百元罚款。" in units
+    assert "第十一条 单位应当保持门前整洁；" in units and "个人应当爱护公共设施；但是临时设施由设置单位维护。" in units
+    assert "（一）道路清扫的，按日进行；" in units and "（二）垃圾清运的，按时进行。" in units
+
+    p = Passage(1, "d", "测试办法", [], "", RULES, 0, len(RULES), 1.0)
+    answerer = ExtractiveAnswerer(max_sentences=1)
+    out = "".join(answerer.stream("公共场所能不能堆放杂物？", [p]))
+    assert out == "第九条 禁止在公共场所堆放杂物；因节庆活动需要临时堆放的除外。[1]"
+    out = "".join(answerer.stream("拒不改正的罚多少？", [p]))
+    assert "拒不改正的，处一百元罚款" in out and out.startswith("第十条 违反本办法第九条规定的，责令改正；")
+    checked = verify("拒不改正的罚多少？", out, [p], {"d": Document("d", "d.txt", "测试办法", RULES)}, REFUSAL,
+                     "extractive")
+    assert not checked.unverified and all(RULES[c.char_start:c.char_end] == c.quote for c in checked.citations)
