@@ -21,6 +21,8 @@ TYPED_MIN = 0.25  # the least a sentence stating the asked-for kind of fact gain
 MAX_LIST_ITEMS = 12  # items of one list in an answer; a longer list ends with "……"
 QUOTES_HEADING = "原文："  # in LLM mode, before the quoted sentences under the model's answer
 NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
+# Said with a refusal when the question names an article (第X条) that none of the documents retrieved has.
+NO_SUCH_ARTICLE = "检索到的文件中没有{}。"
 
 
 @dataclass

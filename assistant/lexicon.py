@@ -204,9 +204,49 @@ def everyday_lexicon() -> dict[str, tuple[str, ...]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def english_lexicon() -> dict[str, tuple[tuple[str, ...], bool]]:
+    """English word or phrase -> (official Chinese words, whether it shows a question is about the documents'
+    subjects), from data/english_lexicon.tsv (a key marked ~ does not)."""
+    out: dict[str, tuple[tuple[str, ...], bool]] = {}
+    text = resources.files("assistant").joinpath("data/english_lexicon.tsv").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#") or "\t" not in line:
+            continue
+        key, _, values = line.partition("\t")
+        out[key.strip().lstrip("~").lower()] = (tuple(v.strip() for v in values.split(",") if v.strip()),
+                                                not key.startswith("~"))
+    return out
+
+
+def _english_matches(question: str) -> list[tuple[int, int, str]]:
+    """(start, end, key) of the English lexicon's entries in a question: whole words, any case, a plural or
+    -ed/-ing form too; from the left, the longest entry at each place, no overlaps."""
+    if not re.search(r"[A-Za-z]{2}", question):
+        return []
+    keys, pattern = _english_pattern()
+    return [(m.start(), m.end(), keys[int(m.lastgroup[1:])]) for m in pattern.finditer(question)]
+
+
+@functools.lru_cache(maxsize=1)
+def _english_pattern() -> tuple[list[str], re.Pattern]:
+    """One pattern for every entry, the longest first (an alternation takes its first match at a place)."""
+    keys = sorted(english_lexicon(), key=len, reverse=True)
+    alts = "|".join(f"(?P<k{i}>" + r"[\s-]+".join(re.escape(w) for w in re.split(r"[\s-]+", k)) + ")"
+                    for i, k in enumerate(keys))
+    return keys, re.compile(rf"(?<![A-Za-z])(?:{alts})(?:s|es|d|ed|ing)?(?![A-Za-z])", re.I)
+
+
+def about_the_subjects(question: str) -> bool:
+    """Whether a question not written in Chinese uses a word of the documents' subjects (an unmarked entry of
+    the English lexicon)."""
+    lex = english_lexicon()
+    return any(lex[key][1] for _, _, key in _english_matches(question))
+
+
 def expansions(question: str) -> list[str]:
     """Official words for the everyday words in a question (longest match first, no overlaps), excluding
-    words the question already uses."""
+    words the question already uses; for an English question, the Chinese words of its English ones."""
     lex = everyday_lexicon()
     found: list[str] = []
     taken = [False] * len(question)
@@ -216,6 +256,9 @@ def expansions(question: str) -> list[str]:
                 continue
             taken[m.start():m.end()] = [True] * (m.end() - m.start())
             found.extend(v for v in lex[key] if v not in question and v not in found)
+    english = english_lexicon()
+    for _, _, key in _english_matches(question):
+        found.extend(v for v in english[key][0] if v not in question and v not in found)
     return found
 
 

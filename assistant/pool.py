@@ -85,6 +85,7 @@ class Pool:
     sentence_background: list[float]  # the query's top sentence cosines over the whole index
     dense_background: list[float]  # the query's top chunk cosines over the whole index
     follows: dict[str, str] = field(default_factory=dict)  # a chunk that completes a lead-in -> the lead-in's chunk
+    absent_articles: list[str] = field(default_factory=list)  # articles the question names that no candidate has
 
     _signals: dict | None = None
 

@@ -187,8 +187,12 @@ class HybridRetriever:
         cands = pool.candidates
         docs = {c.chunk.doc_id for c in cands.values()}
         scope = docs if allowed is None else docs & allowed
-        for ref in dict.fromkeys(ARTICLE_REF.findall(pool.query)):
+        refs = list(dict.fromkeys(ARTICLE_REF.findall(pool.query)))
+        found = set()
+        for ref in refs:
             arts = self.index.article_chunks(ref, scope) if scope else []
+            if arts:
+                found.add(ref)
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}
             best = max(named.values(), default=0.0)
             for c in arts:
@@ -196,6 +200,8 @@ class HybridRetriever:
                 mark = 1.0 if best > 0 and named[c.doc_id] == best else 0.3 * (named[c.doc_id] / best if best else 1.0)
                 cand = cands.setdefault(key, Candidate(c))
                 cand.article = max(cand.article, mark)
+        if scope and refs and not found:  # (“第二百条” of a regulation of ninety: retrieval would offer others)
+            pool.absent_articles = refs
 
     def _score(self, pool: Pool, keys: list[str], lex: Mapping[str, float], exp: Mapping[str, float],
                best_sentence: dict[str, float]) -> None:

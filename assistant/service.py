@@ -7,17 +7,18 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from ingest.store import Store
 
 from . import calibration as calib
 from . import starters
-from .answer import NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
+from .answer import NO_SUCH_ARTICLE, NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
 from .verify import missing_lead_figures, restates, verify
 from .followups import CONDENSE_PROMPT, condense_rule, history_lines, join_subject, user_turns
+from .lexicon import about_the_subjects
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
 
@@ -32,6 +33,7 @@ class Retrieval:
     draft_passages: list[Passage]
     signals: dict[str, float]
     probability: float
+    absent_articles: list[str] = field(default_factory=list)  # named articles none of the documents has
 
 
 @dataclass
@@ -120,7 +122,14 @@ class Assistant:
         cited = list(passages)  # the draft appends the passages of list items it completes
         draft = list(self.draft.stream(pool.query, cited))
         signals = calib.features(pool.query, pool, passages, "".join(draft))
-        return Retrieval(passages, draft, cited, signals, self.calibration.probability(signals))
+        probability = self.calibration.probability(signals)
+        if signals["non_chinese"] and not about_the_subjects(pool.query):
+            # Not in Chinese, and no word of the documents' subjects: a cross-lingual cosine runs as high for
+            # "xxxxxxxx" or a question about the weather as for one the documents answer, so it cannot tell.
+            probability = 0.0
+        if pool.absent_articles:  # the question names articles none of the documents it retrieved has
+            probability = 0.0
+        return Retrieval(passages, draft, cited, signals, probability, pool.absent_articles)
 
     def rewrites(self, question: str, history: Sequence) -> list[str]:
         """The question made standalone: the LLM's rewrite (when there is an LLM) and the offline rule's, distinct,
@@ -212,7 +221,9 @@ class Assistant:
         of fact asked for, a note that lists them as reference only."""
         r = x["retrieval"][1]
         text = self.refusal
-        if r.signals["type_missing"] and r.passages and r.probability >= self.threshold / 2:
+        if r.absent_articles:
+            text = f"{self.refusal}{NO_SUCH_ARTICLE.format('、'.join(r.absent_articles))}"
+        elif r.signals["type_missing"] and r.passages and r.probability >= self.threshold / 2:
             text = f"{self.refusal}{NOT_STATED}"
         return self._finish(x, Answer(x["question"], text, True, passages=r.passages, mode=self.answerer.mode))
 

@@ -76,6 +76,17 @@ def test_everyday_words_expand_to_official_ones_and_traditional_is_simplified():
     assert to_simplified("違法建設怎麼處罰") == "违法建设怎么处罚"
 
 
+def test_english_words_expand_to_official_ones_whole_words_longest_first():
+    from assistant.lexicon import about_the_subjects
+
+    got = expansions("Who fined the Property Management office for demolished buildings?")
+    assert {"罚款", "物业管理", "拆除"} <= set(got) and "物业" not in got  # the longest entry, any case, any form
+    assert expansions("undefined parkway") == []  # whole words only: not "fine" in "undefined", "park" in "parkway"
+    assert about_the_subjects("What does the speech say about parking?")
+    assert not about_the_subjects("What is the population of the city?")  # common words alone (marked ~)
+    assert not about_the_subjects("xxxxxxxx") and not about_the_subjects("123456")
+
+
 def _passage(text: str, sentence: float = 0.9) -> Passage:
     return Passage(1, "d", "文件", [], "", text, 0, len(text), 1.0, dense=0.9, lexical=5.0, coverage=0.5,
                    sentence=sentence)
