@@ -80,6 +80,11 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # a point in time: 哪天 / 什么时候 / 何时
     "date": (re.compile(r"哪一?天|什么时候|何时|几月|when", re.I),
              re.compile(r"\d{4}年|" + _NUM + r"月|" + _NUM + r"日|之日|施行|年底|年前|以前")),
+    # when a text takes effect: every regulation states it in one sentence, "本条例自…起施行" (a date asked with
+    # 施行 / 生效 is this one; see asked_types)
+    "in_force": (re.compile(r"(?:施行|生效)(?:的|了)?(?:日期|时间)|(?:哪一?天|什么时候|何时|几月|when)[^，,。？?]{0,8}(?:施行|生效)"
+                            r"|(?:施行|生效)[^，,。？?]{0,8}(?:哪一?天|什么时候|何时)|take effect|in force|effective date", re.I),
+                 re.compile(r"自[^。；;]{0,40}起(?:施行|生效|实施)|(?:施行|生效|实施)之日")),
     # an organisation: 哪个部门 / 谁负责 / 由谁
     "who": (re.compile(r"哪(?:个|些|几个)(?:部门|单位|机关)|什么部门|谁负责|由谁|谁来|找谁|归谁|who", re.I),
             re.compile(r"部门|政府|委员会|机关|单位|企业|机构|办公室|局|厅|部|人员|负责人|主任|书记|市长")),
@@ -148,6 +153,8 @@ def asked_types(question: str) -> list[str]:
     kinds = [name for name, (ask, _) in ANSWER_TYPES.items() if ask.search(question)]
     if "amount" in kinds and not (PENALTY_CUE.search(question) or _BREACH.search(question)):
         kinds[kinds.index("amount")] = "price"
+    if "in_force" in kinds:  # the date asked is the one the text takes effect on, not any date it states
+        kinds = [k for k in kinds if k not in ("date", "year")]
     for unit in _ASKED_UNIT.findall(question):
         kinds.append(f"unit:{unit}")
     for count in _ASKED_COUNT.findall(question):

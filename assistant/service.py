@@ -17,7 +17,7 @@ from . import starters
 from .answer import NO_SUCH_ARTICLE, NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
 from .verify import missing_lead_figures, restates, verify
-from .followups import CONDENSE_PROMPT, condense_rule, history_lines, join_subject, user_turns
+from .followups import CONDENSE_PROMPT, adds_to, condense_rule, history_lines, join_subject, user_turns
 from .lexicon import about_the_subjects
 from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
 from .settings import Settings
@@ -204,9 +204,23 @@ class Assistant:
             if history and standalone == question and r.probability < self.threshold and user_turns(history):
                 joined = join_subject(question, history)
                 alt = self.retrieve(joined, k, doc_ids, issuer)
-                if alt.probability > r.probability:
+                if alt.probability > r.probability and self._follows_up(question, history, alt, r):
                     standalone, r = joined, alt
         return {**x, "retrieval": (standalone, r, time.perf_counter())}
+
+    @staticmethod
+    def _follows_up(question: str, history, joined: Retrieval, alone: Retrieval) -> bool:
+        """Whether what a question that does not retrieve alone would quote, joined to the last question's
+        subject, answers it (an ellipsis: "证办下来以后一直没开工，多久会作废？"). Joined, a question about
+        something else ("明天天气怎么样？") retrieves the last question's passages again. So the quoted text must
+        hold a term the question adds to the last one, or a passage it quotes must be among those the question
+        retrieves on its own."""
+        if adds_to(question, history, "".join(joined.draft)):
+            return True
+        marks = {int(n) for n in re.findall(r"\[(\d+)\]", "".join(joined.draft))}
+        quoted = [p for p in joined.draft_passages if p.n in marks]
+        return any(a.doc_id == p.doc_id and a.char_start < p.char_end and p.char_start < a.char_end
+                   for a in alone.passages for p in quoted)
 
     def _finish(self, x: dict, answer: Answer) -> Answer:
         standalone, r, t1 = x["retrieval"]

@@ -298,7 +298,8 @@ def _chat_tab(ui: gr.Blocks, turns: _Chat) -> None:
             with gr.Column(scale=3, min_width=340):  # on a phone the columns stack instead of squeezing the chat
                 # No built-in copy buttons: they copy the message's HTML; each answer has its own 复制.
                 chat = gr.Chatbot(label="对话", height=460, sanitize_html=True, buttons=[], feedback_options=("Like", "Dislike"))
-                q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问", max_length=settings.server.max_question_chars)
+                # no max_length: the browser would cut a longer question silently; respond() says it is too long
+                q = gr.Textbox(label="问题", placeholder="请输入问题，按回车提问")
                 with gr.Row():
                     send = gr.Button("提问", variant="primary")
                     stop = gr.Button("停止")

@@ -95,6 +95,16 @@ def _ask(page, question: str) -> None:
     box.press("Enter")
 
 
+def test_a_question_over_the_limit_is_said_to_be_too_long_not_cut(page, app_url):
+    """The box does not cut a pasted question at the limit (the browser would, silently, and the cut question
+    was answered): the chat says it is too long."""
+    url, _ = app_url
+    page.goto(url + "/")
+    page.get_by_placeholder("请输入问题，按回车提问").wait_for(timeout=30000)
+    _ask(page, "停车场建设有什么要求？" * 200)  # 2,200 characters
+    page.get_by_text("问题过长（2200 字）").wait_for(timeout=30000)
+
+
 def test_ask_stream_click_citation_and_follow_up(page, app_url, artifacts):
     url, _ = app_url
     page.goto(url + "/")

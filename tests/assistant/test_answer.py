@@ -83,11 +83,26 @@ def test_an_english_question_about_the_documents_is_answered_with_their_words(co
     assert not a.refused and "犬" in a.answer and a.citations
 
 
+def test_when_a_regulation_takes_effect_is_answered_by_the_sentence_saying_so(corpus_assistant):
+    """The same article also dates the measures it repeals: their dates are dates, not the one asked for."""
+    a = corpus_assistant.ask("洛阳市城市市容和环境卫生管理条例什么时候施行？")
+    assert a.answer.startswith("第四十七条 本条例自2012年1月1日起施行。[1]") and _valid(a, corpus_assistant.index)
+
+
 def test_an_article_no_document_has_is_said_to_be_absent(corpus_assistant):
     """The longest document has 95 articles: retrieval would offer others (第一、二、十条) at high closeness."""
     a = corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二百条规定了什么？")
     assert a.refused and a.answer == REFUSAL + "检索到的文件中没有第二百条。" and not a.citations
     assert not corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二十条规定了什么？").refused
+
+
+@pytest.mark.parametrize("prev, q", [("What does the speech say about improving city quality?", "明天洛阳天气怎么样？"),
+                                     ("在小区里遛狗不牵绳会被罚款吗？", "明天天气怎么样？")])
+def test_a_new_question_about_something_else_is_not_joined_to_the_last_one(corpus_assistant, prev, q):
+    """Refused alone, a question is retried joined to the last question's subject (an ellipsis); joined, a
+    question about the weather retrieved the last question's passages and was answered with them."""
+    a = corpus_assistant.ask(q, [{"role": "user", "content": prev}, {"role": "assistant", "content": "…"}])
+    assert a.refused and a.standalone_question == q and not a.citations
 
 
 def test_follow_up_carries_the_subject(corpus_assistant):

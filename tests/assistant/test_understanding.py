@@ -26,7 +26,9 @@ from assistant.retrieval import Passage
     ("哪几个部门参加？", ["who"]),  # which ones: not a count of 个
     ("哪几条原则？", []),
     ("公园是哪一年建成的？", ["year"]),
-    ("条例什么时候施行？", ["date"]),
+    ("条例什么时候施行？", ["in_force"]),  # the date it takes effect, not any date it states
+    ("When does the regulation take effect?", ["in_force"]),
+    ("停车场什么时候建成？", ["date"]),
     ("报告是哪位同志作的？", ["person"]),
     ("这件事由谁负责？", ["who"]),
     ("为什么要这样做？", []),
@@ -45,6 +47,8 @@ def test_asked_types(question, kinds):
     ("year", "到2025年底基本建成", True),
     ("year", "自公布之日起施行", False),  # a date, but not a year
     ("date", "自公布之日起施行", True),
+    ("in_force", "本条例自2012年1月1日起施行。", True),
+    ("in_force", "2004年12月24日通过的《管理办法》同时废止。", False),  # a date, not the one it takes effect
     ("person", "同志们：今天我们召开会议", False),  # an audience, not a speaker
     ("person", "市长在会上指出", True),
     ("unit:个工作日", "应当在十二个月内开工", False),
