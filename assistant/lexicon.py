@@ -287,3 +287,29 @@ def han_share(text: str) -> float:
     """Share of a text's letters that are Chinese characters (an English question scores near 0)."""
     letters = [ch for ch in text if ch.isalpha()]
     return sum(1 for ch in letters if "\u3400" <= ch <= "\u9fff") / len(letters) if letters else 0.0
+
+
+# Kinds of document (这篇讲话, 该条例, 本通知, 讲话里…).
+KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告", "文章")
+
+# A kind of document named as where something is said (讲话里, 讲话中提到, 方案要求): the source of the answer.
+SOURCE = re.compile(r"(" + "|".join(KINDS) + r")(?:里|中|上|说|提|讲|要求|指出|强调|明确|规定|写)")
+
+
+def named_source(question: str, docs: dict) -> object | None:
+    """The one document a question says its answer is in: named by its whole title, or by a kind of document
+    only one indexed document is, as where something is said (讲话里… when one speech is indexed). None when it
+    names none, or more than one (a comparison), or mentions a kind other documents are too ("条例怎么罚")."""
+    q = question.replace("《", "").replace("》", "")
+    named = {d.doc_id: d for d in docs.values() if d.title and d.title in q}
+    rest = q
+    for d in named.values():
+        rest = rest.replace(d.title, " ")
+    sources = set(SOURCE.findall(rest))
+    for kind in (k for k in KINDS if k in rest):
+        of_kind = [d for d in docs.values() if kind in d.title]
+        if kind in sources and len(of_kind) == 1:
+            named[of_kind[0].doc_id] = of_kind[0]
+        elif any(d.doc_id not in named for d in of_kind):
+            return None  # which document of the kind is meant is not said, or another one is mentioned
+    return next(iter(named.values())) if len(named) == 1 else None

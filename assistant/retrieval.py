@@ -21,8 +21,10 @@ from ingest.lexical import bigrams
 from ingest.schema import IndexEmpty
 from ingest.store import NO_SCORES, Store, chunk_key
 
+
 from .pool import Candidate, EVEN_MIX, Pool, Weights, coverage, longest_phrase
-from .lexicon import PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, to_simplified, without_format_instructions
+from .lexicon import (PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, named_source, to_simplified,
+                      without_format_instructions)
 
 log = logging.getLogger(__name__)
 _QSTOP = set(QUESTION_WORDS)
@@ -130,6 +132,9 @@ class HybridRetriever:
         # reads 512 tokens, about as many Chinese characters).
         query = without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS]))
         allowed = self._doc_filter(doc_ids, issuer)
+        if allowed is None:  # a question that says where its answer is ("讲话里…") is answered from there
+            named = named_source(query, self.index.documents())
+            allowed = {named.doc_id} if named else None
         expanded = expansions(query)
         embedding = self._workers.submit(self.embedder.embed_query, query)
         nothing_allowed = allowed is not None and not allowed

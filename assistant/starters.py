@@ -8,6 +8,7 @@ from typing import Iterable
 
 from ingest.schema import Chunk, Document
 
+from .lexicon import KINDS
 from .retrieval import Passage
 
 # A message that is only a greeting or thanks (a few characters, nothing asked).
@@ -18,13 +19,13 @@ THANKS = re.compile(r"谢|thank", re.I)
 WHOLE = re.compile(r"主要内容|大意|提纲|大纲|主要讲|讲了(?:些|哪些)?什么|说了(?:些|哪些)?什么|写了(?:些)?什么|"
                    r"(?:总结|概括|归纳|梳理)(?:一下)?|summar", re.I)
 # A document pointed at by its kind (这篇讲话, 该条例, 本通知).
-KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告", "文章")
 POINTED = re.compile(r"(?:这篇|这份|这个|该|本|此|整篇)(" + "|".join(KINDS) + r")|这篇|这份|整篇|全文")
 # What may surround the document and the cue in such a request; anything else left over is a topic inside the
 # document ("关于物业费的主要内容", "讲话中关于安全生产讲了什么"), answered by retrieval, not by an outline.
 FILLER = re.compile(r"请|帮我|帮忙|给我|麻烦|你|能否|可以|一下|简要|简单|地|的|是|有|哪些|什么|吗|呢|了|全部|整体|"
                     r"介绍|内容|文件|文章|《|》|[\s，,。.！!？?：:；;、“”\"'（）()]")
 MAX_LINES = 24
+MAX_TITLES = 12  # a greeting lists every title up to this many
 
 
 def is_greeting(question: str) -> bool:
@@ -34,7 +35,8 @@ def is_greeting(question: str) -> bool:
 def greeting(question: str, docs: dict[str, Document]) -> str:
     """A short reply that says what can be asked: the indexed titles."""
     titles = [f"《{d.title}》" for d in sorted(docs.values(), key=lambda d: d.doc_id)]
-    shown = "、".join(titles[:8]) + (f"等 {len(titles)} 份文件" if len(titles) > 8 else "")
+    # every title of a small collection (cutting 9 at 8 left out one document, the speech); the first 8 of more
+    shown = "、".join(titles) if len(titles) <= MAX_TITLES else "、".join(titles[:8]) + f"等 {len(titles)} 份文件"
     head = "不客气！" if THANKS.search(question) else "您好！"
     if not titles:
         return head + "目前还没有收录文件，请管理员先导入文件。"

@@ -89,6 +89,11 @@ def test_when_a_regulation_takes_effect_is_answered_by_the_sentence_saying_so(co
     assert a.answer.startswith("第四十七条 本条例自2012年1月1日起施行。[1]") and _valid(a, corpus_assistant.index)
 
 
+def test_a_question_saying_where_its_answer_is_is_answered_from_there(corpus_assistant):
+    a = corpus_assistant.ask("讲话里对老旧小区改造是怎么说的？")
+    assert a.citations and {c.doc_id for c in a.citations} == {"speech_city_quality_2023"}
+
+
 def test_an_article_no_document_has_is_said_to_be_absent(corpus_assistant):
     """The longest document has 95 articles: retrieval would offer others (第一、二、十条) at high closeness."""
     a = corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二百条规定了什么？")

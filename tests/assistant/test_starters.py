@@ -23,6 +23,10 @@ def test_a_greeting_lists_what_is_indexed():
     assert "《测试市养犬管理规定》" in reply and "《2023年度" in reply
     assert starters.greeting("谢谢", DOCS).startswith("不客气")
     assert "还没有收录" in starters.greeting("你好", {})
+    nine = {f"d{i}": Document(f"d{i}", f"d{i}.txt", f"第{i}号文件", "正文") for i in range(9)}
+    assert all(f"《第{i}号文件》" in starters.greeting("你好", nine) for i in range(9))  # nine: every one
+    many = {f"d{i:02d}": Document(f"d{i:02d}", "x.txt", f"文件{i:02d}", "正文") for i in range(20)}
+    assert "等 20 份文件" in starters.greeting("你好", many) and "《文件08》" not in starters.greeting("你好", many)
 
 
 @pytest.mark.parametrize("question, doc_id", [

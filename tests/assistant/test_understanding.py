@@ -198,3 +198,18 @@ def test_weights_are_fitted_by_the_ranking_the_retriever_uses():
         assert rr == pytest.approx(1 / rank if rank <= 5 else 0.0)
     best = calib.fit_weights(samples)
     assert isinstance(best, Weights) and best in calib._GRID
+
+
+def test_the_one_document_a_question_names_as_its_source():
+    from types import SimpleNamespace as D
+
+    from assistant.lexicon import named_source
+
+    docs = {d.doc_id: d for d in (D(doc_id="s", title="在全市推进会上的讲话"), D(doc_id="a", title="河南省物业管理条例"),
+                                  D(doc_id="b", title="洛阳市城乡规划条例"))}
+    assert named_source("讲话里对老旧小区改造是怎么说的？", docs).doc_id == "s"  # the one speech
+    assert named_source("《河南省物业管理条例》第十条规定了什么？", docs).doc_id == "a"  # its whole title
+    assert named_source("条例规定罚多少？", docs) is None  # two documents are 条例
+    assert named_source("讲话和《河南省物业管理条例》都提到什么？", docs) is None  # two named: a comparison
+    assert named_source("在公共场所大声讲话罚款吗？", docs) is None  # 讲话 as what people do, not where it is said
+
