@@ -11,7 +11,7 @@ from ingest.chunk import LEAD_IN, list_items, references, sentences
 
 from .injection import addressed_to_the_system
 from .lexicon import LIST_CUE, NUMBER_CUE, PENALTY_CUE, expansions, holds_type, one_sentence_types, to_simplified
-from .retrieval import ARTICLE_REF, Passage, query_terms
+from .retrieval import ARTICLE_REF, Passage, article_forms, query_terms
 
 FIGURE = re.compile(r"\d+(?:\.\d+)?")
 
@@ -21,8 +21,8 @@ TYPED_MIN = 0.25  # the least a sentence stating the asked-for kind of fact gain
 MAX_LIST_ITEMS = 12  # items of one list in an answer; a longer list ends with "……"
 QUOTES_HEADING = "原文："  # in LLM mode, before the quoted sentences under the model's answer
 NOT_STATED = "检索到的相关段落没有写明所问的内容；下面列出最接近的段落，仅供参考，不作为回答。"
-# Said with a refusal when the question names an article (第X条) that none of the documents retrieved has.
-NO_SUCH_ARTICLE = "检索到的文件中没有{}。"
+# Said with a refusal when the question names an article (第X条) that none of the documents searched has.
+NO_SUCH_ARTICLE = "所查的文件中没有{}。"
 
 
 @dataclass
@@ -171,7 +171,7 @@ class ExtractiveAnswerer:
     def _article(self, question: str, passages: list[Passage]) -> list[tuple[int, int, int, str]]:
         """A question that names an article (“第十三条规定了什么？”) is answered with that article, in order:
         the retrieved passage that is that article, from its own first line."""
-        refs = ARTICLE_REF.findall(question)
+        refs = {f for ref in ARTICLE_REF.findall(question) for f in article_forms(ref)}
         hits = [p for p in passages if p.article and p.article in refs]
         if not hits:
             return []

@@ -6,7 +6,6 @@ import re
 from typing import Sequence
 
 from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
-from .retrieval import query_terms
 
 CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
                    "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
@@ -28,14 +27,6 @@ def refers_back(question: str) -> bool:
     """An anaphoric question (那…呢, 其中, 它…) that cannot stand alone."""
     q = question.strip()
     return bool(FOLLOW_UP_START.match(q) or FOLLOW_UP_END.search(q))
-
-
-def adds_to(question: str, history: Sequence, quoted: str) -> bool:
-    """Whether text quoted for a follow-up joined to the last question's subject holds a term the follow-up adds
-    to that question (its words that the last question does not have)."""
-    prev = user_turns(history)
-    last = prev[-1] if prev else ""
-    return any(t in quoted for t in query_terms(question) if t not in last)
 
 
 def condense_rule(question: str, history: Sequence) -> str:

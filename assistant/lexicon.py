@@ -83,7 +83,8 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # when a text takes effect: every regulation states it in one sentence, "本条例自…起施行" (a date asked with
     # 施行 / 生效 is this one; see asked_types)
     "in_force": (re.compile(r"(?:施行|生效)(?:的|了)?(?:日期|时间)|(?:哪一?天|什么时候|何时|几月|when)[^，,。？?]{0,8}(?:施行|生效)"
-                            r"|(?:施行|生效)[^，,。？?]{0,8}(?:哪一?天|什么时候|何时)|take effect|in force|effective date", re.I),
+                            r"(?![前后以])|(?:施行|生效)(?![前后以])[^，,。？?]{0,8}(?:哪一?天|什么时候|何时)|take effect|in force"
+                            r"|effective date", re.I),  # (施行前 / 施行后 / 施行以来 date something else)
                  re.compile(r"自[^。；;]{0,40}起(?:施行|生效|实施)|(?:施行|生效|实施)之日")),
     # an organisation: 哪个部门 / 谁负责 / 由谁
     "who": (re.compile(r"哪(?:个|些|几个)(?:部门|单位|机关)|什么部门|谁负责|由谁|谁来|找谁|归谁|who", re.I),
@@ -239,16 +240,26 @@ def _english_matches(question: str) -> list[tuple[int, int, str]]:
 def _english_pattern() -> tuple[list[str], re.Pattern]:
     """One pattern for every entry, the longest first (an alternation takes its first match at a place)."""
     keys = sorted(english_lexicon(), key=len, reverse=True)
-    alts = "|".join(f"(?P<k{i}>" + r"[\s-]+".join(re.escape(w) for w in re.split(r"[\s-]+", k)) + ")"
-                    for i, k in enumerate(keys))
-    return keys, re.compile(rf"(?<![A-Za-z])(?:{alts})(?:s|es|d|ed|ing)?(?![A-Za-z])", re.I)
+    alts = "|".join(f"(?P<k{i}>" + _inflected(k) + ")" for i, k in enumerate(keys))
+    return keys, re.compile(rf"(?<![A-Za-z])(?:{alts})(?![A-Za-z])", re.I)
 
 
-def about_the_subjects(question: str) -> bool:
-    """Whether a question not written in Chinese uses a word of the documents' subjects (an unmarked entry of
-    the English lexicon)."""
+def _inflected(key: str) -> str:
+    """An entry's words, its last in any regular form: policy/policies, fine/fined/fining, own/owned/owning."""
+    *head, last = re.split(r"[\s-]+", key)
+    if last.endswith("y") and len(last) > 2 and last[-2] not in "aeiou":
+        tail = re.escape(last[:-1]) + "(?:y|ies|ied)"
+    elif last.endswith("e"):
+        tail = re.escape(last[:-1]) + "(?:e|es|ed|ing)"
+    else:
+        tail = re.escape(last) + "(?:s|es|ed|ing)?"
+    return r"[\s-]+".join([re.escape(w) for w in head] + [tail])
+
+
+def subject_words(question: str) -> list[str]:
+    """The Chinese words of the documents' subjects an English question uses (its unmarked entries' words)."""
     lex = english_lexicon()
-    return any(lex[key][1] for _, _, key in _english_matches(question))
+    return [w for _, _, key in _english_matches(question) if lex[key][1] for w in lex[key][0]]
 
 
 def expansions(question: str) -> list[str]:
@@ -292,24 +303,32 @@ def han_share(text: str) -> float:
 # Kinds of document (这篇讲话, 该条例, 本通知, 讲话里…).
 KINDS = ("讲话", "条例", "通知", "方案", "办法", "规定", "意见", "决定", "细则", "文件", "报告", "文章")
 
-# A kind of document named as where something is said (讲话里, 讲话中提到, 方案要求): the source of the answer.
-SOURCE = re.compile(r"(" + "|".join(KINDS) + r")(?:里|中|上|说|提|讲|要求|指出|强调|明确|规定|写)")
+# A document named as where something is said: a kind that is no everyday word (讲话里, 条例中规定), or any kind
+# pointed at (这份通知, 该方案, 本办法); "通知上说", "设计方案中" use the words for everyday things.
+DOCUMENT_WORDS = ("讲话", "条例")  # kinds of document that are no everyday word
+SOURCE = re.compile(rf"({'|'.join(DOCUMENT_WORDS)})(?:里|中|上|说|提|讲|要求|指出|强调|明确|规定|写)"
+                    rf"|(?:这篇|这份|该|本|此)({'|'.join(KINDS)})")
 
 
 def named_source(question: str, docs: dict) -> object | None:
-    """The one document a question says its answer is in: named by its whole title, or by a kind of document
-    only one indexed document is, as where something is said (讲话里… when one speech is indexed). None when it
-    names none, or more than one (a comparison), or mentions a kind other documents are too ("条例怎么罚")."""
+    """The one document a question says its answer is in: named by its whole title (a title no other title
+    contains), or by a kind of document only one indexed document is, as where something is said (讲话里… when
+    one speech is indexed). None when it names none, or more than one (a comparison), or mentions a kind other
+    documents are too ("条例怎么罚")."""
     q = question.replace("《", "").replace("》", "")
     named = {d.doc_id: d for d in docs.values() if d.title and d.title in q}
+    if any(d.title in o.title for d in named.values() for o in docs.values() if o.doc_id != d.doc_id):
+        return None  # "城市市容和环境卫生管理条例" is also the end of "洛阳市城市市容和环境卫生管理条例"
     rest = q
     for d in named.values():
         rest = rest.replace(d.title, " ")
-    sources = set(SOURCE.findall(rest))
+    sources = {k for pair in SOURCE.findall(rest) for k in pair if k}
     for kind in (k for k in KINDS if k in rest):
         of_kind = [d for d in docs.values() if kind in d.title]
-        if kind in sources and len(of_kind) == 1:
+        if kind in sources:
+            if len(of_kind) != 1:
+                return None  # which document of the kind is meant is not said
             named[of_kind[0].doc_id] = of_kind[0]
-        elif any(d.doc_id not in named for d in of_kind):
-            return None  # which document of the kind is meant is not said, or another one is mentioned
+        elif kind in DOCUMENT_WORDS and any(d.doc_id not in named for d in of_kind):
+            return None  # another document is mentioned
     return next(iter(named.values())) if len(named) == 1 else None

@@ -21,7 +21,6 @@ from ingest.lexical import bigrams
 from ingest.schema import IndexEmpty
 from ingest.store import NO_SCORES, Store, chunk_key
 
-
 from .pool import Candidate, EVEN_MIX, Pool, Weights, coverage, longest_phrase
 from .lexicon import (PENALTY_CUE, QUESTION_PHRASES, QUESTION_WORDS, expansions, named_source, to_simplified,
                       without_format_instructions)
@@ -94,6 +93,24 @@ class CrossEncoderReranker:
 
 MAX_QUERY_CHARS = 512
 ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百零〇两\d]+条")
+_DIGITS = "零一二三四五六七八九"
+
+
+def article_forms(ref: str) -> set[str]:
+    """An article's number as the question wrote it and as statutes write it: 第20条 is 第二十条, 第105条 第一百零五条
+    (a document numbering its articles in digits keeps its own form)."""
+    m = re.fullmatch(r"第(\d{1,4})条", ref)
+    if not m or not 0 < int(m[1]) < 10_000:
+        return {ref}
+    n, out = int(m[1]), ""
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十")):
+        d, n = divmod(n, value)
+        if d:
+            out += ("" if value == 10 and d == 1 and not out else _DIGITS[d]) + unit
+        elif out and n:
+            out += "零" if not out.endswith("零") else ""
+    out += _DIGITS[n] if n else ""
+    return {ref, f"第{out}条"}
 
 
 class HybridRetriever:
@@ -195,7 +212,10 @@ class HybridRetriever:
         refs = list(dict.fromkeys(ARTICLE_REF.findall(pool.query)))
         found = set()
         for ref in refs:
-            arts = self.index.article_chunks(ref, scope) if scope else []
+            forms = article_forms(ref)
+            arts = [c for f in forms for c in self.index.article_chunks(f, scope)] if scope else []
+            if not arts:  # none of the candidates' documents has it: is it in any document allowed?
+                arts = [c for f in forms for c in self.index.article_chunks(f, allowed)]
             if arts:
                 found.add(ref)
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}
@@ -205,7 +225,7 @@ class HybridRetriever:
                 mark = 1.0 if best > 0 and named[c.doc_id] == best else 0.3 * (named[c.doc_id] / best if best else 1.0)
                 cand = cands.setdefault(key, Candidate(c))
                 cand.article = max(cand.article, mark)
-        if scope and refs and not found:  # (“第二百条” of a regulation of ninety: retrieval would offer others)
+        if refs and not found:  # (“第二百条” of a regulation of ninety: retrieval would offer others)
             pool.absent_articles = refs
 
     def _score(self, pool: Pool, keys: list[str], lex: Mapping[str, float], exp: Mapping[str, float],

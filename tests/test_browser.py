@@ -464,7 +464,7 @@ def test_copy_gives_plain_text_with_its_sources(browser, app_url):
     try:
         _answer(page, app_url, "新建公厕多少座？")
         assert page.locator(".bot button[aria-label*='opy'], [data-testid='bot'] button[aria-label*='opy']").count() == 0
-        _ask(page, "业委会任期几年？")  # two answers: the second one's 复制 copies the second answer
+        _ask(page, "携犬出户未束犬链罚多少？")  # two answers: the second one's 复制 copies the second answer
         page.locator("a[href='#cite-2-1']").first.wait_for(timeout=60000)
         copy = page.locator(".copy-answer").last
         copy.click()

@@ -27,6 +27,7 @@ from assistant.retrieval import Passage
     ("哪几条原则？", []),
     ("公园是哪一年建成的？", ["year"]),
     ("条例什么时候施行？", ["in_force"]),  # the date it takes effect, not any date it states
+    ("本条例施行前建的违法建筑什么时候要拆？", ["date"]),  # a date before it took effect
     ("When does the regulation take effect?", ["in_force"]),
     ("停车场什么时候建成？", ["date"]),
     ("报告是哪位同志作的？", ["person"]),
@@ -81,14 +82,16 @@ def test_everyday_words_expand_to_official_ones_and_traditional_is_simplified():
 
 
 def test_english_words_expand_to_official_ones_whole_words_longest_first():
-    from assistant.lexicon import about_the_subjects
+    from assistant.lexicon import subject_words
 
     got = expansions("Who fined the Property Management office for demolished buildings?")
     assert {"罚款", "物业管理", "拆除"} <= set(got) and "物业" not in got  # the longest entry, any case, any form
+    assert "政策" in expansions("Which policies apply?")  # policy, policies
     assert expansions("undefined parkway") == []  # whole words only: not "fine" in "undefined", "park" in "parkway"
-    assert about_the_subjects("What does the speech say about parking?")
-    assert not about_the_subjects("What is the population of the city?")  # common words alone (marked ~)
-    assert not about_the_subjects("xxxxxxxx") and not about_the_subjects("123456")
+    assert {"讲话", "停车"} <= set(subject_words("What does the speech say about parking?"))
+    assert subject_words("What is the population of the city?") == []  # common words alone (marked ~)
+    assert subject_words("Is it fine to eat raw fish?") == []  # fine is also "good"
+    assert subject_words("xxxxxxxx") == [] and subject_words("123456") == []
 
 
 def _passage(text: str, sentence: float = 0.9) -> Passage:
@@ -212,4 +215,10 @@ def test_the_one_document_a_question_names_as_its_source():
     assert named_source("条例规定罚多少？", docs) is None  # two documents are 条例
     assert named_source("讲话和《河南省物业管理条例》都提到什么？", docs) is None  # two named: a comparison
     assert named_source("在公共场所大声讲话罚款吗？", docs) is None  # 讲话 as what people do, not where it is said
+    docs |= {"n": D(doc_id="n", title="关于印发试点工作方案的通知"), "g": D(doc_id="g", title="城市市容和环境卫生管理条例"),
+             "l": D(doc_id="l", title="洛阳市城市市容和环境卫生管理条例")}
+    assert named_source("物业公司通知上说要涨物业费，需要业主同意吗？", docs) is None  # an everyday notice
+    assert named_source("建设工程设计方案中要包括哪些内容？", docs) is None  # an everyday plan
+    assert named_source("这份通知要求哪些城市试点？", docs).doc_id == "n"  # pointed at
+    assert named_source("洛阳的城市市容和环境卫生管理条例怎么罚？", docs) is None  # a title inside another
 
