@@ -311,14 +311,19 @@ SOURCE = re.compile(rf"({'|'.join(DOCUMENT_WORDS)})(?:里|中|上|说|提|讲|�
 
 
 def named_source(question: str, docs: dict) -> object | None:
-    """The one document a question says its answer is in: named by its whole title (a title no other title
-    contains), or by a kind of document only one indexed document is, as where something is said (讲话里… when
+    """The one document a question says its answer is in: named by its whole title (not when it is inside a
+    longer title whose place the question names too), or by a kind of document only one indexed document is, as where something is said (讲话里… when
     one speech is indexed). None when it names none, or more than one (a comparison), or mentions a kind other
     documents are too ("条例怎么罚")."""
     q = question.replace("《", "").replace("》", "")
     named = {d.doc_id: d for d in docs.values() if d.title and d.title in q}
-    if any(d.title in o.title for d in named.values() for o in docs.values() if o.doc_id != d.doc_id):
-        return None  # "城市市容和环境卫生管理条例" is also the end of "洛阳市城市市容和环境卫生管理条例"
+    named = {k: d for k, d in named.items()  # the longest title named: 洛阳市城市市容… holds 城市市容…
+             if not any(o.doc_id != k and d.title in o.title for o in named.values())}
+    for d in list(named.values()):  # a title inside a longer one the question names in part, by its place
+        for o in docs.values():     # ("洛阳的城市市容和环境卫生管理条例" means 洛阳市城市市容和环境卫生管理条例)
+            place = o.title.replace(d.title, "").rstrip("市省县区") if o.doc_id != d.doc_id and d.title in o.title else ""
+            if place and place in q:
+                return None
     rest = q
     for d in named.values():
         rest = rest.replace(d.title, " ")

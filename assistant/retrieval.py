@@ -94,23 +94,50 @@ class CrossEncoderReranker:
 MAX_QUERY_CHARS = 512
 ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百零〇两\d]+条")
 _DIGITS = "零一二三四五六七八九"
+_UNITS = {"十": 10, "百": 100, "千": 1000}
 
 
-def article_forms(ref: str) -> set[str]:
-    """An article's number as the question wrote it and as statutes write it: 第20条 is 第二十条, 第105条 第一百零五条
-    (a document numbering its articles in digits keeps its own form)."""
-    m = re.fullmatch(r"第(\d{1,4})条", ref)
-    if not m or not 0 < int(m[1]) < 10_000:
-        return {ref}
-    n, out = int(m[1]), ""
+def _chinese(n: int) -> str:
+    """1-9999 as statutes number articles: 十, 十一, 二十, 一百零五, 一百一十."""
+    out = ""
     for value, unit in ((1000, "千"), (100, "百"), (10, "十")):
         d, n = divmod(n, value)
         if d:
             out += ("" if value == 10 and d == 1 and not out else _DIGITS[d]) + unit
         elif out and n:
             out += "零" if not out.endswith("零") else ""
-    out += _DIGITS[n] if n else ""
-    return {ref, f"第{out}条"}
+    return out + (_DIGITS[n] if n else "")
+
+
+def _arabic(text: str) -> int | None:
+    """一百零五 -> 105 (None when it is no such number)."""
+    total, digit = 0, None
+    for ch in text.replace("两", "二").replace("〇", "零"):
+        if ch in _DIGITS:
+            digit = _DIGITS.index(ch)
+        elif ch in _UNITS:
+            total += (1 if digit is None else digit) * _UNITS[ch]
+            digit = None
+        else:
+            return None
+    return total + (digit or 0) or None
+
+
+def article_forms(ref: str) -> set[str]:
+    """An article's number as the question wrote it and in the other way of writing it: 第20条 and 第二十条,
+    第一百零五条 and 第105条 (statutes write the one; a document may number its articles in digits)."""
+    m = re.fullmatch(r"第(\d{1,4}|[一二三四五六七八九十百千零〇两]+)条", ref)
+    if not m:
+        return {ref}
+    n = int(m[1]) if m[1].isdigit() else _arabic(m[1])
+    if not n or not 0 < n < 10_000:
+        return {ref}
+    return {ref, f"第{_chinese(n)}条", f"第{n}条"}
+
+
+def in_statute_numbers(text: str) -> str:
+    """第20条 written as statutes write it, 第二十条: what the lexical and vector searches then match."""
+    return re.sub(r"第(\d{1,4})条", lambda m: f"第{_chinese(int(m[1]))}条" if 0 < int(m[1]) < 10_000 else m[0], text)
 
 
 class HybridRetriever:
@@ -147,7 +174,7 @@ class HybridRetriever:
         self.require_documents()
         # The edges bound what users send; this bounds what any caller can make the embedder and BM25 do (e5
         # reads 512 tokens, about as many Chinese characters).
-        query = without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS]))
+        query = in_statute_numbers(without_format_instructions(to_simplified(query[:MAX_QUERY_CHARS])))
         allowed = self._doc_filter(doc_ids, issuer)
         if allowed is None:  # a question that says where its answer is ("讲话里…") is answered from there
             named = named_source(query, self.index.documents())

@@ -89,6 +89,9 @@ def test_when_a_regulation_takes_effect_is_answered_by_the_sentence_saying_so(co
     """The same article also dates the measures it repeals: their dates are dates, not the one asked for."""
     a = corpus_assistant.ask("洛阳市城市市容和环境卫生管理条例什么时候施行？")
     assert a.answer.startswith("第四十七条 本条例自2012年1月1日起施行。[1]") and _valid(a, corpus_assistant.index)
+    # the State Council's title is inside Luoyang's: named exactly, it is the State Council's
+    a = corpus_assistant.ask("城市市容和环境卫生管理条例什么时候施行？")
+    assert a.answer.startswith("第四十五条 本条例自1992年8月1日起施行。") and _valid(a, corpus_assistant.index)
 
 
 def test_a_question_saying_where_its_answer_is_is_answered_from_there(corpus_assistant):
@@ -103,6 +106,8 @@ def test_an_article_no_document_has_is_said_to_be_absent(corpus_assistant):
     assert not corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二十条规定了什么？").refused
     digits = corpus_assistant.ask("《洛阳市城乡规划条例》第20条规定了什么？")  # statutes write 第二十条
     assert not digits.refused and "第二十条 经依法批准的控制性详细规划不得擅自修改" in digits.answer
+    # the named article of the named document first, above its 第四条 and 第四十四条 that share the question's words
+    assert corpus_assistant.ask("河南省文明行为促进条例第48条是什么？").answer.startswith("第四十八条 违反本条例规定，高空抛物的")
 
 
 @pytest.mark.parametrize("prev, q", [("What does the speech say about improving city quality?", "明天洛阳天气怎么样？"),

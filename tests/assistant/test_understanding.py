@@ -220,5 +220,15 @@ def test_the_one_document_a_question_names_as_its_source():
     assert named_source("物业公司通知上说要涨物业费，需要业主同意吗？", docs) is None  # an everyday notice
     assert named_source("建设工程设计方案中要包括哪些内容？", docs) is None  # an everyday plan
     assert named_source("这份通知要求哪些城市试点？", docs).doc_id == "n"  # pointed at
-    assert named_source("洛阳的城市市容和环境卫生管理条例怎么罚？", docs) is None  # a title inside another
+    assert named_source("洛阳的城市市容和环境卫生管理条例怎么罚？", docs) is None  # inside another, whose place is named
+    assert named_source("城市市容和环境卫生管理条例什么时候施行？", docs).doc_id == "g"  # named exactly
+    assert named_source("洛阳市城市市容和环境卫生管理条例什么时候施行？", docs).doc_id == "l"  # the longest title
+
+
+def test_article_numbers_in_digits_and_as_statutes_write_them():
+    from assistant.retrieval import article_forms, in_statute_numbers
+
+    assert article_forms("第20条") == {"第20条", "第二十条"} and article_forms("第一百零五条") == {"第一百零五条", "第105条"}
+    assert article_forms("第110条") >= {"第一百一十条"} and article_forms("第十条") >= {"第10条"}
+    assert in_statute_numbers("条例第48条和第105条") == "条例第四十八条和第一百零五条"
 
