@@ -29,6 +29,18 @@ def refers_back(question: str) -> bool:
     return bool(FOLLOW_UP_START.match(q) or FOLLOW_UP_END.search(q))
 
 
+# At most this many content bigrams: a question of one short word beyond its question words ("罚多少？",
+# "归谁管？", "需要什么手续？") names no subject of its own.
+ELLIPSIS_TERMS = 2
+
+
+def elliptical(question: str) -> bool:
+    """A question that names no subject of its own: after another, it asks about that one's."""
+    from .retrieval import query_terms
+
+    return not refers_back(question) and len(query_terms(question)) <= ELLIPSIS_TERMS
+
+
 def condense_rule(question: str, history: Sequence) -> str:
     """Offline follow-up rule: an anaphoric question (那…呢, 其中…) gets the previous question's subject."""
     return join_subject(question, history) if refers_back(question) else question.strip()

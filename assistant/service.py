@@ -17,12 +17,22 @@ from . import starters
 from .answer import NO_SUCH_ARTICLE, NOT_STATED, QUOTES_HEADING, Answer, Answerer, ExtractiveAnswerer
 from .llm import LLMAnswerer, make_chat_model
 from .verify import missing_lead_figures, restates, verify
-from .followups import CONDENSE_PROMPT, condense_rule, history_lines
-from .lexicon import subject_words
-from .retrieval import CrossEncoderReranker, HybridRetriever, Passage
+from .followups import CONDENSE_PROMPT, condense_rule, elliptical, history_lines, join_subject, user_turns
+from .lexicon import holds_type, one_sentence_types, subject_words
+from .retrieval import CrossEncoderReranker, HybridRetriever, Passage, query_terms
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _answers(question: str, quoted: str) -> bool:
+    """Whether text quoted for a question that names no subject answers what it asks: one of its words, or the
+    kind of fact it asks for (罚多少 an amount, 归谁管 a department), is in it ("天气怎么样？" after a question on
+    dogs finds neither in the dog passages)."""
+    return (any(t in quoted for t in query_terms(question))
+            or any(holds_type(t, quoted) for t in one_sentence_types(question)))
+
+
 @dataclass
 class Retrieval:
     """What one standalone question retrieved: passages, the extractive draft (what an answer would quote, and
@@ -196,16 +206,22 @@ class Assistant:
 
     def _retrieve_step(self, x: dict) -> dict:
         """The state plus `retrieval`: (the standalone question, what it retrieved, when). Of the rewrites, the
-        one with more evidence. A question that does not refer back (那…呢, 其中…) is not joined to the last
-        question's subject when it is refused alone: joined, a question about something else ("明天天气怎么样？")
-        retrieved the last question's passages and was answered with them, and no question of either set needed
-        the join to be answered (the cross-validated evaluation gave the same figures without it)."""
+        one with more evidence. A question that names no subject ("罚多少？") takes the last question's when what
+        that retrieves answers it (see _answers). Any other question is not joined, even when it is refused
+        alone: joined, a question about something else ("明天天气怎么样？") retrieved the last question's passages
+        and was answered with them, and no question of either set needed that (the cross-validated evaluation
+        gave the same figures without it)."""
         question, history, k = x["question"], x.get("history") or (), x.get("k")
         doc_ids, issuer = x.get("doc_ids"), x.get("issuer")
         rewrites = self.rewrites(question, history)  # an LLM call: never while holding a CPU slot
         with self._cpu:
             tried = [(q, self.retrieve(q, k, doc_ids, issuer)) for q in rewrites]
             standalone, r = max(tried, key=lambda t: t[1].probability)  # the first of equals: the LLM's
+            if standalone == question and user_turns(history) and elliptical(question):
+                joined = join_subject(question, history)
+                alt = self.retrieve(joined, k, doc_ids, issuer)
+                if alt.probability >= self.threshold and _answers(question, "".join(alt.draft)):
+                    standalone, r = joined, alt
         return {**x, "retrieval": (standalone, r, time.perf_counter())}
 
     def _finish(self, x: dict, answer: Answer) -> Answer:

@@ -112,12 +112,21 @@ def test_an_article_no_document_has_is_said_to_be_absent(corpus_assistant):
 
 @pytest.mark.parametrize("prev, q", [("What does the speech say about improving city quality?", "明天洛阳天气怎么样？"),
                                      ("在小区里遛狗不牵绳会被罚款吗？", "明天天气怎么样？"),
-                                     ("在小区里遛狗不牵绳会被罚款吗？", "今天洛阳天气怎么样？")])
+                                     ("在小区里遛狗不牵绳会被罚款吗？", "今天洛阳天气怎么样？"),
+                                     ("在小区里遛狗不牵绳会被罚款吗？", "天气怎么样？")])  # short, but about weather
 def test_a_new_question_about_something_else_is_not_joined_to_the_last_one(corpus_assistant, prev, q):
     """A question refused alone used to be retried joined to the last question's subject; joined, a question
     about the weather retrieved the last question's passages and was answered with them."""
     a = corpus_assistant.ask(q, [{"role": "user", "content": prev}, {"role": "assistant", "content": "…"}])
     assert a.refused and a.standalone_question == q and not a.citations
+
+
+def test_a_follow_up_that_names_no_subject_takes_the_last_ones(corpus_assistant):
+    """"罚多少？" after a question on dogs asks about dogs: alone it was answered with the fines of other
+    offences."""
+    a = corpus_assistant.ask("罚多少？", [{"role": "user", "content": "携犬出户有什么要求？"},
+                                        {"role": "assistant", "content": "…"}])
+    assert not a.refused and "携犬出户" in a.standalone_question and "犬" in a.answer and "罚款" in a.answer
 
 
 def test_follow_up_carries_the_subject(corpus_assistant):
