@@ -249,11 +249,24 @@ def list_items(text: str, lead_end: int, max_items: int = 12, max_scan: int = 60
                 if items and _restarts(line):
                     break  # the numbering starts again: another list
                 start = pos + (len(text[pos:end]) - len(text[pos:end].lstrip()))
-                items.append(_first_sentence(text, start, end, item_chars))
+                starts = _item_starts(text, start, end, family)
+                for i, s in enumerate(starts[:max_items - len(items)]):
+                    items.append(_first_sentence(text, s, starts[i + 1] if i + 1 < len(starts) else end, item_chars))
             elif any(rx.match(line) for rx in _HIGHER[family]) or LEAD_IN.search(line):
                 break  # a higher heading, or the lead-in of another list
         pos = end + 1
     return items
+
+
+def _item_starts(text: str, start: int, end: int, family: str) -> list[int]:
+    """Where the items of one line start: the line's own, and any other of its family after an item's end on the
+    same line ("（三）…构筑物； （四）违章搭建…；" is two items, not one whose first sentence drops the second)."""
+    starts = [start]
+    for m in re.finditer(r"[；;。]\s*", text[start:end]):
+        q = start + m.end()
+        if q < end and ITEM_FAMILIES[family].match(text[q:end]):
+            starts.append(q)
+    return starts
 
 
 def _restarts(line: str) -> bool:

@@ -65,3 +65,14 @@ def test_overlap_repeats_trailing_sentences():
     assert len(chunks) > 5
     assert all(b.char_start < a.char_end for a, b in zip(chunks, chunks[1:]))
     assert all(re.fullmatch(r"(第\d+句话的内容比较长一些用来凑够长度。)+", c.text) for c in chunks)
+
+
+def test_list_items_on_one_line_are_items_each():
+    """A statute that puts two items on one line ("（三）…； （四）…；") lists both: the line's first sentence alone
+    dropped （四） from an answer."""
+    from ingest.chunk import list_items
+
+    t = "第二十六条 禁止下列活动：\n（一）刻划；\n（二）堆放；\n（三）在屋顶搭建； （四）违章搭建；\n（五）拆改。\n第二十七条 下一条。"
+    got = [t[s:e] for s, e in list_items(t, t.index("：") + 1)]
+    assert got == ["（一）刻划；", "（二）堆放；", "（三）在屋顶搭建；", "（四）违章搭建；", "（五）拆改。"]
+    assert len(list_items(t, t.index("：") + 1, max_items=4)) == 4  # the cap holds inside a line too
