@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .lexicon import FOLLOW_UP_END, FOLLOW_UP_START, QUESTION_PHRASES
+from .lexicon import ANSWER_TYPES, FOLLOW_UP_END, FOLLOW_UP_START, PENALTY_CUE, QUESTION_PHRASES
 
 CONDENSE_PROMPT = ("根据对话历史，把用户的后续问题改写成一个不依赖上下文、可以单独理解的完整问题。"
                    "只输出改写后的问题，不要回答。\n\n对话历史：\n{history}\n\n后续问题：{question}")
@@ -29,16 +29,18 @@ def refers_back(question: str) -> bool:
     return bool(FOLLOW_UP_START.match(q) or FOLLOW_UP_END.search(q))
 
 
-# At most this many content bigrams: a question of one short word beyond its question words ("罚多少？",
-# "归谁管？", "需要什么手续？") names no subject of its own.
-ELLIPSIS_TERMS = 2
-
-
 def elliptical(question: str) -> bool:
-    """A question that names no subject of its own: after another, it asks about that one's."""
+    """A question that names no subject of its own ("罚多少？", "归谁管？", "有什么处罚？"): with its question words
+    and the words of the kind of fact it asks for taken out, no word of two characters is left. After another
+    question, it asks about that one's subject ("物业费多少？" names its own)."""
     from .retrieval import query_terms
 
-    return not refers_back(question) and len(query_terms(question)) <= ELLIPSIS_TERMS
+    if refers_back(question):
+        return False
+    core = question
+    for rx in [ask for ask, _ in ANSWER_TYPES.values()] + [PENALTY_CUE, QUESTION_PHRASES]:
+        core = rx.sub(" ", core)
+    return not [t for t in query_terms(core) if len(t) >= 2]
 
 
 def condense_rule(question: str, history: Sequence) -> str:

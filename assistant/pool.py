@@ -123,14 +123,15 @@ class Pool:
         # way, so fitting ranks exactly as answering does
         fused = (m[:, None, :] * weights[None, :, :]).sum(axis=-1)
         pos = {k: i for i, k in enumerate(keys)}
+        # The article a question names, of the one document it names (mark 1.0), is what it asks for: it ranks
+        # first, whatever else shares the question's words ("…条例第四十八条" against 第四条, 第四十四条 of the same
+        # title), its chunks in their own order. Not when several documents' articles are marked (no title named).
+        named = [pos[k] for k, c in self.candidates.items() if c.article >= 1.0 and k in pos]
+        if named and len({self.candidates[keys[i]].chunk.doc_id for i in named}) == 1:
+            fused[named] += fused.max(axis=0) - fused[named].min(axis=0) + 1e-6
         for key, lead in self.follows.items():
             if key in pos and lead in pos:
                 fused[pos[key]] = np.maximum(fused[pos[key]], fused[pos[lead]] - 1e-6)
-        # The article a question names, of the document it names (mark 1.0), is what it asks for: it ranks first,
-        # whatever else shares the question's words ("…条例第四十八条" against 第四条, 第四十四条 of the same title).
-        named = [pos[k] for k, c in self.candidates.items() if c.article >= 1.0 and k in pos]
-        if named:
-            fused[named] = np.maximum(fused[named], fused.max(axis=0) + 1e-6)
         return keys, fused
 
     def rank(self, w: Weights) -> list[tuple[str, float]]:

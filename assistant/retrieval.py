@@ -92,7 +92,7 @@ class CrossEncoderReranker:
 
 
 MAX_QUERY_CHARS = 512
-ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百零〇两\d]+条")
+ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百千零〇两\d]+条")
 _DIGITS = "零一二三四五六七八九"
 _UNITS = {"十": 10, "百": 100, "千": 1000}
 
@@ -114,6 +114,8 @@ def _arabic(text: str) -> int | None:
     total, digit = 0, None
     for ch in text.replace("两", "二").replace("〇", "零"):
         if ch in _DIGITS:
+            if digit:  # two digits in a row (九九): no number as statutes write them
+                return None
             digit = _DIGITS.index(ch)
         elif ch in _UNITS:
             total += (1 if digit is None else digit) * _UNITS[ch]

@@ -29,7 +29,8 @@ def _answers(question: str, quoted: str) -> bool:
     """Whether text quoted for a question that names no subject answers what it asks: one of its words, or the
     kind of fact it asks for (罚多少 an amount, 归谁管 a department), is in it ("天气怎么样？" after a question on
     dogs finds neither in the dog passages)."""
-    return (any(t in quoted for t in query_terms(question))
+    low = quoted.lower()  # (query terms are lowercase)
+    return (any(t in low for t in query_terms(question))
             or any(holds_type(t, quoted) for t in one_sentence_types(question)))
 
 

@@ -264,9 +264,26 @@ def _item_starts(text: str, start: int, end: int, family: str) -> list[int]:
     starts = [start]
     for m in re.finditer(r"[；;。]\s*", text[start:end]):
         q = start + m.end()
-        if q < end and ITEM_FAMILIES[family].match(text[q:end]):
+        last = _item_number(text[starts[-1]:end])
+        # the next number only: "（一）…；（一）项所称…" and "一、…。二、三级医院…" hold no second item
+        if q < end and ITEM_FAMILIES[family].match(text[q:end]) and last and _item_number(text[q:end]) == last + 1:
             starts.append(q)
     return starts
+
+
+def _item_number(item: str) -> int | None:
+    """The number of an item's marker: （四） 4, 十一、 11, 3. 3."""
+    m = re.match(r"[（(]?([一二三四五六七八九十]{1,3}|\d{1,2})", item)
+    if not m:
+        return None
+    t = m[1]
+    if t.isdigit():
+        return int(t)
+    digits = "一二三四五六七八九"
+    if "十" not in t:
+        return digits.index(t) + 1 if len(t) == 1 else None
+    tens, _, ones = t.partition("十")
+    return (digits.index(tens) + 1 if tens else 1) * 10 + (digits.index(ones) + 1 if ones else 0)
 
 
 def _restarts(line: str) -> bool:

@@ -232,3 +232,26 @@ def test_article_numbers_in_digits_and_as_statutes_write_them():
     assert article_forms("第110条") >= {"第一百一十条"} and article_forms("第十条") >= {"第10条"}
     assert in_statute_numbers("条例第48条和第105条") == "条例第四十八条和第一百零五条"
 
+
+
+def test_the_named_article_of_the_one_named_document_ranks_first_in_its_order():
+    from assistant.pool import Candidate, Pool, Weights
+    from ingest.schema import Chunk
+
+    def cand(doc, o, dense, article=0.0):
+        return Candidate(Chunk(doc, o, "正文", 0, 2, doc, [], ""), dense=dense, article=article)
+
+    pool = Pool("q", np.zeros(4), [], [], {"a:0": cand("a", 0, 0.9), "b:5": cand("b", 5, 0.2, 1.0),
+                                          "b:6": cand("b", 6, 0.1, 1.0)}, [], [])
+    w = Weights(1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert [k for k, _ in pool.rank(w)] == ["b:5", "b:6", "a:0"]  # first, and its two chunks in their order
+    pool.candidates["c:5"] = cand("c", 5, 0.3, 1.0)  # two documents' 第五条 marked: no document named
+    pool.invalidate()
+    assert [k for k, _ in pool.rank(w)][0] == "a:0"
+
+
+def test_a_question_that_names_no_subject():
+    from assistant.followups import elliptical
+
+    assert all(elliptical(q) for q in ("罚多少？", "归谁管？", "有什么处罚？", "罚款吗？"))
+    assert not any(elliptical(q) for q in ("物业费多少？", "天气怎么样？", "洛阳GDP？", "那物业呢？"))  # 那…呢 refers back

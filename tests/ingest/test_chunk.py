@@ -75,4 +75,8 @@ def test_list_items_on_one_line_are_items_each():
     t = "第二十六条 禁止下列活动：\n（一）刻划；\n（二）堆放；\n（三）在屋顶搭建； （四）违章搭建；\n（五）拆改。\n第二十七条 下一条。"
     got = [t[s:e] for s, e in list_items(t, t.index("：") + 1)]
     assert got == ["（一）刻划；", "（二）堆放；", "（三）在屋顶搭建；", "（四）违章搭建；", "（五）拆改。"]
-    assert len(list_items(t, t.index("：") + 1, max_items=4)) == 4  # the cap holds inside a line too
+    two = "第九条 下列事项：\n（一）刻划；\n（二）堆放； （三）搭建；\n"
+    capped = [two[s:e] for s, e in list_items(two, two.index("：") + 1, max_items=2)]
+    assert capped == ["（一）刻划；", "（二）堆放；"]  # the cap holds inside a line too
+    odd = "第九条 下列事项：\n（一）刻划；（一）项所称刻划，是指刻字。\n（二）堆放。"
+    assert [odd[s:e] for s, e in list_items(odd, odd.index("：") + 1)] == ["（一）刻划；", "（二）堆放。"]  # not 4+1
