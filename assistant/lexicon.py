@@ -80,7 +80,7 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern, re.Pattern]] = {
     # a point in time: 哪天 / 什么时候 / 何时
     "date": (re.compile(r"哪一?天|什么时候|何时|几月|when", re.I),
              re.compile(r"\d{4}年|" + _NUM + r"月|" + _NUM + r"日|之日|施行|年底|年前|以前")),
-    # when a text takes effect: every regulation states it in one sentence, "本条例自…起施行" (a date asked with
+    # when a text takes effect: every statute states it in one sentence, "本条例自…起施行" (a date asked with
     # 施行 / 生效 is this one; see asked_types)
     "in_force": (re.compile(r"(?:施行|生效)(?:的|了)?(?:日期|时间)|(?:哪一?天|什么时候|何时|几月|when)[^，,。？?]{0,8}(?:施行|生效)"
                             r"(?![前后以])|(?:施行|生效)(?![前后以])[^，,。？?]{0,8}(?:哪一?天|什么时候|何时)|take effect|in force"

@@ -15,7 +15,7 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from ingest.chunk import LEAD_IN, references
+from ingest.chunk import LEAD_IN, chinese_number, references
 from ingest.embed import Embedder
 from ingest.lexical import bigrams
 from ingest.schema import IndexEmpty
@@ -94,7 +94,6 @@ class CrossEncoderReranker:
 MAX_QUERY_CHARS = 512
 ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百千零〇两\d]+条")
 _DIGITS = "零一二三四五六七八九"
-_UNITS = {"十": 10, "百": 100, "千": 1000}
 
 
 def _chinese(n: int) -> str:
@@ -109,29 +108,13 @@ def _chinese(n: int) -> str:
     return out + (_DIGITS[n] if n else "")
 
 
-def _arabic(text: str) -> int | None:
-    """一百零五 -> 105 (None when it is no such number)."""
-    total, digit = 0, None
-    for ch in text.replace("两", "二").replace("〇", "零"):
-        if ch in _DIGITS:
-            if digit:  # two digits in a row (九九): no number as statutes write them
-                return None
-            digit = _DIGITS.index(ch)
-        elif ch in _UNITS:
-            total += (1 if digit is None else digit) * _UNITS[ch]
-            digit = None
-        else:
-            return None
-    return total + (digit or 0) or None
-
-
 def article_forms(ref: str) -> set[str]:
     """An article's number as the question wrote it and in the other way of writing it: 第20条 and 第二十条,
     第一百零五条 and 第105条 (statutes write the one; a document may number its articles in digits)."""
     m = re.fullmatch(r"第(\d{1,4}|[一二三四五六七八九十百千零〇两]+)条", ref)
     if not m:
         return {ref}
-    n = int(m[1]) if m[1].isdigit() else _arabic(m[1])
+    n = int(m[1]) if m[1].isdigit() else chinese_number(m[1])
     if not n or not 0 < n < 10_000:
         return {ref}
     return {ref, f"第{_chinese(n)}条", f"第{n}条"}
@@ -254,7 +237,7 @@ class HybridRetriever:
                 mark = 1.0 if best > 0 and named[c.doc_id] == best else 0.3 * (named[c.doc_id] / best if best else 1.0)
                 cand = cands.setdefault(key, Candidate(c))
                 cand.article = max(cand.article, mark)
-        if refs and not found:  # (“第二百条” of a regulation of ninety: retrieval would offer others)
+        if refs and not found:  # (“第二百条” of a statute of ninety articles: retrieval would offer others)
             pool.absent_articles = refs
 
     def _score(self, pool: Pool, keys: list[str], lex: Mapping[str, float], exp: Mapping[str, float],

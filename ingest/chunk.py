@@ -274,16 +274,27 @@ def _item_starts(text: str, start: int, end: int, family: str) -> list[int]:
 def _item_number(item: str) -> int | None:
     """The number of an item's marker: （四） 4, 十一、 11, 3. 3."""
     m = re.match(r"[（(]?([一二三四五六七八九十]{1,3}|\d{1,2})", item)
-    if not m:
-        return None
-    t = m[1]
-    if t.isdigit():
-        return int(t)
-    digits = "一二三四五六七八九"
-    if "十" not in t:
-        return digits.index(t) + 1 if len(t) == 1 else None
-    tens, _, ones = t.partition("十")
-    return (digits.index(tens) + 1 if tens else 1) * 10 + (digits.index(ones) + 1 if ones else 0)
+    return None if not m else int(m[1]) if m[1].isdigit() else chinese_number(m[1])
+
+
+_CN_DIGITS = "零一二三四五六七八九"
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+
+
+def chinese_number(text: str) -> int | None:
+    """一百零五 -> 105, 十一 -> 11 (None when it is no number as Chinese texts write them: 九九, 第)."""
+    total, digit = 0, None
+    for ch in text.replace("两", "二").replace("〇", "零"):
+        if ch in _CN_DIGITS:
+            if digit:  # two digits in a row
+                return None
+            digit = _CN_DIGITS.index(ch)
+        elif ch in _CN_UNITS:
+            total += (1 if digit is None else digit) * _CN_UNITS[ch]
+            digit = None
+        else:
+            return None
+    return total + (digit or 0) or None
 
 
 def _restarts(line: str) -> bool:

@@ -84,8 +84,8 @@ def test_everyday_words_expand_to_official_ones_and_traditional_is_simplified():
 def test_english_words_expand_to_official_ones_whole_words_longest_first():
     from assistant.lexicon import subject_words
 
-    got = expansions("Who fined the Property Management office for demolished buildings?")
-    assert {"罚款", "物业管理", "拆除"} <= set(got) and "物业" not in got  # the longest entry, any case, any form
+    got = expansions("Who fined the Urban Management bureau for demolished buildings?")
+    assert {"罚款", "城市管理", "拆除"} <= set(got) and "城市" not in got  # the longest entry, any case, any form
     assert "政策" in expansions("Which policies apply?")  # policy, policies
     assert expansions("undefined parkway") == []  # whole words only: not "fine" in "undefined", "park" in "parkway"
     assert {"讲话", "停车"} <= set(subject_words("What does the speech say about parking?"))
