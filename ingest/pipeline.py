@@ -253,7 +253,7 @@ class _Lookup:
     def _index(self, d: Document) -> None:
         self.by_path[d.path] = d
         self.by_version.setdefault(d.version, []).append(d)
-        self.by_length.setdefault(len(d.text), []).append(d)
+        self.by_length.setdefault(d.length, []).append(d)
 
 
 class _Batch:

@@ -1,7 +1,7 @@
 """Document and Chunk: the contract between ingestion and everything above it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 class IngestError(Exception):
@@ -40,12 +40,15 @@ class Document:
     source: str = ""
     ingested_at: str = ""
     chunks: int = 0
+    length: int = 0  # of the text, in characters (kept in the record: a reader loads texts only when used)
+
+    def __post_init__(self) -> None:
+        if not self.length:
+            self.length = len(self.text)
 
     def meta(self) -> dict:
-        """Everything but the text, for listings."""
-        d = asdict(self)
-        d.pop("text")
-        return d
+        """Everything but the text, for listings (without reading a stored document's text)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "text"}
 
 
 def chunk_id(doc_id: str, version: str, ordinal: int) -> str:

@@ -24,9 +24,10 @@ the commit wrote into the generation file), then only the records committed sinc
 removal makes it compare every record's metadata.
 
 A record also carries its version's layout: every chunk's and sentence's offsets into the document's text, with
-their article and headings (see `layout`). Readers hold the committed documents' texts, so they build chunks and
-sentences from it: a question reads from Chroma only its two vector searches (distances) and the vectors it
-scores, never rows' text or metadata, whose reads were most of a question's Chroma time. So the rows of a version
+their article and headings (see `layout`). Readers build chunks and sentences from the layout and the document's
+text (read from its record when first used, and kept up to TEXT_CACHE characters): a question reads from Chroma its
+two vector searches (distances), the vectors it scores and the texts not yet kept, never rows' text or metadata,
+whose reads were most of a question's Chroma time. So the rows of a version
 with a layout are lean: a vector and the metadata filters use (doc_id and version; a chunk's article), no text.
 Chroma indexes every row's text for full-text search and every metadata value: a document's chunks and sentences
 (32 rows) cost a Chroma server 103 ms of CPU with text and full metadata, 59 ms lean (`python -m bench.chroma_rows`),
@@ -88,19 +89,51 @@ def layout(doc: Document, chunks: list[Chunk], sentences: list[Sentence]) -> str
     return json.dumps({"title": title, "chunks": cs, "sentences": ss}, ensure_ascii=False, separators=(",", ":"))
 
 
-def _layout_chunk(doc: Document, lay: dict, ordinal: int) -> Chunk | None:
+def _layout_chunk(doc: Document, text: str, lay: dict, ordinal: int) -> Chunk | None:
     if ordinal >= len(lay["chunks"]):
         return None
     start, end, article, section = lay["chunks"][ordinal]
-    return Chunk(doc.doc_id, ordinal, doc.text[start:end], start, end, lay["title"], list(section), article)
+    return Chunk(doc.doc_id, ordinal, text[start:end], start, end, lay["title"], list(section), article)
 
 
-def _layout_sentence(doc: Document, lay: dict, ordinal: int) -> Sentence | None:
+def _layout_sentence(doc: Document, text: str, lay: dict, ordinal: int) -> Sentence | None:
     if ordinal >= len(lay["sentences"]):
         return None
     chunk, start, end = lay["sentences"][ordinal]
     _, _, article, section = lay["chunks"][chunk]
-    return Sentence(doc.doc_id, chunk, ordinal, doc.text[start:end], start, end, article, section[-1] if section else "")
+    return Sentence(doc.doc_id, chunk, ordinal, text[start:end], start, end, article, section[-1] if section else "")
+
+
+class _StoredDocument(Document):
+    """A committed document as the index holds it: its record's fields, and its text read from the record when first
+    used (see ChromaIndex._texts_of), not when the records are read: a process that opens the index reads only the
+    records' metadata, and keeps at most TEXT_CACHE characters of texts."""
+
+    def __init__(self, index: "ChromaIndex", **fields) -> None:
+        self._index = index
+        super().__init__(text="", **fields)
+
+    def __post_init__(self) -> None:  # (the length is the record's; an index from before it leaves 0)
+        pass
+
+    @property
+    def text(self) -> str:
+        return self._index._texts_of([self]).get((self.doc_id, self.version), "")
+
+    @text.setter
+    def text(self, value: str) -> None:  # (the dataclass's __init__ sets it; the text is the record's)
+        pass
+
+
+def _nearest(vector: np.ndarray, rows: list[tuple[str, np.ndarray]], n: int) -> list[tuple[str, float]]:
+    """The n rows most similar to vector by cosine (as Chroma's cosine space scores them), ties by id."""
+    if not rows:
+        return []
+    m = np.vstack([v for _, v in rows]).astype(np.float32)
+    q = np.asarray(vector, dtype=np.float32)
+    sims = (m @ q) / np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(q), 1e-12)
+    order = sorted(range(len(rows)), key=lambda j: (-float(sims[j]), rows[j][0]))[:n]
+    return [(rows[j][0], float(sims[j])) for j in order]
 
 
 def _parse_id(row_id: str) -> tuple[str, str, int] | None:
@@ -198,10 +231,12 @@ NO_SCORES = LexicalScores({}, np.zeros(0, np.int64), np.zeros(0, np.int64), np.z
 
 class _Recent:
     """The last `size` values read, by key: for rows that never change under their key (a stored row's id
-    carries its document's version). Thread-safe."""
+    carries its document's version). With `weight`, `size` bounds the sum of the values' weights instead of
+    their number (the newest value is always kept). Thread-safe."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, weight: Callable[[object], int] | None = None) -> None:
         self.size, self._rows, self._lock = size, OrderedDict(), threading.Lock()
+        self._weight, self._held = weight, 0
 
     def get_many(self, keys) -> dict:
         out = {}
@@ -214,12 +249,17 @@ class _Recent:
         return out
 
     def put_many(self, rows: dict) -> None:
+        weigh = self._weight
         with self._lock:
             for k, v in rows.items():
+                if weigh is not None:
+                    self._held += weigh(v) - (weigh(self._rows[k]) if k in self._rows else 0)
                 self._rows[k] = v
                 self._rows.move_to_end(k)
-            while len(self._rows) > self.size:
-                self._rows.popitem(last=False)
+            while len(self._rows) > 1 and (self._held if weigh is not None else len(self._rows)) > self.size:
+                _, v = self._rows.popitem(last=False)
+                if weigh is not None:
+                    self._held -= weigh(v)
 
     def fetch(self, keys, read: Callable[[list], dict]) -> dict:
         """The values of these keys: those kept from memory, the others by read(missing keys), then kept."""
@@ -322,6 +362,12 @@ EF_SEARCH = 400
 ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 LAYOUT_CACHE = 1024  # document versions whose decoded layout a reader keeps (~10-25 KB each)
+TEXT_CACHE = 16_000_000  # characters of document texts a reader keeps (~2 bytes each; 100k chunks: 2.6M in all)
+# A search within documents of at most this many chunks (and their sentences) is exact, here, over their vectors read
+# by id and kept: Chroma answers a query with a filter on doc_id by filtering every row first (with a server at 100k
+# chunks, 70-97 ms a query against 5 ms unfiltered; reading a 105-chunk document's vectors by id took 14 ms, and
+# its 435 sentences' 21 ms, once).
+EXACT_SEARCH = 2000
 ROW_CACHE = 8192  # chunks, chunk vectors and sentences (with vectors) a reader keeps, each (~2 KB a row)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
@@ -477,6 +523,7 @@ class ChromaIndex:
         self._seen: Version | None = None  # the version record as of the cached documents (None: unknown)
         self._spans = _Recent(SPAN_CACHE)  # (doc id, version) -> its sentences' (id, start, end): see _sentence_spans
         self._layouts = _Recent(LAYOUT_CACHE)  # (doc id, version) -> its record's layout, decoded: see _layout_of
+        self._texts = _Recent(TEXT_CACHE, weight=len)  # (doc id, version) -> its text: see _texts_of
         self._chunk_rows = _Recent(ROW_CACHE)  # chunk id -> Chunk (a committed version's, when read)
         self._chunk_vecs = _Recent(ROW_CACHE)  # chunk id -> vector
         self._sentence_rows = _Recent(ROW_CACHE)  # sentence id -> (Sentence, vector)
@@ -793,8 +840,9 @@ class ChromaIndex:
                 self._generation = None  # the next read fetches only what changed
                 return
             docs = {k: d for k, d in self._docs.items() if k not in removed}
+            self._texts.put_many({(doc.doc_id, doc.version): doc.text for doc, _ in changed.values()})
             for doc_id, (doc, meta) in changed.items():
-                docs[doc_id] = doc
+                docs[doc_id] = self._stored(meta)
                 self._metas[doc_id] = meta
             for doc_id in removed:
                 self._metas.pop(doc_id, None)
@@ -848,33 +896,52 @@ class ChromaIndex:
         if cached is not None and version and seen and version.removals == seen.removals:
             docs = cached
             if version.seq != seen.seq:  # records committed since (>=: two nodes of a server may share a number)
-                got = _paged(self.records, {"seq": {"$gte": seen.seq}}, ["documents", "metadatas"], page=500)
+                got = _paged(self.records, {"seq": {"$gte": seen.seq}}, ["metadatas"])
                 docs = cached | self._records(got)
         elif cached is not None:
-            # A removal, or an index without a version record: the records' metadata is compared, and the full
-            # text read only of documents added or changed since.
+            # A removal, or an index without a version record: the records' metadata is compared, and documents
+            # added or changed since are taken from it.
             got = _paged(self.records, None, ["metadatas"])
             metas = {m["doc_id"]: m for m in got["metadatas"] if m["doc_id"] != VERSION_ID}
             changed = [k for k, m in metas.items() if k not in cached or self._metas.get(k) != m]  # new version, path…
             docs = {k: cached[k] for k in metas if k not in changed and k in cached}
-            for i in range(0, len(changed), 500):
-                docs |= self._records(self.records.get(ids=changed[i:i + 500], include=["documents", "metadatas"]))
+            docs |= self._records({"metadatas": [metas[k] for k in changed]})
             if not changed and metas.keys() == cached.keys():
                 docs = cached
-        else:
-            docs = self._records(_paged(self.records, None, ["documents", "metadatas"], page=500))
+        else:  # (metadata only: texts are read when used, see _texts_of)
+            docs = self._records(_paged(self.records, None, ["metadatas"]))
         self._docs, self._generation, self._seen = docs, generation, version
         return docs
 
     def _records(self, got: dict) -> dict[str, Document]:
         docs = {}
-        for text, meta in zip(got["documents"], got["metadatas"]):
-            if meta["doc_id"] == VERSION_ID:
-                continue
-            fields = {k: v for k, v in meta.items() if k in Document.__dataclass_fields__}
-            docs[meta["doc_id"]] = Document(text=text or "", **fields)
-            self._metas[meta["doc_id"]] = meta
+        for meta in got["metadatas"]:
+            if meta["doc_id"] != VERSION_ID:
+                docs[meta["doc_id"]] = self._stored(meta)
+                self._metas[meta["doc_id"]] = meta
+        unknown = [d for d in docs.values() if not d.length]  # records from before lengths: their texts are read
+        for i in range(0, len(unknown), _BATCH):
+            texts = self._texts_of(unknown[i:i + _BATCH])
+            for d in unknown[i:i + _BATCH]:
+                d.length = len(texts.get((d.doc_id, d.version), ""))
         return docs
+
+    def _stored(self, meta: dict) -> Document:
+        """A committed document from its record's metadata; its text is read when used."""
+        return _StoredDocument(self, **{k: v for k, v in meta.items() if k in Document.__dataclass_fields__
+                                        and k != "text"})
+
+    def _texts_of(self, docs: Collection[Document]) -> dict[tuple[str, str], str]:
+        """The texts of these committed versions by (doc id, version): from memory, the others read from their
+        records at once. A version replaced since it was read has no text (its record holds the new one)."""
+        def read(missing: list[tuple[str, str]]) -> dict:
+            out = {}
+            for i in range(0, len(missing), _BATCH):
+                got = self.records.get(ids=[d for d, _ in missing[i:i + _BATCH]], include=["documents", "metadatas"])
+                for text, meta in zip(got["documents"], got["metadatas"]):
+                    out[(meta["doc_id"], meta.get("version", ""))] = text or ""
+            return out
+        return self._texts.fetch([(d.doc_id, d.version) for d in docs], read)
 
     def cached_documents(self) -> dict[str, Document] | None:
         """The documents as last loaded, without checking for newer commits (None before the first load): for
@@ -1033,26 +1100,33 @@ class ChromaIndex:
         docs = self.documents()
         committed = {d.doc_id: d.version for d in docs.values()}
         if not self._lex.ready():
-            self._lex.rebuild((doc_id, version, self._version_rows(doc_id, version))
-                              for doc_id, version in committed.items())
+            self._lex.rebuild(self._rows_of(list(docs.values())))
             shutil.rmtree(self._old_lexical, ignore_errors=True)
             self._old_lexical.with_name(f"{self._old_lexical.name}.lock").unlink(missing_ok=True)
             return docs
         want = {(number(d), number(v)): d for d, v in committed.items()}
         have = self._lex.versions()
         self._lex.remove_versions(have - want.keys())
-        for pair in want.keys() - have:
-            doc_id = want[pair]
-            self._lex.add(doc_id, committed[doc_id], self._version_rows(doc_id, committed[doc_id]))
+        for doc_id, version, rows in self._rows_of([docs[want[pair]] for pair in want.keys() - have]):
+            self._lex.add(doc_id, version, rows)
         return docs
 
-    def _version_rows(self, doc_id: str, version: str) -> list[tuple[int, str]]:
+    def _rows_of(self, docs: list[Document]):
+        """(doc id, version, its chunks' indexed texts) of these committed versions, their texts read in groups."""
+        for i in range(0, len(docs), _BATCH):
+            group = docs[i:i + _BATCH]
+            texts = self._texts_of(group)
+            for d in group:
+                yield d.doc_id, d.version, self._version_rows(d.doc_id, d.version, texts.get((d.doc_id, d.version)))
+
+    def _version_rows(self, doc_id: str, version: str, text: str | None = None) -> list[tuple[int, str]]:
         """(ordinal, indexed text) of one version's chunks, as the lexical index takes them: from its layout when
         it is the committed version and has one, else read from its rows."""
         doc = self.documents().get(doc_id)
         lay = self._layout_of([doc]).get((doc_id, version)) if doc is not None and doc.version == version else None
         if lay is not None:
-            return [(o, index_text(_layout_chunk(doc, lay, o))) for o in range(len(lay["chunks"]))]
+            text = doc.text if text is None else text
+            return [(o, index_text(_layout_chunk(doc, text, lay, o))) for o in range(len(lay["chunks"]))]
         got = _paged(self.chunks, {"$and": [{"doc_id": doc_id}, {"version": version}]}, ["documents", "metadatas"])
         return sorted((m["ordinal"], index_text(self._chunk(t, m))) for t, m in zip(got["documents"], got["metadatas"]))
 
@@ -1126,11 +1200,29 @@ class ChromaIndex:
         """The store's own filter dialect, from the neutral one (a set of document ids, or None for all)."""
         return None if doc_ids is None else {"doc_id": {"$in": sorted(doc_ids)}}
 
+    def _few(self, doc_ids: Collection[str] | None) -> list[Document] | None:
+        """The committed versions of doc_ids when a search within them is exact, here (see EXACT_SEARCH): at most
+        that many chunks, each version's layout and counts known; else None (Chroma searches)."""
+        if doc_ids is None:
+            return None
+        docs = self.documents()
+        few = [docs[d] for d in sorted(doc_ids) if d in docs]
+        if sum(d.chunks for d in few) > EXACT_SEARCH or not all(d.chunks and d.length for d in few):
+            return None
+        lays = self._layout_of(few)
+        return few if all((d.doc_id, d.version) in lays for d in few) else None
+
     def dense(self, vector: np.ndarray, n: int, doc_ids: Collection[str] | None = None) -> list[Hit]:
         """Nearest chunks by cosine similarity (1 - chroma's cosine distance), within doc_ids when given."""
         total = self.count()
         if total == 0 or (doc_ids is not None and not doc_ids):
             return []
+        if (few := self._few(doc_ids)) is not None:
+            ids = [chunk_id(d.doc_id, d.version, o) for d in few for o in range(d.chunks)]
+            vecs = self._chunk_vectors(ids)
+            best = _nearest(vector, [(i, vecs[i]) for i in ids if i in vecs], n)
+            rows = self.chunks_by_id([i for i, _ in best])
+            return [Hit(rows[i], score) for i, score in best if i in rows]
         got = self.chunks.query(query_embeddings=[vector.tolist()], n_results=min(n, total), where=self._where(doc_ids),
                                 include=["distances"])  # the rows: from layouts (see layout) or the row cache
         rows = self.chunks_by_id(got["ids"][0])
@@ -1216,6 +1308,12 @@ class ChromaIndex:
         """Nearest sentences by cosine similarity, within doc_ids when given."""
         if not self.documents() or (doc_ids is not None and not doc_ids):
             return []
+        if (few := self._few(doc_ids)) is not None:
+            version = {d.doc_id: d.version for d in few}
+            rows = [r for group in self.sentence_vectors([(d.doc_id, 0, d.length) for d in few]) for r in group]
+            by_id = {x.sentence_id(version[x.doc_id]): (x, v) for x, v in rows}
+            return [SentenceHit(by_id[i][0], score)
+                    for i, score in _nearest(vector, [(i, v) for i, (_, v) in by_id.items()], n)]
         got = self.sentences.query(query_embeddings=[vector.tolist()], n_results=n, where=self._where(doc_ids),
                                    include=["distances"])
         ids = got["ids"][0]
@@ -1248,30 +1346,36 @@ class ChromaIndex:
                 out[i] = (d, p[2])
         return out
 
-    def _from_layouts(self, ids: list[str], build: Callable[[Document, dict, int], object]) -> tuple[dict, list[str]]:
-        """Rows of committed versions built from their layouts, by id, and the ids of committed versions without
-        one (to be read); ids of versions not committed are in neither."""
+    def _from_layouts(self, ids: list[str], build: Callable[[Document, str, dict, int], object]
+                      ) -> tuple[dict, list[str]]:
+        """Rows of committed versions built from their layouts and texts, by id, and the ids of committed versions
+        without a layout (to be read); ids of versions not committed (or replaced as this reads) are in neither."""
         parsed = self._committed_ids(ids)
-        lays = self._layout_of({d.doc_id: d for d, _ in parsed.values()}.values())
+        versions = {d.doc_id: d for d, _ in parsed.values()}.values()
+        lays = self._layout_of(versions)
+        texts = self._texts_of([d for d in versions if (d.doc_id, d.version) in lays])
         found, rest = {}, []
         for i, (d, o) in parsed.items():
-            lay = lays.get((d.doc_id, d.version))
+            key = (d.doc_id, d.version)
+            lay = lays.get(key)
             if lay is None:
                 rest.append(i)
-            elif (row := build(d, lay, o)) is not None:
+            elif key in texts and (row := build(d, texts[key], lay, o)) is not None:
                 found[i] = row
         return found, rest
 
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors of committed chunks by chunk key, so every candidate gets a dense score."""
         ids = self._chunk_ids(keys)
+        return {ids[i]: v for i, v in self._chunk_vectors(list(ids)).items()}
 
+    def _chunk_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by chunk id (those read before from memory)."""
         def read(missing: list[str]) -> dict:
             return {i: np.asarray(v, dtype=np.float32)
                     for got in self._loaded(self.chunks, [[i] for i in missing], ["embeddings"])
                     for i, v in zip(got["ids"], got["embeddings"])}
-        vecs = self._chunk_vecs.fetch(list(ids), read)
-        return {ids[i]: v for i, v in vecs.items()}
+        return self._chunk_vecs.fetch(ids, read)
 
     # -- lexical ---------------------------------------------------------------------------
     def lexical(self) -> LexicalIndex:
@@ -1332,7 +1436,8 @@ class ChromaIndex:
             return []
         lay = self._layout_of([d]).get((doc_id, d.version))
         if lay is not None:
-            return [_layout_chunk(d, lay, o) for o, (a, b, _, _) in enumerate(lay["chunks"]) if phrase in d.text[a:b]]
+            text = d.text
+            return [_layout_chunk(d, text, lay, o) for o, (a, b, _, _) in enumerate(lay["chunks"]) if phrase in text[a:b]]
         # Filtered here: Chroma answers a text filter by scanning every chunk's text (120 ms at 13k chunks), and a
         # filter on doc_id by scanning every chunk's metadata (10 ms at 50k chunks): by id (ids are numbered).
         got = _by_ids(self.chunks, [chunk_id(doc_id, d.version, o) for o in range(d.chunks)], ["documents", "metadatas"])
@@ -1347,10 +1452,12 @@ class ChromaIndex:
         if doc_ids is not None:  # from layouts, the others by id
             named = [docs[d] for d in sorted(doc_ids) if d in docs]
             lays = self._layout_of(named)
+            texts = self._texts_of([d for d in named if any(c[2] == article for c in
+                                                            lays.get((d.doc_id, d.version), {}).get("chunks", ()))])
             for d in named:
-                lay = lays.get((d.doc_id, d.version))
-                if lay is not None:
-                    found += [_layout_chunk(d, lay, o) for o, c in enumerate(lay["chunks"]) if c[2] == article]
+                lay, text = lays.get((d.doc_id, d.version)), texts.get((d.doc_id, d.version))
+                if lay is not None and text is not None:
+                    found += [_layout_chunk(d, text, lay, o) for o, c in enumerate(lay["chunks"]) if c[2] == article]
             doc_ids = [d.doc_id for d in named if (d.doc_id, d.version) not in lays]
             if not doc_ids:
                 return found
