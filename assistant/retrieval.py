@@ -215,9 +215,11 @@ class HybridRetriever:
     def _add_named_articles(self, pool: Pool, allowed: set[str] | None) -> None:
         """"第十一条" names an addressable unit: its chunks join, the document the question names first. Every
         document has a 第九条: the one whose title the question names best is the one meant (1.0); the others stay
-        candidates, well below (0.3 at most). Only the documents already among the candidates are looked in: a
-        question naming a document brings its chunks there (their indexed text carries the title and article), and
-        every document's 第九条 is thousands of rows in a large index."""
+        candidates, well below (0.3 at most). The documents among the candidates are looked in first: a question
+        naming a document brings its chunks there (their indexed text carries the title and article), and every
+        document's 第九条 is thousands of rows in a large index. When none of them has it, the documents allowed that
+        have it are found from their layouts (no row read): it is not absent, and those whose title the question
+        names best join."""
         cands = pool.candidates
         docs = {c.chunk.doc_id for c in cands.values()}
         scope = docs if allowed is None else docs & allowed
@@ -226,8 +228,16 @@ class HybridRetriever:
         for ref in refs:
             forms = article_forms(ref)
             arts = [c for f in forms for c in self.index.article_chunks(f, scope)] if scope else []
-            if not arts:  # none of the candidates' documents has it: is it in any document allowed?
-                arts = [c for f in forms for c in self.index.article_chunks(f, allowed)]
+            if not arts:  # none of the candidates' documents has it: which documents allowed have it? Of those,
+                # the ones whose title the question names best join (every statute of a large index has a 第九条)
+                having = set().union(*(self.index.article_documents(f, allowed) for f in forms))
+                every = self.index.documents()
+                titled = {d: coverage(pool.terms, every[d].title) for d in having if d in every}
+                top = max(titled.values(), default=0.0)
+                meant = {d for d, v in titled.items() if top > 0 and v == top}
+                arts = [c for f in forms for c in self.index.article_chunks(f, meant)] if meant else []
+                if having:
+                    found.add(ref)
             if arts:
                 found.add(ref)
             named = {c.doc_id: coverage(pool.terms, c.title) for c in arts}

@@ -340,6 +340,7 @@ class Store(Protocol):
     def chunk_vectors(self, keys: list[str]) -> dict[str, np.ndarray]: ...
     def chunks_mentioning(self, doc_id: str, phrase: str) -> list[Chunk]: ...
     def article_chunks(self, article: str, doc_ids: Collection[str] | None = None) -> list[Chunk]: ...
+    def article_documents(self, article: str, doc_ids: Collection[str] | None = None) -> set[str]: ...
     def sentence_vectors(self, spans: list[tuple[str, int, int]]) -> list[list[tuple[Sentence, np.ndarray]]]: ...
 
     # searching
@@ -1473,6 +1474,25 @@ class ChromaIndex:
             return found + list(self.chunks_by_id(ids).values())
         committed = self._committed()
         return found + [self._chunk(t, m) for t, m in zip(got["documents"], got["metadatas"]) if committed(m)]
+
+    def article_documents(self, article: str, doc_ids: Collection[str] | None = None) -> set[str]:
+        """The committed documents (within doc_ids) that have an article with this number, without reading a row:
+        from the layouts their records carry (a version without one: its rows' ids, by filter)."""
+        docs = self.documents()
+        probe = json.dumps(article, ensure_ascii=False)  # as the layout holds it: '"第九条"'
+        out, unlaid = set(), []
+        for doc_id in docs if doc_ids is None else [d for d in doc_ids if d in docs]:
+            meta = self._metas.get(doc_id, {})
+            if meta.get("version") != docs[doc_id].version or not meta.get("layout"):
+                unlaid.append(doc_id)
+            elif probe in meta["layout"]:
+                out.add(doc_id)
+        if unlaid:
+            where = {"article": article} if len(unlaid) == len(docs) else {"$and": [{"article": article},
+                                                                                     self._where(unlaid)]}
+            ids = _paged(self.chunks, where, [])["ids"]
+            out |= {d.doc_id for d, _ in self._committed_ids(ids).values()} & set(unlaid)
+        return out
 
     def lexical_scores(self, query: str, doc_ids: Collection[str] | None = None) -> LexicalScores:
         """BM25 scores by chunk key of the committed chunks sharing a bigram with the query (within doc_ids): the

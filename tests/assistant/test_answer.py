@@ -101,8 +101,17 @@ def test_a_question_saying_where_its_answer_is_is_answered_from_there(corpus_ass
 
 def test_an_article_no_document_has_is_said_to_be_absent(corpus_assistant):
     """The longest document has 95 articles: retrieval would offer others (第一、二、十条) at high closeness."""
-    a = corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二百条规定了什么？")
+    looked = []
+    real = corpus_assistant.index.article_chunks
+    corpus_assistant.index.article_chunks = lambda article, doc_ids=None: looked.append(doc_ids) or real(article, doc_ids)
+    try:
+        a = corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二百条规定了什么？")
+        anywhere = corpus_assistant.ask("第二百条规定了什么？")  # (no document named: any might have it)
+    finally:
+        del corpus_assistant.index.article_chunks
     assert a.refused and a.answer == REFUSAL + "所查的文件中没有第二百条。" and not a.citations
+    assert anywhere.refused and anywhere.answer == a.answer
+    assert looked and None not in looked  # no look at every document's rows (see article_documents)
     assert not corpus_assistant.ask("《洛阳市历史文化名城保护条例》第二十条规定了什么？").refused
     digits = corpus_assistant.ask("《洛阳市城乡规划条例》第20条规定了什么？")  # statutes write 第二十条
     assert not digits.refused and "第二十条 经依法批准的控制性详细规划不得擅自修改" in digits.answer

@@ -694,6 +694,26 @@ def test_a_search_within_few_documents_is_exact_here_and_equals_chromas(tmp_path
             monkeypatch.setattr(store, "EXACT_SEARCH", 2000)
 
 
+def test_which_documents_have_an_article_is_read_from_layouts(tmp_path, small_docs, monkeypatch):
+    """Issue 12: whether any document has a 第N条 (a question naming an article none of its candidates' documents
+    has) is answered from the layouts the records carry, without reading rows; versions without one by filter."""
+    index = ChromaIndex(tmp_path / "index")
+    Pipeline(index, HashEmbedder()).run([small_docs])
+    write(small_docs / "more.txt", "title: 另一条例\n---\n第一条 总则。\n\n第二条 细则。\n\n第九条 附则。\n")
+    Pipeline(index, HashEmbedder()).run([small_docs / "more.txt"])
+    reads = []
+    monkeypatch.setattr(index.chunks, "get", lambda *a, _real=index.chunks.get, **k: reads.append(k) or _real(*a, **k))
+    for article in ("第一条", "第二条", "第九条", "第二百条"):
+        expected = {c.doc_id for c in index.article_chunks(article)}
+        reads.clear()
+        assert index.article_documents(article) == expected and not reads, article
+        assert index.article_documents(article, {"more"}) == expected & {"more"} and not reads
+    assert index.article_documents("第九条") == {"more"} and index.article_documents("第二条") >= {"parking", "more"}
+    for m in index._metas.values():
+        m.pop("layout", None)  # versions indexed before layouts
+    assert index.article_documents("第九条") == {"more"} and reads and index.article_documents("第二百条") == set()
+
+
 def _spy_records(index) -> list[tuple]:
     """Every read of the records collection: (ids, where, include)."""
     calls, real_get = [], index.records.get
