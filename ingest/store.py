@@ -363,7 +363,7 @@ EF_SEARCH = 400
 ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up to this many chunks, else by filter
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 LAYOUT_CACHE = 1024  # document versions whose decoded layout a reader keeps (~10-25 KB each)
-TEXT_CACHE = 16_000_000  # characters of document texts a reader keeps (~2 bytes each; 100k chunks: 2.6M in all)
+TEXT_CACHE = 16_000_000  # characters of document texts a reader keeps (~2 bytes each; the 100k-chunk bench: 6.4M)
 # A search within documents of at most this many chunks (and their sentences) is exact, here, over their vectors read
 # by id and kept: Chroma answers a query with a filter on doc_id by filtering every row first (with a server at 100k
 # chunks, 70-97 ms a query against 5 ms unfiltered; reading a 105-chunk document's vectors by id took 14 ms, and
