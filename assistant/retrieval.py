@@ -93,6 +93,9 @@ class CrossEncoderReranker:
 
 MAX_QUERY_CHARS = 512
 ARTICLE_REF = re.compile(r"第[一二三四五六七八九十百千零〇两\d]+条")
+# An article none of the candidates' documents has, in a question naming no title: the documents that have it join
+# when they are at most this many (every statute of a large index has a 第九条: then none, the question is too vague)
+ARTICLE_DOCS = 20
 _DIGITS = "零一二三四五六七八九"
 
 
@@ -219,7 +222,7 @@ class HybridRetriever:
         naming a document brings its chunks there (their indexed text carries the title and article), and every
         document's 第九条 is thousands of rows in a large index. When none of them has it, the documents allowed that
         have it are found from their layouts (no row read): it is not absent, and those whose title the question
-        names best join."""
+        names best join (with no title named, all of them up to ARTICLE_DOCS)."""
         cands = pool.candidates
         docs = {c.chunk.doc_id for c in cands.values()}
         scope = docs if allowed is None else docs & allowed
@@ -234,7 +237,7 @@ class HybridRetriever:
                 every = self.index.documents()
                 titled = {d: coverage(pool.terms, every[d].title) for d in having if d in every}
                 top = max(titled.values(), default=0.0)
-                meant = {d for d, v in titled.items() if top > 0 and v == top}
+                meant = {d for d, v in titled.items() if v == top} if top > 0 or len(having) <= ARTICLE_DOCS else set()
                 arts = [c for f in forms for c in self.index.article_chunks(f, meant)] if meant else []
                 if having:
                     found.add(ref)

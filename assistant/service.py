@@ -103,7 +103,12 @@ class Assistant:
         return self.index.documents()
 
     def document(self, doc_id: str):
-        return self.index.document(doc_id)
+        """A committed document, with its text: one replaced since this process read the records has none (its
+        record holds the new version's), and the store then reads them again."""
+        doc = self.index.document(doc_id)
+        if doc is not None and doc.length and not doc.text:
+            doc = self.index.document(doc_id)
+        return doc
 
     def chunks(self, doc_id: str) -> list:
         """A document's chunks in order, as (chunk id, Chunk)."""

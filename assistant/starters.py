@@ -113,10 +113,10 @@ def outline(doc: Document, chunks: Iterable[Chunk]) -> tuple[str, str, list[Pass
         heads, note = [(lv, h) for lv, h in heads if lv == 0], "（只列出一级标题）"
     lines: list[str] = []
     passages: list[Passage] = []
-    cursor, top = 0, ""
+    cursor, top, text = 0, "", doc.text
     for level, head in heads[:MAX_LINES]:
         probe = head.rstrip("…").strip()
-        at = doc.text.find(probe, cursor) if probe else -1
+        at = text.find(probe, cursor) if probe else -1
         if at < 0:
             continue
         cursor = at + len(probe)

@@ -43,8 +43,7 @@ class Document:
     length: int = 0  # of the text, in characters (kept in the record: a reader loads texts only when used)
 
     def __post_init__(self) -> None:
-        if not self.length:
-            self.length = len(self.text)
+        self.length = len(self.text)  # (a stored document's is its record's: see ingest.store)
 
     def meta(self) -> dict:
         """Everything but the text, for listings (without reading a stored document's text)."""

@@ -26,7 +26,8 @@ removal makes it compare every record's metadata.
 A record also carries its version's layout: every chunk's and sentence's offsets into the document's text, with
 their article and headings (see `layout`). Readers build chunks and sentences from the layout and the document's
 text (read from its record when first used, and kept up to TEXT_CACHE characters): a question reads from Chroma its
-two vector searches (distances), the vectors it scores and the texts not yet kept, never rows' text or metadata,
+two vector searches (distances; within a few documents, their vectors by id: see EXACT_SEARCH), the vectors it
+scores and the texts not yet kept, never rows' text or metadata,
 whose reads were most of a question's Chroma time. So the rows of a version
 with a layout are lean: a vector and the metadata filters use (doc_id and version; a chunk's article), no text.
 Chroma indexes every row's text for full-text search and every metadata value: a document's chunks and sentences
@@ -107,13 +108,16 @@ def _layout_sentence(doc: Document, text: str, lay: dict, ordinal: int) -> Sente
 class _StoredDocument(Document):
     """A committed document as the index holds it: its record's fields, and its text read from the record when first
     used (see ChromaIndex._texts_of), not when the records are read: a process that opens the index reads only the
-    records' metadata, and keeps at most TEXT_CACHE characters of texts."""
+    records' metadata, and keeps at most TEXT_CACHE characters of texts. Its text is "" once its version has been
+    replaced (the record holds the new one). It pickles and copies as a plain Document. It holds its index (a weak
+    reference would leave a document read from an index nobody else holds without a text); the index holds its
+    documents, so a dropped index is freed by the garbage collector, not at once."""
 
     def __init__(self, index: "ChromaIndex", **fields) -> None:
         self._index = index
         super().__init__(text="", **fields)
 
-    def __post_init__(self) -> None:  # (the length is the record's; an index from before it leaves 0)
+    def __post_init__(self) -> None:  # (the length is the record's)
         pass
 
     @property
@@ -121,8 +125,19 @@ class _StoredDocument(Document):
         return self._index._texts_of([self]).get((self.doc_id, self.version), "")
 
     @text.setter
-    def text(self, value: str) -> None:  # (the dataclass's __init__ sets it; the text is the record's)
-        pass
+    def text(self, value: str) -> None:
+        if value:  # (the dataclass's __init__ sets "")
+            raise AttributeError("a stored document's text is its record's: index a new version instead")
+
+    def __repr__(self) -> str:
+        return f"StoredDocument({self.meta()!r})"
+
+    def __reduce__(self):
+        return _plain_document, (self.meta() | {"text": self.text},)
+
+
+def _plain_document(fields: dict) -> Document:
+    return Document(**fields)
 
 
 def _nearest(vector: np.ndarray, rows: list[tuple[str, np.ndarray]], n: int) -> list[tuple[str, float]]:
@@ -132,7 +147,11 @@ def _nearest(vector: np.ndarray, rows: list[tuple[str, np.ndarray]], n: int) -> 
     m = np.vstack([v for _, v in rows]).astype(np.float32)
     q = np.asarray(vector, dtype=np.float32)
     sims = (m @ q) / np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(q), 1e-12)
-    order = sorted(range(len(rows)), key=lambda j: (-float(sims[j]), rows[j][0]))[:n]
+    if n < len(rows):  # the n best and every row tied with the n-th, then ordered
+        keep = np.flatnonzero(sims >= np.partition(sims, len(rows) - n)[len(rows) - n])
+    else:
+        keep = range(len(rows))
+    order = sorted(keep, key=lambda j: (-float(sims[j]), rows[j][0]))[:n]
     return [(rows[j][0], float(sims[j])) for j in order]
 
 
@@ -364,11 +383,11 @@ ARTICLE_BY_ID = 3000  # an article is looked up by its documents' chunk ids up t
 SPAN_CACHE = 4096  # document versions whose sentence spans a reader keeps (~30 spans of 3 numbers each)
 LAYOUT_CACHE = 1024  # document versions whose decoded layout a reader keeps (~10-25 KB each)
 TEXT_CACHE = 16_000_000  # characters of document texts a reader keeps (~2 bytes each; the 100k-chunk bench: 6.4M)
-# A search within documents of at most this many chunks (and their sentences) is exact, here, over their vectors read
+# A search within documents of at most this many rows (chunks and sentences) is exact, here, over their vectors read
 # by id and kept: Chroma answers a query with a filter on doc_id by filtering every row first (with a server at 100k
 # chunks, 70-97 ms a query against 5 ms unfiltered; reading a 105-chunk document's vectors by id took 14 ms, and
-# its 435 sentences' 21 ms, once).
-EXACT_SEARCH = 2000
+# its 435 sentences' 21 ms, once). Well below ROW_CACHE, so one such search does not evict every other row kept.
+EXACT_SEARCH = 3000
 ROW_CACHE = 8192  # chunks, chunk vectors and sentences (with vectors) a reader keeps, each (~2 KB a row)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
@@ -941,6 +960,8 @@ class ChromaIndex:
                 got = self.records.get(ids=[d for d, _ in missing[i:i + _BATCH]], include=["documents", "metadatas"])
                 for text, meta in zip(got["documents"], got["metadatas"]):
                     out[(meta["doc_id"], meta.get("version", ""))] = text or ""
+            if not set(missing) <= out.keys():  # replaced (or removed) since read: the next documents() reads again
+                self.refresh()
             return out
         return self._texts.fetch([(d.doc_id, d.version) for d in docs], read)
 
@@ -1051,6 +1072,7 @@ class ChromaIndex:
     def reconcile(self) -> int:
         """Delete chunks no committed record points at (left by an interrupted ingest); return how many. Inside
         the writer lock: only the documents whose write left an intent, unless a full pass is needed."""
+        self._write_lengths()
         if not self._intents_kept.exists():
             # (not with a shared server: a full pass would delete another node's chunks awaiting their commit)
             total = 0 if self.shared_server else self._reconcile_all()
@@ -1080,6 +1102,20 @@ class ChromaIndex:
             path.unlink(missing_ok=True)
         self._sync_lexical()
         return total
+
+    def _write_lengths(self) -> None:
+        """Records written before they kept their text's length get it (read from their texts when the records
+        were read), so later processes read no text to open the index. Not with a shared server: a node holds no
+        lock over another's commit, which could replace a record between the read and this write."""
+        if self.shared_server:
+            return
+        docs = self.documents()
+        lacking = [d for d in docs.values() if "length" not in self._metas.get(d.doc_id, {"length": 0})]
+        for i in range(0, len(lacking), _BATCH):
+            part = lacking[i:i + _BATCH]
+            self.records.update(ids=[d.doc_id for d in part], metadatas=[{"length": d.length} for d in part])
+            for d in part:
+                self._metas[d.doc_id]["length"] = d.length
 
     def _reconcile_all(self) -> int:
         committed = {d.doc_id: d.version for d in self.documents().values()}
@@ -1118,7 +1154,9 @@ class ChromaIndex:
             group = docs[i:i + _BATCH]
             texts = self._texts_of(group)
             for d in group:
-                yield d.doc_id, d.version, self._version_rows(d.doc_id, d.version, texts.get((d.doc_id, d.version)))
+                if (d.doc_id, d.version) in texts or not self._metas.get(d.doc_id, {}).get("layout"):
+                    yield d.doc_id, d.version, self._version_rows(d.doc_id, d.version, texts.get((d.doc_id, d.version)))
+                # (else replaced as this reads: the next sync adds the new version)
 
     def _version_rows(self, doc_id: str, version: str, text: str | None = None) -> list[tuple[int, str]]:
         """(ordinal, indexed text) of one version's chunks, as the lexical index takes them: from its layout when
@@ -1203,12 +1241,14 @@ class ChromaIndex:
 
     def _few(self, doc_ids: Collection[str] | None) -> list[Document] | None:
         """The committed versions of doc_ids when a search within them is exact, here (see EXACT_SEARCH): at most
-        that many chunks, each version's layout and counts known; else None (Chroma searches)."""
+        that many chunks and sentences, each version's layout and counts known; else None (Chroma searches)."""
         if doc_ids is None:
             return None
         docs = self.documents()
         few = [docs[d] for d in sorted(doc_ids) if d in docs]
-        if sum(d.chunks for d in few) > EXACT_SEARCH or not all(d.chunks and d.length for d in few):
+        sentences = [self._metas.get(d.doc_id, {}).get("sentences") for d in few]
+        if not all(d.chunks and d.length and n is not None for d, n in zip(few, sentences)) \
+                or sum(d.chunks for d in few) + sum(sentences) > EXACT_SEARCH:
             return None
         lays = self._layout_of(few)
         return few if all((d.doc_id, d.version) in lays for d in few) else None
@@ -1373,8 +1413,11 @@ class ChromaIndex:
     def _chunk_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors by chunk id (those read before from memory)."""
         def read(missing: list[str]) -> dict:
+            by_doc: dict[str, list[str]] = {}
+            for i in missing:  # (a group per document: what is read alone when another process's rows fail a read)
+                by_doc.setdefault(i.rsplit(":", 2)[0], []).append(i)
             return {i: np.asarray(v, dtype=np.float32)
-                    for got in self._loaded(self.chunks, [[i] for i in missing], ["embeddings"])
+                    for got in self._loaded(self.chunks, list(by_doc.values()), ["embeddings"])
                     for i, v in zip(got["ids"], got["embeddings"])}
         return self._chunk_vecs.fetch(ids, read)
 
@@ -1479,7 +1522,7 @@ class ChromaIndex:
         """The committed documents (within doc_ids) that have an article with this number, without reading a row:
         from the layouts their records carry (a version without one: its rows' ids, by filter)."""
         docs = self.documents()
-        probe = json.dumps(article, ensure_ascii=False)  # as the layout holds it: '"第九条"'
+        probe = json.dumps(article, ensure_ascii=False) + ",["  # as a layout's chunk holds it: '"第九条",[…]'
         out, unlaid = set(), []
         for doc_id in docs if doc_ids is None else [d for d in doc_ids if d in docs]:
             meta = self._metas.get(doc_id, {})

@@ -683,7 +683,12 @@ def test_a_search_within_few_documents_is_exact_here_and_equals_chromas(tmp_path
             mine = ([(h.chunk.doc_id, h.chunk.ordinal, round(h.score, 5)) for h in index.dense(v, 5, within)],
                     [(h.sentence.doc_id, h.sentence.ordinal, round(h.score, 5)) for h in index.dense_sentences(v, 8, within)])
             assert mine[0] and mine[1] and not queries
-            monkeypatch.setattr(store, "EXACT_SEARCH", 0)
+            docs = index.documents()
+            rows = sum(docs[d].chunks + index._metas[d]["sentences"] for d in within)
+            monkeypatch.setattr(store, "EXACT_SEARCH", rows)  # chunks and sentences count: at the bound, here
+            index.dense(v, 5, within), index.dense_sentences(v, 8, within)
+            assert not queries
+            monkeypatch.setattr(store, "EXACT_SEARCH", rows - 1)
             chroma = ([(h.chunk.doc_id, h.chunk.ordinal, round(h.score, 5)) for h in index.dense(v, 5, within)],
                       [(h.sentence.doc_id, h.sentence.ordinal, round(h.score, 5))
                        for h in index.dense_sentences(v, 8, within)])
@@ -709,9 +714,54 @@ def test_which_documents_have_an_article_is_read_from_layouts(tmp_path, small_do
         assert index.article_documents(article) == expected and not reads, article
         assert index.article_documents(article, {"more"}) == expected & {"more"} and not reads
     assert index.article_documents("第九条") == {"more"} and index.article_documents("第二条") >= {"parking", "more"}
+    write(small_docs / "titled.txt", "title: 第九条\n---\n第一条 标题像条文编号的文件。\n")  # a title is no article
+    Pipeline(index, HashEmbedder()).run([small_docs / "titled.txt"])
+    reads.clear()
+    assert index.article_documents("第九条") == {"more"} and not reads
     for m in index._metas.values():
         m.pop("layout", None)  # versions indexed before layouts
     assert index.article_documents("第九条") == {"more"} and reads and index.article_documents("第二百条") == set()
+
+
+def test_an_article_the_candidates_documents_lack_joins_from_the_documents_that_have_it(tmp_path, small_docs,
+                                                                                         monkeypatch):
+    """A 第九条 none of the candidates' documents has: with a title named, that document's article joins; with none,
+    every document that has it, up to ARTICLE_DOCS; above that none (it is still not absent)."""
+    from assistant import retrieval
+    from assistant.pool import Candidate, Pool
+    from assistant.retrieval import HybridRetriever, query_terms
+
+    write(small_docs / "rules.txt", "title: 另一条例\n---\n第一条 总则。\n\n第二条 细则。\n\n第九条 附则内容在此。\n")
+    write(small_docs / "more.txt", "title: 第三条例\n---\n第一条 总则。\n\n第九条 其他附则。\n")
+    index, emb = ChromaIndex(tmp_path / "index"), HashEmbedder()
+    Pipeline(index, emb).run([small_docs])
+    r = HybridRetriever(index, emb)
+
+    def joined(q: str) -> tuple[set[str], list]:
+        pool = Pool(q, emb.embed_query(q), query_terms(q), [], {"parking:0": Candidate(index.chunks_by_key(["parking:0"])["parking:0"])}, [], [])
+        r._add_named_articles(pool, None)
+        return {k.split(":")[0] for k in pool.candidates} - {"parking"}, pool.absent_articles
+    assert joined("另一条例第九条规定了什么？") == ({"rules"}, [])
+    assert joined("第九条规定了什么？") == ({"rules", "more"}, [])
+    monkeypatch.setattr(retrieval, "ARTICLE_DOCS", 1)
+    assert joined("第九条规定了什么？") == (set(), [])
+    assert joined("第二百条规定了什么？") == (set(), ["第二百条"])
+
+
+def test_a_stored_document_reads_its_text_when_used_and_copies_as_a_plain_one(tmp_path, small_docs):
+    import copy as copying
+    import pickle
+
+    from ingest.schema import Document
+
+    Pipeline(ChromaIndex(tmp_path / "index"), HashEmbedder()).run([small_docs])
+    doc = ChromaIndex(tmp_path / "index").documents()["parking"]
+    assert "停车" in repr(doc) and doc.text not in repr(doc)  # (no read to show it)
+    plain = pickle.loads(pickle.dumps(doc))
+    assert type(plain) is Document and plain.text == doc.text and plain.meta() == doc.meta()
+    assert type(copying.deepcopy(doc)) is Document
+    with pytest.raises(AttributeError):
+        doc.text = "另一段文字"
 
 
 def _spy_records(index) -> list[tuple]:
@@ -796,6 +846,17 @@ def test_a_text_replaced_before_it_is_read_gives_no_rows(tmp_path, small_docs, m
     assert reader.chunks_by_key(["parking:0", "parking:1"]) == {} and old.text == ""
     monkeypatch.undo()
     assert "全新的文字" in reader.chunks_by_key(["parking:0"])["parking:0"].text
+    # what the edges show (the API, the reader page, the UI's document tab): the new version, read again
+    from assistant.service import Assistant
+
+    stale = ChromaIndex(tmp_path / "index")
+    stale.documents()
+    monkeypatch.setattr(stale, "_fresh", lambda: True)
+    write(small_docs / "parking.txt", "title: 停车条例\n---\n第一条 第三个版本的文字。\n")
+    pipe.run([small_docs / "parking.txt"])
+    monkeypatch.setattr(stale, "_fresh", lambda: stale._generation is not None)  # (refresh() makes it look)
+    shown = Assistant.document(type("A", (), {"index": stale})(), "parking")
+    assert "第三个版本" in shown.text
 
 
 def test_records_from_before_lengths_get_theirs_from_their_texts(tmp_path, small_docs):
@@ -816,8 +877,12 @@ def test_records_from_before_lengths_get_theirs_from_their_texts(tmp_path, small
     copy = tmp_path / "copy" / "parking-copy.txt"
     copy.parent.mkdir()
     copy.write_bytes(next(small_docs.glob("parking*")).read_bytes().replace(b"\n", b"\r\n"))  # the same text
-    line = Pipeline(reader, HashEmbedder()).run([copy]).documents[0]
+    line = Pipeline(reader, HashEmbedder()).run([copy]).documents[0]  # (a writer: it writes the lengths in)
     assert (line.status, line.doc_id) == ("unchanged", "parking") and "same text" in line.error, line
+    later = ChromaIndex(tmp_path / "index")
+    calls = _spy_records(later)
+    assert {k: d.length for k, d in later.documents().items()} == {k: d.length for k, d in docs.items()}
+    assert not [c for c in calls if "documents" in c[2]], calls
 
 
 def test_a_removal_and_an_unfinished_write_reach_other_processes(tmp_path, small_docs):
