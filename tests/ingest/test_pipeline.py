@@ -764,6 +764,33 @@ def test_a_stored_document_reads_its_text_when_used_and_copies_as_a_plain_one(tm
         doc.text = "另一段文字"
 
 
+def test_a_writer_gives_way_to_questions_asked_from_its_directory(tmp_path, small_docs, monkeypatch):
+    """Issue 12: with a Chroma server a writer's inserts run at the server's priority and a question's reads wait
+    for them, so a writer that sees a question asked from its index directory in the last ASKING_SECONDS waits as
+    long as its commit took (at most GIVE_WAY_SECONDS) after it; with no question asked it does not."""
+    from ingest import store
+
+    index, emb = ChromaIndex(tmp_path / "index"), HashEmbedder()
+    pipe = Pipeline(index, emb)
+    pipe.run([small_docs])
+    waits = []
+    monkeypatch.setattr(store.time, "sleep", waits.append)
+    monkeypatch.setattr(index, "shared_server", True)  # (what a Chroma server sets; the store logic is the same)
+    asking = index._asking_file
+    write(small_docs / "a.txt", "title: 甲\n---\n第一条 甲文。\n")
+    pipe.run([small_docs / "a.txt"])
+    assert waits == [] and not asking.exists()
+    index.dense(emb.embed_query("停车"), 3)  # a question: the directory is told
+    assert asking.exists()
+    write(small_docs / "b.txt", "title: 乙\n---\n第一条 乙文。\n")
+    pipe.run([small_docs / "b.txt"])
+    assert len(waits) == 1 and 0 < waits[0] <= store.GIVE_WAY_SECONDS
+    os.utime(asking, (time.time() - store.ASKING_SECONDS - 1,) * 2)  # asked a while ago
+    write(small_docs / "c.txt", "title: 丙\n---\n第一条 丙文。\n")
+    pipe.run([small_docs / "c.txt"])
+    assert len(waits) == 1
+
+
 def _spy_records(index) -> list[tuple]:
     """Every read of the records collection: (ids, where, include)."""
     calls, real_get = [], index.records.get
