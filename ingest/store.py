@@ -393,6 +393,7 @@ EXACT_SEARCH = 3000
 # writes: a read's p95 went from 7.5 to 16.7 ms, its longest to 180 ms, while another process wrote).
 ASKING_SECONDS = 2.0
 GIVE_WAY_SECONDS = 0.5
+_pause = time.sleep  # (a writer's wait: see _give_way)
 ROW_CACHE = 8192  # chunks, chunk vectors and sentences (with vectors) a reader keeps, each (~2 KB a row)
 REOPEN_SECONDS = 30.0  # an embedded reader reloads other processes' vectors at most this often (see _follow)
 QUIET_SECONDS = 10.0  # ...and once their commits have paused this long (or have gone on for MAX_BEHIND_SECONDS)
@@ -564,7 +565,7 @@ class ChromaIndex:
         self._intents = self.index_dir / f"pending-{collection}"  # documents whose write has not finished
         self._intents_kept = self.index_dir / f"pending-{collection}.since"  # every write since leaves an intent
         self._asking_file = self.index_dir / f"asking-{collection}"  # touched while questions are asked (see _give_way)
-        self._asked_at = 0.0
+        self._asked_at = float("-inf")
         self._generation = self._opened_at = self._read_generation()
         self._reopened: float | None = None  # monotonic time of the last reopen (see _follow)
         self._behind_since: float | None = None  # since when another process's vectors are not loaded here
@@ -995,9 +996,9 @@ class ChromaIndex:
         small files cost one write per collection, not one each. Distinct document ids."""
         if not items:
             return
-        started = time.monotonic()
         intent = self._intend(*(p.doc.doc_id for p in items))
         known = self.documents()
+        started = time.monotonic()  # (what the server does for this commit: its writes, from here)
         updates = [p for p in items if p.doc.doc_id in known]  # (a new one's leftovers are reconcile's)
         lays = {p.doc.doc_id: layout(p.doc, p.chunks, p.sentences) for p in items}
         for lean in (True, False):  # rows a layout rebuilds carry no text (see the module docstring)
@@ -1045,15 +1046,16 @@ class ChromaIndex:
         """With a Chroma server, a writer whose index directory has seen a question in the last ASKING_SECONDS
         waits as long as its commit took (at most GIVE_WAY_SECONDS) before it goes on: the server inserts the
         commit's vectors at its own priority, not at the ingest's lowered one, and a question waits for those
-        inserts (see ASKING_SECONDS). Embedded, the writer inserts them itself, at its lowered priority."""
+        inserts (see ASKING_SECONDS). Embedded, the writer inserts them itself, at its lowered priority. (It waits
+        holding the writer lock: another writer waits the longer, by at most GIVE_WAY_SECONDS a commit.)"""
         if not self.shared_server:
             return
         try:
             asked = time.time() - self._asking_file.stat().st_mtime
         except OSError:
             return
-        if asked < ASKING_SECONDS:
-            time.sleep(min(spent, GIVE_WAY_SECONDS))
+        if 0 <= asked < ASKING_SECONDS:  # (a clock stepped back: no question known)
+            _pause(min(spent, GIVE_WAY_SECONDS))
 
     def _asking(self) -> None:
         """Note that a question is being asked (at most once a second): a writer sharing the directory gives way."""

@@ -774,7 +774,7 @@ def test_a_writer_gives_way_to_questions_asked_from_its_directory(tmp_path, smal
     pipe = Pipeline(index, emb)
     pipe.run([small_docs])
     waits = []
-    monkeypatch.setattr(store.time, "sleep", waits.append)
+    monkeypatch.setattr(store, "_pause", waits.append)
     monkeypatch.setattr(index, "shared_server", True)  # (what a Chroma server sets; the store logic is the same)
     asking = index._asking_file
     write(small_docs / "a.txt", "title: 甲\n---\n第一条 甲文。\n")
