@@ -317,10 +317,10 @@ def named_source(question: str, docs: dict) -> object | None:
     documents are too ("条例怎么罚")."""
     q = question.replace("《", "").replace("》", "")
     named = {d.doc_id: d for d in docs.values() if d.title and d.title in q}
-    named = {k: d for k, d in named.items()  # the longest title named: 洛阳市城市市容… holds 城市市容…
+    named = {k: d for k, d in named.items()  # the longest title named: 甲市X条例 holds X条例
              if not any(o.doc_id != k and d.title in o.title for o in named.values())}
     for d in list(named.values()):  # a title inside a longer one the question names in part, by its place
-        for o in docs.values():     # ("洛阳的城市市容和环境卫生管理条例" means 洛阳市城市市容和环境卫生管理条例)
+        for o in docs.values():     # ("甲市的X条例" means 甲市X条例, not the X条例 inside it)
             place = o.title.replace(d.title, "").rstrip("市省县区") if o.doc_id != d.doc_id and d.title in o.title else ""
             if place and place in q:
                 return None

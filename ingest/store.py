@@ -1449,7 +1449,7 @@ class ChromaIndex:
         def read(missing: list[str]) -> dict:
             by_doc: dict[str, list[str]] = {}
             for i in missing:  # (a group per document: what is read alone when another process's rows fail a read)
-                by_doc.setdefault(i.rsplit(":", 2)[0], []).append(i)
+                by_doc.setdefault((_parse_id(i) or (i,))[0], []).append(i)
             return {i: np.asarray(v, dtype=np.float32)
                     for got in self._loaded(self.chunks, list(by_doc.values()), ["embeddings"])
                     for i, v in zip(got["ids"], got["embeddings"])}
